@@ -1,0 +1,225 @@
+//! Command-line arguments (clap derive), shared by the subcommands and the shell's
+//! dot-commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::formats::Format;
+use crate::render::Mode;
+
+/// The `tessera` command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "tessera",
+    version,
+    about = "An embedded database for multi-vector (late-interaction) search",
+    after_help = "Run `tessera shell DB` for an interactive shell (type .help there)."
+)]
+pub struct Cli {
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a collection (and the database, if needed).
+    Create {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection settings.
+        #[command(flatten)]
+        args: CreateArgs,
+    },
+    /// Ingest documents: a directory of .npy, .npy files, a flat .npy with --doclens,
+    /// .safetensors or .jsonl, streamed in atomic batches.
+    Ingest {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Inputs and options.
+        #[command(flatten)]
+        args: IngestArgs,
+        /// Print the ingest summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search with query matrices (`[tokens, dim]`, or `[queries, tokens, dim]` for many).
+    Search {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Query file: .npy, .safetensors, .json or .jsonl.
+        #[arg(long)]
+        query: PathBuf,
+        /// Search settings.
+        #[command(flatten)]
+        opts: SearchOpts,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete documents by id.
+    Delete {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Ids to delete (a number that is not a string id names an integer id).
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Show collections: documents, tokens, segments, bytes per token, codec.
+    Info {
+        /// Database directory.
+        db: PathBuf,
+        /// Only this collection.
+        collection: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Interactive shell (or a script piped into standard input); `.help` lists commands.
+    Shell(ShellArgs),
+    /// Write a synthetic clustered corpus (flat.npy, doclens.npy, ids.txt, queries.npy and,
+    /// with --formats, the same corpus in other formats).
+    Generate(GenerateArgs),
+}
+
+/// Settings of a new collection.
+#[derive(Args, Debug, Clone)]
+pub struct CreateArgs {
+    /// Collection name.
+    pub collection: String,
+    /// Dimension of the token vectors.
+    #[arg(long)]
+    pub dim: u32,
+    /// Residual bits per dimension (1, 2, 4 or 8).
+    #[arg(long, default_value_t = 2)]
+    pub nbits: u32,
+    /// Number of IVF centroids (default: PLAID's heuristic on the first batch).
+    #[arg(long)]
+    pub centroids: Option<u32>,
+    /// Most token vectors a document may have.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+}
+
+/// Inputs and options of an ingest.
+#[derive(Args, Debug, Clone)]
+pub struct IngestArgs {
+    /// Input files or directories (format detected from the name unless --format).
+    #[arg(required = true, value_name = "FILES")]
+    pub inputs: Vec<PathBuf>,
+    /// Input format of all inputs.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Tokens per document of a flat input (.npy integers or a .json list).
+    #[arg(long)]
+    pub doclens: Option<PathBuf>,
+    /// Ids of a flat input, one per line (default: positions 0, 1, ...).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
+    /// Replace documents whose id exists instead of rejecting the input.
+    #[arg(long)]
+    pub upsert: bool,
+    /// Token vectors per committed batch (each batch commits atomically).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub batch_tokens: usize,
+    /// Skip the validation pass (faster; a bad document then fails its batch after earlier
+    /// batches have committed).
+    #[arg(long)]
+    pub no_validate: bool,
+    /// Encoding threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// Search settings.
+#[derive(Args, Debug, Clone)]
+pub struct SearchOpts {
+    /// Results per query.
+    #[arg(short = 'k', default_value_t = 10)]
+    pub k: usize,
+    /// Centroids probed per query token.
+    #[arg(long)]
+    pub nprobe: Option<u32>,
+    /// Documents re-ranked exactly.
+    #[arg(long)]
+    pub rerank: Option<usize>,
+    /// Score every document exactly (slow; for verification).
+    #[arg(long)]
+    pub exhaustive: bool,
+}
+
+/// Output format of a subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct OutputArgs {
+    /// JSON lines (the default when stdout is not a terminal).
+    #[arg(long)]
+    pub json: bool,
+    /// Output mode.
+    #[arg(long, value_enum, conflicts_with = "json")]
+    pub mode: Option<Mode>,
+}
+
+impl OutputArgs {
+    /// The chosen mode: `--mode`, `--json`, or table on a terminal and JSON lines otherwise.
+    pub fn mode(&self) -> Mode {
+        match (self.mode, self.json) {
+            (Some(m), _) => m,
+            (None, true) => Mode::Jsonl,
+            (None, false) => Mode::auto(),
+        }
+    }
+}
+
+/// Options of `tessera shell`.
+#[derive(Args, Debug, Clone)]
+pub struct ShellArgs {
+    /// Database directory to open (created if missing); `.open` opens another.
+    pub db: Option<PathBuf>,
+    /// Run this shell command and exit (repeatable; runs in order).
+    #[arg(short = 'c', long = "command", value_name = "CMD")]
+    pub commands: Vec<String>,
+    /// Open the database read-only (works while another process writes it).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Print each command before running it (for scripts).
+    #[arg(long)]
+    pub echo: bool,
+    /// Stop at the first error (like `.bail on`).
+    #[arg(long)]
+    pub bail: bool,
+    /// Output mode (default: table on a terminal, JSON lines otherwise).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+}
+
+/// Options of `tessera generate`.
+#[derive(Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// Output directory.
+    pub out: PathBuf,
+    /// Number of documents.
+    #[arg(long, default_value_t = 2000)]
+    pub docs: usize,
+    /// Dimension.
+    #[arg(long, default_value_t = 128)]
+    pub dim: usize,
+    /// Number of queries (32 tokens each).
+    #[arg(long, default_value_t = 5)]
+    pub queries: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Also write the corpus as: npy-dir (docs/*.npy), safetensors (corpus.safetensors:
+    /// embeddings + doclens), safetensors-docs (docs.safetensors: a tensor per document),
+    /// jsonl (corpus.jsonl); or `all`.
+    #[arg(long, value_delimiter = ',')]
+    pub formats: Vec<String>,
+}

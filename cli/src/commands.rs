@@ -1,0 +1,324 @@
+//! What the subcommands and the shell's dot-commands do, on a [`Session`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use tessera::{Collection, CollectionConfig, CollectionInfo, Database, ExternalId, SearchParams};
+
+use crate::args::{CreateArgs, SearchOpts};
+use crate::interrupt;
+use crate::query::Query;
+use crate::render::{Printer, ResultSet};
+
+/// An open database, the collection in use, and where results go.
+pub struct Session {
+    /// The open database, if any.
+    pub db: Option<Database>,
+    /// The collection `.ingest`, `.search` and `.delete` act on.
+    pub current: Option<String>,
+    /// Result output.
+    pub printer: Printer,
+    /// Print timings after each command.
+    pub timer: bool,
+}
+
+impl Session {
+    /// The open database, or an error saying how to open one.
+    pub fn db(&self) -> Result<&Database> {
+        self.db
+            .as_ref()
+            .context("no database is open (use .open DB)")
+    }
+
+    /// The collection in use, or an error saying how to pick one.
+    pub fn collection(&self) -> Result<Collection> {
+        let db = self.db()?;
+        let name = self
+            .current
+            .as_deref()
+            .context("no collection in use (use .use NAME, or .create NAME --dim D)")?;
+        Ok(db.collection(name)?)
+    }
+
+    /// Opens `path` (creating it unless `read_only`); falls back to read-only when another
+    /// process holds the writer lock. Uses the database's only collection, if it has one.
+    pub fn open(&mut self, path: &Path, read_only: bool) -> Result<()> {
+        let db = if read_only {
+            Database::open_read_only(path)?
+        } else {
+            match open_or_create(path) {
+                Ok(db) => db,
+                Err(e) => match Database::open_read_only(path) {
+                    Ok(db) => {
+                        eprintln!("warning: opened {} read-only: {e}", path.display());
+                        db
+                    }
+                    Err(_) => return Err(e),
+                },
+            }
+        };
+        let names = db.collection_names();
+        self.current = if names.len() == 1 {
+            names.into_iter().next()
+        } else {
+            None
+        };
+        eprintln!(
+            "opened {}{}{}",
+            path.display(),
+            if db.is_read_only() {
+                " (read-only)"
+            } else {
+                ""
+            },
+            match &self.current {
+                Some(c) => format!("; using collection {c:?}"),
+                None => String::new(),
+            }
+        );
+        self.db = Some(db);
+        Ok(())
+    }
+}
+
+/// Opens the database at `path` for writing, creating it only where that cannot litter an
+/// unrelated directory: a new path, an empty directory, or an existing database.
+pub fn open_or_create(path: &Path) -> Result<Database> {
+    if path.is_dir() && !path.join("catalog").exists() {
+        let empty = std::fs::read_dir(path)
+            .with_context(|| format!("{}: cannot list the directory", path.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "{} is a directory that is neither empty nor a Tessera database; pick a new or empty directory",
+                path.display()
+            );
+        }
+    }
+    Ok(Database::open_or_create(path)?)
+}
+
+/// Creates a collection from command-line settings.
+pub fn create(db: &Database, a: &CreateArgs) -> Result<Collection> {
+    let mut cfg = CollectionConfig::new(a.dim).with_nbits(a.nbits);
+    if let Some(k) = a.centroids {
+        cfg = cfg.with_n_centroids(k);
+    }
+    if let Some(m) = a.max_tokens {
+        cfg = cfg.with_max_tokens_per_doc(m);
+    }
+    let coll = db.create_collection(&a.collection, cfg)?;
+    eprintln!(
+        "created collection {:?} (dim {}, nbits {}) in {}",
+        a.collection,
+        a.dim,
+        a.nbits,
+        db.path().display()
+    );
+    Ok(coll)
+}
+
+/// Search parameters from command-line settings.
+pub fn search_params(o: &SearchOpts) -> SearchParams {
+    let mut p = if o.exhaustive {
+        SearchParams::exhaustive()
+    } else {
+        SearchParams::default()
+    };
+    if let Some(n) = o.nprobe {
+        p = p.with_nprobe(n);
+    }
+    if let Some(r) = o.rerank {
+        p = p.with_n_rerank(r);
+    }
+    p
+}
+
+/// An f32 as the shortest decimal that reads back as the same f32.
+fn f32_value(x: f32) -> Value {
+    format!("{x}")
+        .parse::<f64>()
+        .map_or(Value::Null, Value::from)
+}
+
+/// Runs `queries` and prints one row per hit: query, rank, id, score.
+pub fn search(
+    coll: &Collection,
+    queries: &[Query],
+    opts: &SearchOpts,
+    printer: &mut Printer,
+    timer: bool,
+) -> Result<()> {
+    let params = search_params(opts);
+    let mut rs = ResultSet::new(&[
+        ("query", "query"),
+        ("rank", "rank"),
+        ("id", "id"),
+        ("score", "score"),
+    ]);
+    let mut times: Vec<Duration> = Vec::with_capacity(queries.len());
+    let mut stopped = None;
+    for (i, q) in queries.iter().enumerate() {
+        if interrupt::requested() {
+            stopped = Some(i);
+            break;
+        }
+        let start = Instant::now();
+        let hits = coll
+            .search(&q.vectors, opts.k, &params)
+            .with_context(|| format!("query {}", q.label))?;
+        times.push(start.elapsed());
+        for (rank, h) in hits.iter().enumerate() {
+            rs.push(vec![
+                q.label.clone(),
+                json!(rank + 1),
+                serde_json::to_value(&h.id)?,
+                f32_value(h.score),
+            ]);
+        }
+    }
+    printer.print(&rs)?;
+    if timer && !times.is_empty() {
+        let total: Duration = times.iter().sum();
+        eprintln!(
+            "search: {} quer{} in {:.2} ms ({:.2} ms each)",
+            times.len(),
+            if times.len() == 1 { "y" } else { "ies" },
+            total.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3 / times.len() as f64
+        );
+    }
+    if let Some(i) = stopped {
+        return Err(
+            interrupt::Interrupted(format!("after {i} of {} queries", queries.len())).into(),
+        );
+    }
+    Ok(())
+}
+
+/// The stored vectors of document `id` as a query ("more like this").
+pub fn like_query(coll: &Collection, id: &str) -> Result<Query> {
+    let ext = resolve_id(coll, id)?;
+    let vectors = coll
+        .vectors(&ext)?
+        .with_context(|| format!("collection {:?} has no document with id {id}", coll.name()))?;
+    Ok(Query {
+        label: serde_json::to_value(&ext)?,
+        vectors,
+    })
+}
+
+/// Maps a typed id to the collection's: the string id if it exists, else the integer id
+/// when the text is a number that exists as one, else the string.
+pub fn resolve_id(coll: &Collection, s: &str) -> Result<ExternalId> {
+    let as_str = ExternalId::from(s);
+    if coll.contains(&as_str)? {
+        return Ok(as_str);
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        let as_int = ExternalId::Int(n);
+        if coll.contains(&as_int)? {
+            return Ok(as_int);
+        }
+    }
+    Ok(as_str)
+}
+
+/// Deletes ids and reports what happened on stderr.
+pub fn delete(coll: &Collection, ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        bail!("no ids given");
+    }
+    let ext: Vec<ExternalId> = ids
+        .iter()
+        .map(|s| resolve_id(coll, s))
+        .collect::<Result<_>>()?;
+    let report = coll.delete(&ext)?;
+    let missing: Vec<String> = report.missing.iter().map(ToString::to_string).collect();
+    eprintln!(
+        "deleted {} document{} from {:?}{}",
+        report.deleted,
+        if report.deleted == 1 { "" } else { "s" },
+        coll.name(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; not found: {}", missing.join(", "))
+        }
+    );
+    Ok(())
+}
+
+fn codec_summary(i: &CollectionInfo) -> String {
+    if i.centroids == 0 {
+        "untrained (the first ingest trains it)".into()
+    } else {
+        format!(
+            "{}-bit residuals, {} centroids",
+            i.config.nbits, i.centroids
+        )
+    }
+}
+
+/// One row per collection: documents, tokens, segments, bytes per token, codec.
+pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
+    let mut rs = ResultSet::new(&[
+        ("name", "collection"),
+        ("dim", "dim"),
+        ("nbits", "nbits"),
+        ("documents", "documents"),
+        ("tokens", "tokens"),
+        ("segments", "segments"),
+        ("bytes_per_token", "bytes/token"),
+        ("disk_bytes", "disk bytes"),
+        ("centroids", "centroids"),
+        ("codec_trained_tokens", "codec tokens"),
+        ("commits", "commits"),
+        ("max_tokens_per_doc", "max tokens/doc"),
+        ("codec", "codec"),
+    ])
+    .hide_in_table("centroids")
+    .hide_in_table("codec_trained_tokens")
+    .hide_in_table("commits")
+    .hide_in_table("max_tokens_per_doc");
+    let names = match only {
+        Some(n) => vec![db.collection(n)?.name().to_owned()],
+        None => db.collection_names(),
+    };
+    for name in names {
+        let i = db.collection(&name)?.info();
+        rs.push(vec![
+            json!(i.name),
+            json!(i.config.dim),
+            json!(i.config.nbits),
+            json!(i.documents),
+            json!(i.tokens),
+            json!(i.segments),
+            json!((i.bytes_per_token * 100.0).round() / 100.0),
+            json!(i.disk_bytes),
+            json!(i.centroids),
+            json!(i.codec_trained_tokens),
+            json!(i.commits),
+            json!(i.config.max_tokens_per_doc),
+            json!(codec_summary(&i)),
+        ]);
+    }
+    Ok(rs)
+}
+
+/// One row per collection: name, dimension, documents.
+pub fn collections(db: &Database) -> Result<ResultSet> {
+    let mut rs = ResultSet::new(&[
+        ("name", "collection"),
+        ("dim", "dim"),
+        ("documents", "documents"),
+    ]);
+    for name in db.collection_names() {
+        let i = db.collection(&name)?.info();
+        rs.push(vec![json!(i.name), json!(i.config.dim), json!(i.documents)]);
+    }
+    Ok(rs)
+}

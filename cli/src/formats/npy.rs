@@ -1,0 +1,229 @@
+//! NumPy `.npy` files: float matrices (f16, f32, f64; either byte order; C or Fortran order)
+//! and integer vectors (document lengths).
+
+use std::fs::File;
+use std::io::{BufReader, Seek};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use npyz::{DType, Endianness, NpyFile, NpyHeader, Order, TypeChar};
+
+use super::elem::{ByteOrder, Elem, decode_into, fortran_to_c};
+use super::rows::{MatrixLayout, read_exact_or_truncated};
+
+/// The header of a float `.npy` file, checked against the file's size.
+#[derive(Clone, Debug)]
+pub struct NpyMeta {
+    /// The file.
+    pub path: PathBuf,
+    /// Shape from the header.
+    pub shape: Vec<usize>,
+    /// Element type.
+    pub elem: Elem,
+    /// Byte order.
+    pub order: ByteOrder,
+    /// Column-major storage.
+    pub fortran: bool,
+    /// Byte offset of the data.
+    pub data_offset: u64,
+}
+
+fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
+    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .len();
+    let header = NpyHeader::from_reader(&mut file).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            anyhow::anyhow!(
+                "{}: not a valid .npy file: the header is truncated",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("{}: not a valid .npy file: {e}", path.display())
+        }
+    })?;
+    let offset = file
+        .stream_position()
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok((header, offset, len))
+}
+
+/// Reads and checks the header of a float `.npy` file: a float dtype, and a file exactly as
+/// long as its header says.
+pub fn read_meta(path: &Path) -> Result<NpyMeta> {
+    let (h, data_offset, file_len) = header(path)?;
+    let dtype = h.dtype();
+    let DType::Plain(ts) = &dtype else {
+        bail!(
+            "{}: structured dtype {} is not a float matrix",
+            path.display(),
+            dtype.descr()
+        );
+    };
+    let elem = match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Float, 2) => Elem::F16,
+        (TypeChar::Float, 4) => Elem::F32,
+        (TypeChar::Float, 8) => Elem::F64,
+        _ => bail!(
+            "{}: dtype '{ts}' is not supported: vectors must be float16, float32 or float64",
+            path.display()
+        ),
+    };
+    let order = match ts.endianness() {
+        Endianness::Big => ByteOrder::Big,
+        _ => ByteOrder::Little,
+    };
+    let shape: Vec<usize> = h.shape().iter().map(|&s| s as usize).collect();
+    let data_bytes = h.len() * elem.size() as u64;
+    let have = file_len.saturating_sub(data_offset);
+    if have < data_bytes {
+        bail!(
+            "{}: file is truncated: its header promises shape {shape:?} ({data_bytes} bytes of {elem}) but only {have} bytes follow",
+            path.display()
+        );
+    }
+    if have > data_bytes {
+        bail!(
+            "{}: {} unexpected bytes after the data of shape {shape:?} (corrupt or not an .npy file)",
+            path.display(),
+            have - data_bytes
+        );
+    }
+    Ok(NpyMeta {
+        path: path.to_path_buf(),
+        shape,
+        elem,
+        order,
+        fortran: h.order() == Order::Fortran,
+        data_offset,
+    })
+}
+
+impl NpyMeta {
+    /// Checks the shape is `[rows, dim]` and returns `rows`.
+    pub fn matrix_rows(&self, dim: usize) -> Result<usize> {
+        match self.shape[..] {
+            [rows, d] if d == dim => Ok(rows),
+            [_, d] => bail!(
+                "{}: vectors have dimension {d} but the collection's dimension is {dim}",
+                self.path.display()
+            ),
+            _ => bail!(
+                "{}: expected a 2-D [tokens, {dim}] array, got shape {:?}",
+                self.path.display(),
+                self.shape
+            ),
+        }
+    }
+
+    /// The data as a `[rows, dim]` matrix layout for streaming.
+    pub fn layout(&self, dim: usize) -> Result<MatrixLayout> {
+        let rows = self.matrix_rows(dim)?;
+        Ok(MatrixLayout {
+            path: self.path.clone(),
+            offset: self.data_offset,
+            rows,
+            dim,
+            elem: self.elem,
+            order: self.order,
+            fortran: self.fortran,
+        })
+    }
+
+    /// Reads the whole array as row-major f32 (for small files: one document, queries).
+    pub fn read_all(&self) -> Result<Vec<f32>> {
+        let n: usize = self.shape.iter().product();
+        let mut file = File::open(&self.path)
+            .with_context(|| format!("{}: cannot open", self.path.display()))?;
+        file.seek(std::io::SeekFrom::Start(self.data_offset))
+            .with_context(|| format!("{}: cannot read", self.path.display()))?;
+        let mut bytes = vec![0u8; n * self.elem.size()];
+        read_exact_or_truncated(&mut file, &mut bytes, &self.path, "the data")?;
+        let mut out = Vec::with_capacity(n);
+        decode_into(self.elem, self.order, &bytes, &mut out);
+        Ok(if self.fortran {
+            fortran_to_c(&out, &self.shape)
+        } else {
+            out
+        })
+    }
+}
+
+/// Reads a 1-D integer `.npy` array (any integer width or byte order) as i64.
+pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let npy = NpyFile::new(BufReader::new(file)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            anyhow::anyhow!(
+                "{}: not a valid .npy file: the header is truncated",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("{}: not a valid .npy file: {e}", path.display())
+        }
+    })?;
+    if npy.shape().len() != 1 {
+        bail!(
+            "{}: expected a 1-D array of integers, got shape {:?}",
+            path.display(),
+            npy.shape()
+        );
+    }
+    let dtype = npy.dtype();
+    let DType::Plain(ts) = &dtype else {
+        bail!(
+            "{}: structured dtype {} is not an integer array",
+            path.display(),
+            dtype.descr()
+        );
+    };
+    let ts = ts.clone();
+    let read = |r: std::io::Result<Vec<i64>>| {
+        r.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                anyhow::anyhow!(
+                    "{}: file is truncated: it ends inside the data",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("{}: cannot read the data: {e}", path.display())
+            }
+        })
+    };
+    let conv = |v: Vec<u64>| -> Vec<i64> {
+        v.into_iter()
+            .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+            .collect()
+    };
+    match (ts.type_char(), ts.size_field()) {
+        (TypeChar::Int, 8) => read(npy.into_vec::<i64>()),
+        (TypeChar::Int, 4) => read(
+            npy.into_vec::<i32>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        (TypeChar::Int, 2) => read(
+            npy.into_vec::<i16>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        (TypeChar::Int, 1) => read(
+            npy.into_vec::<i8>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        (TypeChar::Uint, 8) => read(npy.into_vec::<u64>().map(conv)),
+        (TypeChar::Uint, 4) => read(
+            npy.into_vec::<u32>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        (TypeChar::Uint, 2) => read(
+            npy.into_vec::<u16>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        (TypeChar::Uint, 1) => read(
+            npy.into_vec::<u8>()
+                .map(|v| v.into_iter().map(i64::from).collect()),
+        ),
+        _ => bail!("{}: dtype '{ts}' is not an integer type", path.display()),
+    }
+}

@@ -1,0 +1,327 @@
+//! Streaming ingest: plan the inputs (cheap checks), scan every document once to validate it
+//! (dimensions, NaN/Inf, empty or oversized documents, repeated or existing ids) so a bad
+//! file commits nothing, then read the inputs again and commit batches of about
+//! `batch_tokens` tokens, each atomically. Memory is bounded by one batch.
+
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tessera::{Collection, Document, ExternalId, IngestOptions};
+
+use crate::args::IngestArgs;
+use crate::formats::{self, DocStream, Plan, PlanRequest, SourceDoc};
+use crate::interrupt;
+
+/// First batches smaller than this (when the input is larger) train a coarse codec.
+const SMALL_TRAINING_BATCH: u64 = 262_144;
+
+/// What an ingest did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct IngestSummary {
+    /// Documents committed.
+    pub documents: u64,
+    /// Token vectors committed.
+    pub tokens: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Existing documents replaced (upsert).
+    pub replaced: u64,
+    /// Whether the first batch trained the collection's codec.
+    pub trained_codec: bool,
+    /// Seconds spent validating.
+    pub validate_seconds: f64,
+    /// Seconds spent reading and committing.
+    pub commit_seconds: f64,
+}
+
+impl IngestSummary {
+    /// Tokens per second over validation and commits together.
+    pub fn tokens_per_second(&self) -> f64 {
+        self.tokens as f64 / (self.validate_seconds + self.commit_seconds).max(1e-9)
+    }
+
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        format!(
+            "committed {} documents ({} tokens) in {} batch{}{}{} in {:.2} s ({:.2} s validating): {:.0} tokens/s",
+            self.documents,
+            self.tokens,
+            self.batches,
+            if self.batches == 1 { "" } else { "es" },
+            if self.replaced > 0 {
+                format!(", {} replaced", self.replaced)
+            } else {
+                String::new()
+            },
+            if self.trained_codec {
+                ", codec trained on the first batch"
+            } else {
+                ""
+            },
+            self.validate_seconds + self.commit_seconds,
+            self.validate_seconds,
+            self.tokens_per_second()
+        )
+    }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+fn progress(len: Option<u64>, prefix: &'static str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    let template = if len.is_some() {
+        "{prefix:>10} [{bar:30}] {pos}/{len} docs  {msg}  ETA {eta}"
+    } else {
+        "{prefix:>10} {spinner} {pos} docs  {msg}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_prefix(prefix);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Checks one document as the engine will (so that failures name the input file).
+fn check_doc(d: &SourceDoc, dim: usize, max_tokens: usize) -> Result<usize> {
+    if d.vectors.is_empty() {
+        bail!("{}: the document has no token vectors", d.describe());
+    }
+    if !d.vectors.len().is_multiple_of(dim) {
+        bail!(
+            "{}: {} values is not a whole number of {dim}-dimensional vectors",
+            d.describe(),
+            d.vectors.len()
+        );
+    }
+    let rows = d.vectors.len() / dim;
+    if rows > max_tokens {
+        bail!(
+            "{}: the document has {rows} token vectors, more than the collection's limit of {max_tokens}",
+            d.describe()
+        );
+    }
+    if let Some(j) = d.vectors.iter().position(|x| !x.is_finite()) {
+        bail!(
+            "{}: token {} dimension {} is {}",
+            d.describe(),
+            j / dim,
+            j % dim,
+            d.vectors[j]
+        );
+    }
+    Ok(rows)
+}
+
+/// Ids seen so far in this ingest (ids only: memory stays small per document).
+#[derive(Default)]
+struct SeenIds(HashSet<ExternalId>);
+
+impl SeenIds {
+    /// Fails if `d`'s id was seen before, naming both places (the first is found by reading
+    /// the inputs again: a rare error path, so nothing but the id is kept per document).
+    fn check(&mut self, d: &SourceDoc, plan: &Plan) -> Result<()> {
+        if self.0.insert(d.id.clone()) {
+            return Ok(());
+        }
+        let mut stream = plan.open();
+        let mut first = None;
+        while let Ok(Some(e)) = stream.next_doc() {
+            if e.id == d.id {
+                first = Some(e.place);
+                break;
+            }
+        }
+        match first {
+            Some(p) => bail!(
+                "{}: duplicate id {}: it already appeared at {p}",
+                d.describe(),
+                d.id
+            ),
+            None => bail!(
+                "{}: duplicate id {}: it already appeared earlier in the input",
+                d.describe(),
+                d.id
+            ),
+        }
+    }
+}
+
+/// Ingests `args.inputs` into `coll`.
+pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
+    let cfg = coll.config();
+    let dim = cfg.dim as usize;
+    let max_tokens = cfg.max_tokens_per_doc as usize;
+    let plan = formats::plan(&PlanRequest {
+        inputs: &args.inputs,
+        format: args.format,
+        doclens: args.doclens.as_deref(),
+        ids: args.ids.as_deref(),
+        dim,
+        max_tokens,
+    })
+    .map_err(|e| anyhow!("{e:#}; nothing committed"))?;
+    let batch_tokens = args.batch_tokens.max(1);
+    let mut summary = IngestSummary::default();
+
+    // Pass 1: validate every document, so that a bad input commits nothing.
+    let mut total_docs = plan.known_docs();
+    let mut total_tokens = plan.known_tokens();
+    if !args.no_validate {
+        let start = Instant::now();
+        let pb = progress(total_docs, "checking");
+        let mut seen = SeenIds::default();
+        let (mut docs, mut tokens) = (0u64, 0u64);
+        // An empty collection has no ids to collide with: skip the catalog lookups.
+        let check_existing = !args.upsert && coll.info().documents > 0;
+        let mut stream = plan.open();
+        let result: Result<()> = (|| {
+            while let Some(d) = stream.next_doc()? {
+                tokens += check_doc(&d, dim, max_tokens)? as u64;
+                seen.check(&d, &plan)?;
+                if check_existing && coll.contains(&d.id)? {
+                    bail!(
+                        "{}: id {} already exists in collection {:?} (pass --upsert to replace it)",
+                        d.describe(),
+                        d.id,
+                        coll.name()
+                    );
+                }
+                docs += 1;
+                pb.inc(1);
+                interrupt::check(|| {
+                    format!("while validating, after {docs} documents; nothing committed")
+                })?;
+            }
+            Ok(())
+        })();
+        pb.finish_and_clear();
+        if let Err(e) = result {
+            if e.is::<interrupt::Interrupted>() {
+                return Err(e);
+            }
+            return Err(anyhow!("{e:#}; nothing committed"));
+        }
+        total_docs = Some(docs);
+        total_tokens = Some(tokens);
+        summary.validate_seconds = start.elapsed().as_secs_f64();
+    }
+
+    // Pass 2: read again and commit batch by batch.
+    let mut opts = if args.upsert {
+        IngestOptions::upsert()
+    } else {
+        IngestOptions::default()
+    };
+    opts = opts.with_threads(args.threads);
+    if let Some(t) = total_tokens {
+        opts = opts.with_expected_total_tokens(t);
+    }
+    let start = Instant::now();
+    let pb = progress(total_docs, "ingesting");
+    let mut stream = plan.open();
+    let mut seen = SeenIds::default();
+    let mut pending: Option<(SourceDoc, usize)> = None;
+    let result: Result<()> = (|| {
+        loop {
+            interrupt::check(|| {
+                format!(
+                    "{} documents ({} tokens, {} batches) committed; the rest of the input was not ingested",
+                    summary.documents, summary.tokens, summary.batches
+                )
+            })?;
+            let mut batch: Vec<Document> = Vec::new();
+            let mut places: Vec<String> = Vec::new();
+            let mut tokens = 0usize;
+            loop {
+                let (d, rows) = match pending.take() {
+                    Some(p) => p,
+                    None => match stream.next_doc()? {
+                        Some(d) => {
+                            let rows = check_doc(&d, dim, max_tokens)?;
+                            if args.no_validate {
+                                seen.check(&d, &plan)?;
+                            }
+                            (d, rows)
+                        }
+                        None => break,
+                    },
+                };
+                if !batch.is_empty() && tokens + rows > batch_tokens {
+                    pending = Some((d, rows));
+                    break;
+                }
+                tokens += rows;
+                places.push(d.describe());
+                let doc = Document::new(d.id, d.vectors);
+                batch.push(match d.metadata {
+                    Some(m) => doc.with_metadata(m),
+                    None => doc,
+                });
+            }
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let report = coll
+                .ingest(&batch, &opts)
+                .map_err(|e| engine_error(e, &places))?;
+            summary.documents += report.documents as u64;
+            summary.tokens += report.tokens as u64;
+            summary.replaced += report.replaced as u64;
+            summary.batches += 1;
+            summary.trained_codec |= report.trained_codec;
+            if report.trained_codec
+                && (report.tokens as u64) < total_tokens.unwrap_or(0).min(SMALL_TRAINING_BATCH)
+            {
+                pb.suspend(|| {
+                    eprintln!(
+                        "note: the codec was trained on this first batch of {} tokens; a first batch under {SMALL_TRAINING_BATCH} tokens gives a coarse codec and lower recall (raise --batch-tokens)",
+                        report.tokens
+                    )
+                });
+            }
+            pb.inc(report.documents as u64);
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            pb.set_message(format!("{:.0} tokens/s", summary.tokens as f64 / secs));
+        }
+    })();
+    pb.finish_and_clear();
+    summary.commit_seconds = start.elapsed().as_secs_f64();
+    match result {
+        Ok(()) => Ok(summary),
+        Err(e) if e.is::<interrupt::Interrupted>() => Err(e),
+        Err(e) => Err(anyhow!("{e:#}; {}", committed_note(&summary))),
+    }
+}
+
+fn committed_note(s: &IngestSummary) -> String {
+    if s.documents == 0 {
+        "nothing committed".into()
+    } else {
+        format!(
+            "{} documents ({} tokens, {} batch{}) were committed before the failure; the failed batch committed nothing",
+            s.documents,
+            s.tokens,
+            s.batches,
+            if s.batches == 1 { "" } else { "es" }
+        )
+    }
+}
+
+/// Names the input document behind an engine error about a batch position.
+fn engine_error(e: tessera::Error, places: &[String]) -> anyhow::Error {
+    let at = match &e {
+        tessera::Error::InvalidDocument { position, .. } => places.get(*position),
+        tessera::Error::DuplicateId { second, .. } => places.get(*second),
+        _ => None,
+    };
+    match at {
+        Some(place) => anyhow!("{place}: {e}"),
+        None => anyhow::Error::new(e),
+    }
+}

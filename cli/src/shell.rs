@@ -1,0 +1,678 @@
+//! `tessera shell`: an interactive shell in the style of sqlite3 and duckdb. Dot-commands
+//! (the dot is optional) act on an open database and a collection in use; on a terminal
+//! there is line editing, completion and a history file, and piped standard input runs the
+//! same commands without prompts.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Editor, Helper};
+
+use crate::args::{CreateArgs, IngestArgs, SearchOpts, ShellArgs};
+use crate::commands::{self, Session};
+use crate::render::{Mode, Printer};
+use crate::{ingest, interrupt, query};
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// One shell command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "",
+    no_binary_name = true,
+    disable_help_subcommand = true,
+    disable_version_flag = true
+)]
+struct ShellLine {
+    #[command(subcommand)]
+    cmd: ShellCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum ShellCmd {
+    /// Show the commands, or one command's options.
+    Help {
+        /// A command name.
+        command: Option<String>,
+    },
+    /// Open (or create) a database.
+    Open {
+        /// Database directory.
+        path: PathBuf,
+        /// Open read-only (works while another process writes).
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the collections.
+    Collections,
+    /// Use a collection for .ingest, .search and .delete.
+    Use {
+        /// Collection name.
+        collection: String,
+    },
+    /// Create a collection and use it.
+    Create(CreateArgs),
+    /// Ingest files into the collection in use.
+    Ingest(IngestArgs),
+    /// Search the collection in use with a query file, or a stored document (--like).
+    Search {
+        /// Query file (.npy, .safetensors, .json, .jsonl).
+        #[arg(required_unless_present = "like")]
+        query: Option<PathBuf>,
+        /// Use this document's stored vectors as the query.
+        #[arg(long, conflicts_with = "query")]
+        like: Option<String>,
+        /// Search settings.
+        #[command(flatten)]
+        opts: SearchOpts,
+    },
+    /// Delete documents by id from the collection in use.
+    Delete {
+        /// Ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Drop a collection and its files.
+    Drop {
+        /// Collection name.
+        collection: String,
+    },
+    /// Documents, tokens, segments, bytes per token and codec of collections.
+    Info {
+        /// Only this collection.
+        collection: Option<String>,
+    },
+    /// Set the output mode.
+    Mode {
+        /// table, json, jsonl or csv.
+        #[arg(value_enum)]
+        mode: Mode,
+    },
+    /// Print how long each command takes.
+    Timer {
+        /// on or off.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Send results to a file (no argument: back to standard output).
+    Output {
+        /// File to write.
+        file: Option<PathBuf>,
+    },
+    /// Run the commands in a file.
+    Read {
+        /// Script file.
+        file: PathBuf,
+    },
+    /// Stop at the first error.
+    Bail {
+        /// on or off.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Print each command before running it.
+    Echo {
+        /// on or off.
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Show the current settings.
+    Show,
+    /// Leave the shell.
+    #[command(alias = "exit")]
+    Quit,
+}
+
+/// One-line synopses for `.help`, in display order.
+const SYNOPSES: &[(&str, &str)] = &[
+    ("open", ".open DB [--read-only]"),
+    ("collections", ".collections"),
+    ("use", ".use NAME"),
+    ("create", ".create NAME --dim D [--nbits B] [--centroids K]"),
+    (
+        "ingest",
+        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N]",
+    ),
+    (
+        "search",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--exhaustive] | .search --like ID",
+    ),
+    ("delete", ".delete ID..."),
+    ("drop", ".drop NAME"),
+    ("info", ".info [NAME]"),
+    ("mode", ".mode table|json|jsonl|csv"),
+    ("timer", ".timer on|off"),
+    ("output", ".output [FILE]"),
+    ("read", ".read FILE"),
+    ("bail", ".bail on|off"),
+    ("echo", ".echo on|off"),
+    ("show", ".show"),
+    ("help", ".help [COMMAND]"),
+    ("quit", ".quit"),
+];
+
+/// What the loop does after a line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The shell's state.
+pub struct Shell {
+    session: Session,
+    bail: bool,
+    echo: bool,
+    /// Commands that failed so far.
+    errors: usize,
+    depth: usize,
+    /// Collection names, shared with the line editor's completer.
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+/// Splits a command line into words: whitespace separates, single and double quotes group,
+/// backslash escapes the next character (outside single quotes).
+pub fn split_words(line: &str) -> Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(x) => cur.push(x),
+                        None => bail!("unterminated single quote"),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(x) => cur.push(x),
+                            None => bail!("unterminated double quote"),
+                        },
+                        Some(x) => cur.push(x),
+                        None => bail!("unterminated double quote"),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                if let Some(x) = chars.next() {
+                    cur.push(x);
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+impl Shell {
+    fn new(mode: Mode, bail: bool, echo: bool) -> Self {
+        Shell {
+            session: Session {
+                db: None,
+                current: None,
+                printer: Printer::stdout(mode),
+                timer: false,
+            },
+            bail,
+            echo,
+            errors: 0,
+            depth: 0,
+            names: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn refresh_names(&self) {
+        if let (Some(db), Ok(mut names)) = (&self.session.db, self.names.lock()) {
+            *names = db.collection_names();
+        }
+    }
+
+    fn prompt(&self) -> String {
+        match &self.session.current {
+            Some(c) => format!("tessera:{c}> "),
+            None => "tessera> ".into(),
+        }
+    }
+
+    /// Runs one line; errors are printed (one line) and counted.
+    fn run_line(&mut self, line: &str) -> Flow {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with("--") {
+            return Flow::Continue;
+        }
+        if self.echo {
+            println!("{trimmed}");
+        }
+        interrupt::reset();
+        let start = Instant::now();
+        let result = self.run_command(trimmed);
+        let _ = self.session.printer.flush();
+        if self.session.timer {
+            eprintln!("time: {:.3} s", start.elapsed().as_secs_f64());
+        }
+        match result {
+            Ok(flow) => flow,
+            Err(e) => {
+                self.errors += 1;
+                if e.is::<interrupt::Interrupted>() {
+                    eprintln!("{e}");
+                } else {
+                    eprintln!("error: {}", one_line(&e));
+                }
+                if self.bail {
+                    eprintln!("stopping: .bail is on");
+                    Flow::Quit
+                } else {
+                    Flow::Continue
+                }
+            }
+        }
+    }
+
+    fn run_command(&mut self, line: &str) -> Result<Flow> {
+        let mut words = split_words(line)?;
+        let Some(first) = words.first_mut() else {
+            return Ok(Flow::Continue);
+        };
+        let name = first.trim_start_matches('.').to_owned();
+        let known = ShellLine::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == name)
+            || name == "exit";
+        if !known {
+            bail!("unknown command {first:?}; type .help for the list");
+        }
+        *first = name.clone();
+        let parsed = match ShellLine::try_parse_from(&words) {
+            Ok(p) => p,
+            Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+                print!("{e}");
+                return Ok(Flow::Continue);
+            }
+            Err(e) => {
+                // clap's message up to its first blank line, on one line.
+                let text = e.to_string();
+                let msg: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| !l.trim().is_empty())
+                    .map(str::trim)
+                    .collect();
+                let msg = msg.join(" ");
+                bail!("{} (see .help {name})", msg.trim_start_matches("error: "));
+            }
+        };
+        let flow = self.exec(parsed.cmd);
+        self.refresh_names();
+        flow
+    }
+
+    fn exec(&mut self, cmd: ShellCmd) -> Result<Flow> {
+        let s = &mut self.session;
+        match cmd {
+            ShellCmd::Help { command } => print_help(command.as_deref())?,
+            ShellCmd::Open { path, read_only } => {
+                s.db = None;
+                s.current = None;
+                s.open(&path, read_only)?;
+            }
+            ShellCmd::Collections => {
+                let rs = commands::collections(s.db()?)?;
+                s.printer.print(&rs)?;
+            }
+            ShellCmd::Use { collection } => {
+                s.db()?.collection(&collection)?;
+                s.current = Some(collection);
+            }
+            ShellCmd::Create(a) => {
+                commands::create(s.db()?, &a)?;
+                s.current = Some(a.collection);
+            }
+            ShellCmd::Ingest(a) => {
+                let coll = s.collection()?;
+                let summary = ingest::ingest(&coll, &a)?;
+                eprintln!("{}", summary.describe());
+            }
+            ShellCmd::Search { query, like, opts } => {
+                let coll = s.collection()?;
+                let queries = match (query, like) {
+                    (_, Some(id)) => vec![commands::like_query(&coll, &id)?],
+                    (Some(q), None) => query::read_queries(&q, coll.config().dim as usize)?,
+                    (None, None) => bail!("give a query file or --like ID"),
+                };
+                commands::search(&coll, &queries, &opts, &mut s.printer, s.timer)?;
+            }
+            ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
+            ShellCmd::Drop { collection } => {
+                s.db()?.drop_collection(&collection)?;
+                if s.current.as_deref() == Some(collection.as_str()) {
+                    s.current = None;
+                }
+                eprintln!("dropped collection {collection:?}");
+            }
+            ShellCmd::Info { collection } => {
+                let rs = commands::info(s.db()?, collection.as_deref())?;
+                s.printer.print(&rs)?;
+            }
+            ShellCmd::Mode { mode } => s.printer.mode = mode,
+            ShellCmd::Timer { state } => s.timer = state == OnOff::On,
+            ShellCmd::Output { file } => s.printer.redirect(file.as_deref())?,
+            ShellCmd::Read { file } => return self.read_file(&file),
+            ShellCmd::Bail { state } => self.bail = state == OnOff::On,
+            ShellCmd::Echo { state } => self.echo = state == OnOff::On,
+            ShellCmd::Show => {
+                let on = |b: bool| if b { "on" } else { "off" };
+                let db = match &s.db {
+                    Some(db) => format!(
+                        "{}{}",
+                        db.path().display(),
+                        if db.is_read_only() {
+                            " (read-only)"
+                        } else {
+                            ""
+                        }
+                    ),
+                    None => "(none)".into(),
+                };
+                println!("  database: {db}");
+                println!("collection: {}", s.current.as_deref().unwrap_or("(none)"));
+                println!("      mode: {}", s.printer.mode.name());
+                println!("    output: {}", s.printer.target());
+                println!("     timer: {}", on(s.timer));
+                println!("      bail: {}", on(self.bail));
+                println!("      echo: {}", on(self.echo));
+            }
+            ShellCmd::Quit => return Ok(Flow::Quit),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// `.read FILE`: runs each line; a failure stops the file when `.bail` is on.
+    fn read_file(&mut self, path: &Path) -> Result<Flow> {
+        if self.depth >= 16 {
+            bail!("{}: .read nested too deeply (16 levels)", path.display());
+        }
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read script", path.display()))?;
+        self.depth += 1;
+        let errors_before = self.errors;
+        let mut flow = Flow::Continue;
+        for line in text.lines() {
+            flow = self.run_line(line);
+            if flow == Flow::Quit {
+                break;
+            }
+        }
+        self.depth -= 1;
+        if self.bail && self.errors > errors_before {
+            return Ok(Flow::Quit);
+        }
+        Ok(flow)
+    }
+}
+
+fn print_help(command: Option<&str>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        None => {
+            writeln!(out, "Commands (the leading dot is optional):")?;
+            let mut cmd = ShellLine::command();
+            for (name, synopsis) in SYNOPSES {
+                let about = cmd
+                    .find_subcommand_mut(name)
+                    .and_then(|c| c.get_about().map(ToString::to_string))
+                    .unwrap_or_default();
+                if synopsis.len() <= 34 {
+                    writeln!(out, "  {synopsis:<34} {about}")?;
+                } else {
+                    writeln!(out, "  {synopsis}\n  {:<34} {about}", "")?;
+                }
+            }
+            writeln!(
+                out,
+                "Ctrl-C cancels a running command; Ctrl-D or .quit leaves."
+            )?;
+        }
+        Some(name) => {
+            let name = name.trim_start_matches('.');
+            let mut cmd = ShellLine::command();
+            let Some(sub) = cmd.find_subcommand_mut(name) else {
+                bail!("unknown command {name:?}; type .help for the list");
+            };
+            let help = sub.render_long_help().to_string();
+            let help = help.replace(&format!("Usage: {name}"), &format!("Usage: .{name}"));
+            write!(out, "{help}")?;
+        }
+    }
+    Ok(())
+}
+
+/// Line-editor helper: completes command names, collection names and file paths.
+struct ShellHelper {
+    files: FilenameCompleter,
+    names: Arc<Mutex<Vec<String>>>,
+}
+
+impl Completer for ShellHelper {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        ctx: &rustyline::Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let before = &line[..pos];
+        let start = before.rfind(char::is_whitespace).map_or(0, |i| i + 1);
+        let word = &before[start..];
+        if start == 0 {
+            let w = word.trim_start_matches('.');
+            let pairs = SYNOPSES
+                .iter()
+                .filter(|(n, _)| n.starts_with(w))
+                .map(|(n, _)| Pair {
+                    display: format!(".{n}"),
+                    replacement: format!(".{n} "),
+                })
+                .collect();
+            return Ok((0, pairs));
+        }
+        let cmd = before
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('.');
+        if matches!(cmd, "use" | "drop" | "info") && !word.starts_with('-') {
+            let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+            let pairs: Vec<Pair> = names
+                .into_iter()
+                .filter(|n| n.starts_with(word))
+                .map(|n| Pair {
+                    display: n.clone(),
+                    replacement: n,
+                })
+                .collect();
+            return Ok((start, pairs));
+        }
+        self.files.complete(line, pos, ctx)
+    }
+}
+
+impl Hinter for ShellHelper {
+    type Hint = String;
+}
+impl Highlighter for ShellHelper {}
+impl Validator for ShellHelper {}
+impl Helper for ShellHelper {}
+
+fn history_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TESSERA_HISTORY") {
+        return Some(PathBuf::from(p));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".tessera_history"))
+}
+
+/// Runs the shell; returns the process exit code.
+pub fn run(args: &ShellArgs) -> Result<u8> {
+    let mode = args.mode.unwrap_or_else(Mode::auto);
+    let mut shell = Shell::new(mode, args.bail, args.echo);
+    if let Some(db) = &args.db {
+        shell.session.open(db, args.read_only)?;
+        shell.refresh_names();
+    }
+    if !args.commands.is_empty() {
+        for c in &args.commands {
+            let before = shell.errors;
+            let flow = shell.run_line(c);
+            if shell.errors > before || flow == Flow::Quit {
+                break;
+            }
+        }
+        shell.session.printer.flush()?;
+        return Ok(if shell.errors > 0 { 1 } else { 0 });
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        interactive(&mut shell)?;
+        shell.session.printer.flush()?;
+        return Ok(0);
+    }
+    for (n, line) in stdin.lock().lines().enumerate() {
+        let flow = match line {
+            Ok(l) => shell.run_line(&l),
+            Err(e) => {
+                shell.errors += 1;
+                eprintln!("error: standard input line {}: {e}", n + 1);
+                if shell.bail {
+                    Flow::Quit
+                } else {
+                    Flow::Continue
+                }
+            }
+        };
+        if flow == Flow::Quit {
+            break;
+        }
+    }
+    shell.session.printer.flush()?;
+    Ok(if shell.errors > 0 { 1 } else { 0 })
+}
+
+fn interactive(shell: &mut Shell) -> Result<()> {
+    let mut rl: Editor<ShellHelper, DefaultHistory> =
+        Editor::new().context("cannot start the line editor")?;
+    rl.set_helper(Some(ShellHelper {
+        files: FilenameCompleter::new(),
+        names: shell.names.clone(),
+    }));
+    let history = history_path();
+    if let Some(h) = &history {
+        // A missing history file is normal on first use.
+        let _ = rl.load_history(h);
+    }
+    println!(
+        "tessera {} shell: .help for commands, .quit or Ctrl-D to leave",
+        env!("CARGO_PKG_VERSION")
+    );
+    loop {
+        match rl.readline(&shell.prompt()) {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = rl.add_history_entry(line.as_str());
+                }
+                if shell.run_line(&line) == Flow::Quit {
+                    break;
+                }
+            }
+            // Ctrl-C at the prompt clears the line, as in sqlite3.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("cannot read the command line"),
+        }
+    }
+    if let Some(Err(e)) = history.as_ref().map(|h| rl.save_history(h)) {
+        eprintln!("warning: cannot save history: {e}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_on_spaces_and_respect_quotes() {
+        let w = split_words(r#".ingest "my file.npy" 'a b' c\ d --ids=x"#).expect("valid line");
+        assert_eq!(w, vec![".ingest", "my file.npy", "a b", "c d", "--ids=x"]);
+        assert!(split_words("'open").is_err());
+    }
+
+    #[test]
+    fn every_shell_command_has_a_synopsis() {
+        let cmd = ShellLine::command();
+        for sub in cmd.get_subcommands() {
+            assert!(
+                SYNOPSES.iter().any(|(n, _)| *n == sub.get_name()),
+                "no synopsis for {}",
+                sub.get_name()
+            );
+        }
+        assert_eq!(cmd.get_subcommands().count(), SYNOPSES.len());
+    }
+
+    #[test]
+    fn shell_lines_parse_with_shared_argument_structs() {
+        let l = ShellLine::try_parse_from(["search", "q.npy", "-k", "3"]).expect("parses");
+        assert!(matches!(
+            l.cmd,
+            ShellCmd::Search {
+                opts: SearchOpts { k: 3, .. },
+                ..
+            }
+        ));
+        assert!(ShellLine::try_parse_from(["mode", "xml"]).is_err());
+    }
+}

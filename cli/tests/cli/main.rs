@@ -1,0 +1,9 @@
+//! Integration tests of the `tessera` binary: every subcommand, scripted shell sessions,
+//! every ingest format against the library on the same vectors, malformed inputs, Ctrl-C.
+
+mod common;
+mod formats;
+mod interrupt;
+mod malformed;
+mod shell;
+mod subcommands;

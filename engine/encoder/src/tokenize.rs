@@ -1,0 +1,89 @@
+//! Tokenization through the `tokenizers` crate from a model's `tokenizer.json`.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{EncoderError, Result};
+
+/// A `tokenizer.json` tokenizer with one fixed truncation length.
+///
+/// `tokenizer.json` files often carry the padding and truncation of whatever call last used them
+/// (MiniLM's ships `Fixed(128)` padding and truncation at 128); both are replaced, since lengths
+/// are a property of the encoding mode, not of the file.
+#[derive(Clone)]
+pub(crate) struct TextTokenizer {
+    path: PathBuf,
+    inner: Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Parses `tokenizer.json` bytes read from `path`, with no truncation and no padding.
+    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| EncoderError::Tokenizer {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(None)
+            .map_err(|e| EncoderError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+        })
+    }
+
+    /// A copy that truncates every encoding, special tokens included, to `max_length` tokens,
+    /// cutting text from the right as Hugging Face's `truncation=True` does.
+    pub(crate) fn truncating(&self, max_length: usize) -> Result<Self> {
+        let mut copy = self.clone();
+        copy.inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| EncoderError::Tokenizer {
+                path: self.path.clone(),
+                reason: format!("cannot truncate to {max_length} tokens: {e}"),
+            })?;
+        Ok(copy)
+    }
+
+    /// Id of a vocabulary or added token.
+    pub(crate) fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Id of `token`, or an error naming it and what it is needed for.
+    pub(crate) fn require_token(&self, token: &str, purpose: &str) -> Result<u32> {
+        self.token_id(token).ok_or_else(|| EncoderError::Tokenizer {
+            path: self.path.clone(),
+            reason: format!("token `{token}` ({purpose}) is not in the vocabulary"),
+        })
+    }
+
+    /// Token ids of each text with the post-processor's special tokens (`[CLS] … [SEP]`).
+    /// Runs on the current rayon pool.
+    pub(crate) fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        texts
+            .par_iter()
+            .enumerate()
+            .map(|(index, text)| {
+                self.inner
+                    .encode(*text, true)
+                    .map(|enc| enc.get_ids().to_vec())
+                    .map_err(|e| EncoderError::Tokenize {
+                        index,
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+}

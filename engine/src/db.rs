@@ -1,0 +1,883 @@
+//! The database facade: directories, the writer lock, collections and the commit protocol.
+//!
+//! Directory layout (FORMAT.md, "Database directory"):
+//! ```text
+//! DB/LOCK                        writer lock (advisory, held by the one writer)
+//! DB/catalog/                    RocksDB: collections, manifests, id map, tombstones, metadata
+//! DB/collections/<id>/codec-<n>.tcd, seg-<n>.tsg   immutable data files
+//! ```
+//! A commit writes its data files first (temp file, fsync, rename, fsync directory), then
+//! makes them part of the collection in one synced RocksDB write batch. Files that no
+//! manifest references are debris of a crash between the two steps; the writer removes them
+//! at open.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+use tessera_storage::catalog::{
+    Catalog, CatalogBatch, CodecRef, CollectionRecord, DocLocation, Manifest, SegmentRef,
+};
+use tessera_storage::fsutil::{DirLock, fsync_dir, remove_tmp_files, write_durably};
+use tessera_storage::segment::{SegmentInput, SegmentReader, write_segment};
+use tessera_storage::{ExternalId, codec as codec_file};
+
+use crate::codec::{self, Codec};
+use crate::document::{Document, Hit};
+use crate::error::{Error, Result};
+use crate::options::{CollectionConfig, IngestOptions, OnConflict, SearchParams};
+use crate::snapshot::{SegmentView, Snapshot, SnapshotInner};
+
+const CATALOG_DIR: &str = "catalog";
+const COLLECTIONS_DIR: &str = "collections";
+
+/// An open database. Cheap to clone, `Send + Sync`: share it between threads freely.
+#[derive(Clone, Debug)]
+pub struct Database {
+    inner: Arc<DbInner>,
+}
+
+#[derive(Debug)]
+struct DbInner {
+    path: PathBuf,
+    catalog: Catalog,
+    read_only: bool,
+    _lock: Option<DirLock>,
+    collections: RwLock<BTreeMap<String, Arc<CollectionState>>>,
+    /// Serialises writers: one commit at a time per database.
+    writer: Mutex<()>,
+}
+
+#[derive(Debug)]
+struct CollectionState {
+    record: CollectionRecord,
+    config: CollectionConfig,
+    name: Arc<str>,
+    dir: PathBuf,
+    dropped: AtomicBool,
+    manifest: Mutex<Manifest>,
+    current: RwLock<Arc<SnapshotInner>>,
+}
+
+/// A handle on one collection. Cheap to clone, `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Collection {
+    db: Arc<DbInner>,
+    state: Arc<CollectionState>,
+}
+
+/// What an ingest committed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct IngestReport {
+    /// Documents committed.
+    pub documents: usize,
+    /// Token vectors committed.
+    pub tokens: usize,
+    /// Existing documents replaced (upsert).
+    pub replaced: usize,
+    /// Whether this batch trained the collection's codec.
+    pub trained_codec: bool,
+    /// Bytes of the segment file written.
+    pub segment_bytes: u64,
+}
+
+/// What a delete removed.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DeleteReport {
+    /// Documents deleted.
+    pub deleted: usize,
+    /// Ids that were not in the collection.
+    pub missing: Vec<ExternalId>,
+}
+
+/// A collection's settings and size.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CollectionInfo {
+    /// Name.
+    pub name: String,
+    /// Settings.
+    pub config: CollectionConfig,
+    /// Live documents.
+    pub documents: u64,
+    /// Token vectors of live documents.
+    pub tokens: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Centroids of the codec (0 before the first ingest).
+    pub centroids: u32,
+    /// Token vectors the codec was trained on.
+    pub codec_trained_tokens: u64,
+    /// Bytes of segment and codec files.
+    pub disk_bytes: u64,
+    /// Segment bytes per stored token vector (deleted ones included until compaction).
+    pub bytes_per_token: f64,
+    /// Postings: bytes stored (zstd) and uncompressed.
+    pub postings_bytes: (u64, u64),
+    /// Commits so far.
+    pub commits: u64,
+}
+
+impl Database {
+    /// Opens the database at `path` for writing, creating it if it does not exist.
+    pub fn open_or_create(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_impl(path.as_ref(), true, false)
+    }
+
+    /// Opens an existing database for writing. Fails with a "locked" error if another
+    /// process has it open for writing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_impl(path.as_ref(), false, false)
+    }
+
+    /// Opens an existing database for reading only; works while another process writes.
+    /// The view is the state at open time.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_impl(path.as_ref(), false, true)
+    }
+
+    fn open_impl(path: &Path, create: bool, read_only: bool) -> Result<Self> {
+        let catalog_path = path.join(CATALOG_DIR);
+        if !catalog_path.exists() {
+            if !create {
+                return Err(Error::NotADatabase {
+                    path: path.to_path_buf(),
+                    reason: "no catalog directory (create the database first)".into(),
+                });
+            }
+            std::fs::create_dir_all(path.join(COLLECTIONS_DIR)).map_err(|e| {
+                tessera_storage::Error::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            })?;
+            fsync_dir(path)?;
+        }
+        let lock = if read_only {
+            None
+        } else {
+            Some(DirLock::acquire(path)?)
+        };
+        let catalog = Catalog::open(&catalog_path, create, read_only)?;
+        let mut collections = BTreeMap::new();
+        for record in catalog.collections()? {
+            let state = load_collection(path, &catalog, record, read_only)?;
+            collections.insert(state.record.name.clone(), Arc::new(state));
+        }
+        if !read_only {
+            remove_orphan_collection_dirs(path, &collections)?;
+        }
+        Ok(Database {
+            inner: Arc::new(DbInner {
+                path: path.to_path_buf(),
+                catalog,
+                read_only,
+                _lock: lock,
+                collections: RwLock::new(collections),
+                writer: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether this handle was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Creates a collection.
+    pub fn create_collection(&self, name: &str, config: CollectionConfig) -> Result<Collection> {
+        self.inner.check_writable()?;
+        let _w = self.inner.writer.lock();
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidConfig {
+                collection: name.to_owned(),
+                reason: "names must be 1 to 255 bytes without control characters".into(),
+            });
+        }
+        config.validate().map_err(|reason| Error::InvalidConfig {
+            collection: name.to_owned(),
+            reason,
+        })?;
+        if self.inner.collections.read().contains_key(name) {
+            return Err(Error::CollectionExists(name.to_owned()));
+        }
+        let mut dbr = self.inner.catalog.db_record()?;
+        let id = dbr.next_collection_id;
+        dbr.next_collection_id += 1;
+        let record = CollectionRecord {
+            id,
+            name: name.to_owned(),
+            config: serde_json::to_value(&config).map_err(|e| Error::InvalidConfig {
+                collection: name.to_owned(),
+                reason: e.to_string(),
+            })?,
+        };
+        let dir = collection_dir(&self.inner.path, id);
+        std::fs::create_dir_all(&dir).map_err(|e| tessera_storage::Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        fsync_dir(&self.inner.path.join(COLLECTIONS_DIR))?;
+        let manifest = Manifest {
+            next_file_id: 1,
+            ..Manifest::default()
+        };
+        let mut batch = CatalogBatch::default();
+        batch.put_collection(&record)?;
+        batch.put_db_record(&dbr)?;
+        batch.put_manifest(id, &manifest)?;
+        self.inner.catalog.commit(batch)?;
+        let state = Arc::new(CollectionState {
+            name: Arc::from(name),
+            record,
+            config,
+            dir,
+            dropped: AtomicBool::new(false),
+            manifest: Mutex::new(manifest),
+            current: RwLock::new(Arc::new(SnapshotInner::default())),
+        });
+        self.inner
+            .collections
+            .write()
+            .insert(name.to_owned(), state.clone());
+        Ok(Collection {
+            db: self.inner.clone(),
+            state,
+        })
+    }
+
+    /// A handle on an existing collection.
+    pub fn collection(&self, name: &str) -> Result<Collection> {
+        let state = self
+            .inner
+            .collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
+        Ok(Collection {
+            db: self.inner.clone(),
+            state,
+        })
+    }
+
+    /// Names of all collections, sorted.
+    pub fn collection_names(&self) -> Vec<String> {
+        self.inner.collections.read().keys().cloned().collect()
+    }
+
+    /// Drops a collection and deletes its files. Handles on it fail afterwards; searches
+    /// already running on one of its snapshots finish normally.
+    pub fn drop_collection(&self, name: &str) -> Result<()> {
+        self.inner.check_writable()?;
+        let _w = self.inner.writer.lock();
+        let state = self
+            .inner
+            .collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
+        let mut batch = CatalogBatch::default();
+        batch.delete_collection(&state.record);
+        self.inner.catalog.commit(batch)?;
+        state.dropped.store(true, Ordering::SeqCst);
+        self.inner.collections.write().remove(name);
+        // Committed already; a failure here only leaves files that the next open removes.
+        let _ = std::fs::remove_dir_all(&state.dir);
+        let _ = fsync_dir(&self.inner.path.join(COLLECTIONS_DIR));
+        Ok(())
+    }
+}
+
+impl DbInner {
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly(self.path.clone()));
+        }
+        Ok(())
+    }
+}
+
+fn collection_dir(db: &Path, id: u32) -> PathBuf {
+    db.join(COLLECTIONS_DIR).join(id.to_string())
+}
+
+fn load_collection(
+    db: &Path,
+    catalog: &Catalog,
+    record: CollectionRecord,
+    read_only: bool,
+) -> Result<CollectionState> {
+    let config: CollectionConfig = serde_json::from_value(record.config.clone()).map_err(|e| {
+        tessera_storage::Error::CorruptRecord {
+            path: db.join(CATALOG_DIR),
+            key: format!("collection {:?}", record.name),
+            reason: e.to_string(),
+        }
+    })?;
+    let dir = collection_dir(db, record.id);
+    let manifest = catalog.manifest(record.id)?.unwrap_or_default();
+    let codec = match &manifest.codec {
+        Some(c) => Some(Arc::new(Codec::from_data(
+            c.id,
+            codec_file::read_codec(&dir.join(&c.file))?,
+        ))),
+        None => None,
+    };
+    let tombstones: HashMap<u64, RoaringBitmap> =
+        catalog.tombstones(record.id)?.into_iter().collect();
+    let mut segments = Vec::with_capacity(manifest.segments.len());
+    for s in &manifest.segments {
+        let path = dir.join(&s.file);
+        let reader = SegmentReader::open(&path)?;
+        if reader.meta().dim != config.dim || reader.meta().n_docs != s.n_docs {
+            return Err(tessera_storage::Error::Corrupt {
+                path,
+                reason: "segment does not match its manifest entry".into(),
+            }
+            .into());
+        }
+        segments.push(SegmentView {
+            id: s.id,
+            reader: Arc::new(reader),
+            tombstones: Arc::new(tombstones.get(&s.id).cloned().unwrap_or_default()),
+        });
+    }
+    if !read_only {
+        remove_tmp_files(&dir)?;
+        remove_unreferenced_files(&dir, &manifest)?;
+    }
+    Ok(CollectionState {
+        name: Arc::from(record.name.as_str()),
+        record,
+        config,
+        dir,
+        dropped: AtomicBool::new(false),
+        manifest: Mutex::new(manifest),
+        current: RwLock::new(Arc::new(SnapshotInner { codec, segments })),
+    })
+}
+
+/// Deletes data files of a collection that its manifest does not reference: files published
+/// by a commit that crashed before its catalog write.
+fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
+    let mut keep: HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    if let Some(c) = &manifest.codec {
+        keep.insert(c.file.as_str());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(tessera_storage::Error::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            }
+            .into());
+        }
+    };
+    let mut removed = false;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.ends_with(".tsg") || name.ends_with(".tcd");
+        if ours && !keep.contains(name.as_str()) {
+            std::fs::remove_file(entry.path()).map_err(|e| tessera_storage::Error::Io {
+                path: entry.path(),
+                source: e,
+            })?;
+            removed = true;
+        }
+    }
+    if removed {
+        fsync_dir(dir)?;
+    }
+    Ok(())
+}
+
+fn remove_orphan_collection_dirs(
+    db: &Path,
+    live: &BTreeMap<String, Arc<CollectionState>>,
+) -> Result<()> {
+    let ids: HashSet<String> = live.values().map(|s| s.record.id.to_string()).collect();
+    let root = db.join(COLLECTIONS_DIR);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_ok() && !ids.contains(&name) {
+            std::fs::remove_dir_all(entry.path()).map_err(|e| tessera_storage::Error::Io {
+                path: entry.path(),
+                source: e,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+impl Collection {
+    /// The collection's name.
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The collection's settings.
+    pub fn config(&self) -> &CollectionConfig {
+        &self.state.config
+    }
+
+    fn check_live(&self) -> Result<()> {
+        if self.state.dropped.load(Ordering::SeqCst) {
+            return Err(Error::CollectionNotFound(self.state.name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// A consistent view of the collection as of the last commit.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            inner: self.state.current.read().clone(),
+            collection: self.state.name.clone(),
+            dim: self.state.config.dim as usize,
+        }
+    }
+
+    /// Top-`k` documents for `query` (row-major `[query_tokens, dim]`), best first.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.check_live()?;
+        self.snapshot().search(query, k, params)
+    }
+
+    /// Searches many queries on one snapshot, in parallel over all cores.
+    pub fn search_batch(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use rayon::prelude::*;
+        self.check_live()?;
+        let snap = self.snapshot();
+        queries
+            .par_iter()
+            .map(|q| snap.search(q, k, params))
+            .collect()
+    }
+
+    /// The JSON metadata stored with document `id`, if any.
+    pub fn metadata(&self, id: &ExternalId) -> Result<Option<serde_json::Value>> {
+        self.check_live()?;
+        match self.db.catalog.metadata(self.state.record.id, id)? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+                tessera_storage::Error::CorruptRecord {
+                    path: self.db.path.join(CATALOG_DIR),
+                    key: format!("metadata of {id}"),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The stored (decompressed) token vectors of live document `id`, row-major.
+    pub fn vectors(&self, id: &ExternalId) -> Result<Option<Vec<f32>>> {
+        self.check_live()?;
+        let Some(loc) = self
+            .db
+            .catalog
+            .locations(self.state.record.id, std::slice::from_ref(id))?[0]
+        else {
+            return Ok(None);
+        };
+        let snap = self.state.current.read().clone();
+        let (Some(codec), Some(seg)) = (
+            &snap.codec,
+            snap.segments.iter().find(|s| s.id == loc.segment),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(crate::search::decompress_doc(
+            codec,
+            &seg.reader,
+            loc.local,
+        )))
+    }
+
+    /// Whether a live document has this id.
+    pub fn contains(&self, id: &ExternalId) -> Result<bool> {
+        self.check_live()?;
+        Ok(self
+            .db
+            .catalog
+            .locations(self.state.record.id, std::slice::from_ref(id))?[0]
+            .is_some())
+    }
+
+    /// Settings and size of the collection.
+    pub fn info(&self) -> CollectionInfo {
+        let snap = self.state.current.read().clone();
+        let m = self.state.manifest.lock().clone();
+        let seg_bytes: u64 = snap.segments.iter().map(|s| s.reader.file_len()).sum();
+        let seg_tokens: u64 = snap.segments.iter().map(|s| s.reader.meta().n_tokens).sum();
+        let codec_bytes = m
+            .codec
+            .as_ref()
+            .and_then(|c| std::fs::metadata(self.state.dir.join(&c.file)).ok())
+            .map_or(0, |md| md.len());
+        let postings_bytes = snap.segments.iter().fold((0, 0), |acc, s| {
+            let (a, b) = s.reader.postings_sizes();
+            (acc.0 + a, acc.1 + b)
+        });
+        CollectionInfo {
+            name: self.state.name.to_string(),
+            config: self.state.config.clone(),
+            documents: m.live_docs,
+            tokens: m.live_tokens,
+            segments: snap.segments.len(),
+            centroids: snap.codec.as_ref().map_or(0, |c| c.n_centroids()),
+            codec_trained_tokens: snap.codec.as_ref().map_or(0, |c| c.data().trained_tokens),
+            disk_bytes: seg_bytes + codec_bytes,
+            bytes_per_token: if seg_tokens == 0 {
+                0.0
+            } else {
+                seg_bytes as f64 / seg_tokens as f64
+            },
+            postings_bytes,
+            commits: m.commits,
+        }
+    }
+
+    fn invalid(&self, doc: &Document, position: usize, reason: String) -> Error {
+        Error::InvalidDocument {
+            collection: self.state.name.to_string(),
+            id: doc.id.clone(),
+            position,
+            reason,
+        }
+    }
+
+    fn validate(&self, docs: &[Document]) -> Result<usize> {
+        let dim = self.state.config.dim as usize;
+        let max_rows = self.state.config.max_tokens_per_doc as usize;
+        let mut seen: HashMap<&ExternalId, usize> = HashMap::with_capacity(docs.len());
+        let mut tokens = 0;
+        for (i, doc) in docs.iter().enumerate() {
+            if let Some(first) = seen.insert(&doc.id, i) {
+                return Err(Error::DuplicateId {
+                    collection: self.state.name.to_string(),
+                    id: doc.id.clone(),
+                    first,
+                    second: i,
+                });
+            }
+            if doc.vectors.is_empty() {
+                return Err(self.invalid(doc, i, "has no token vectors".into()));
+            }
+            if doc.vectors.len() % dim != 0 {
+                return Err(self.invalid(
+                    doc,
+                    i,
+                    format!("has {} values, not a whole number of {dim}-dimensional vectors (wrong dimension?)", doc.vectors.len()),
+                ));
+            }
+            let rows = doc.vectors.len() / dim;
+            if rows > max_rows {
+                return Err(self.invalid(
+                    doc,
+                    i,
+                    format!(
+                        "has {rows} token vectors, more than the collection's limit of {max_rows}"
+                    ),
+                ));
+            }
+            if let Some(j) = doc.vectors.iter().position(|x| !x.is_finite()) {
+                return Err(self.invalid(
+                    doc,
+                    i,
+                    format!(
+                        "token {} dimension {} is {}",
+                        j / dim,
+                        j % dim,
+                        doc.vectors[j]
+                    ),
+                ));
+            }
+            tokens += rows;
+        }
+        Ok(tokens)
+    }
+
+    /// Adds a batch of documents atomically: when this returns `Ok` the whole batch is
+    /// durable and visible to new snapshots; on `Err` nothing of it is.
+    ///
+    /// The first non-empty batch of a collection trains its codec (see the README,
+    /// "Codec lifecycle"). Ids that already exist are rejected unless
+    /// `opts.on_conflict` is [`OnConflict::Replace`].
+    pub fn ingest(&self, docs: &[Document], opts: &IngestOptions) -> Result<IngestReport> {
+        self.db.check_writable()?;
+        let _w = self.db.writer.lock();
+        self.check_live()?;
+        let n_tokens = self.validate(docs)?;
+        if docs.is_empty() {
+            return Ok(IngestReport::default());
+        }
+        let coll = self.state.record.id;
+        let ids: Vec<ExternalId> = docs.iter().map(|d| d.id.clone()).collect();
+        let existing = self.db.catalog.locations(coll, &ids)?;
+        if opts.on_conflict == OnConflict::Reject
+            && let Some(i) = existing.iter().position(Option::is_some)
+        {
+            return Err(Error::IdExists {
+                collection: self.state.name.to_string(),
+                id: ids[i].clone(),
+            });
+        }
+
+        let cfg = &self.state.config;
+        let dim = cfg.dim as usize;
+        let old = self.state.current.read().clone();
+        let mut manifest = self.state.manifest.lock().clone();
+        let mut flat = Vec::with_capacity(n_tokens * dim);
+        let mut doc_offsets = Vec::with_capacity(docs.len() + 1);
+        doc_offsets.push(0u64);
+        for d in docs {
+            flat.extend_from_slice(&d.vectors);
+            doc_offsets.push((flat.len() / dim) as u64);
+        }
+
+        let mut written: Vec<PathBuf> = Vec::new();
+        let result = self.commit_batch(
+            docs,
+            &ids,
+            &existing,
+            &flat,
+            &doc_offsets,
+            &old,
+            &mut manifest,
+            opts,
+            &mut written,
+        );
+        match result {
+            Ok((report, snapshot)) => {
+                *self.state.current.write() = Arc::new(snapshot);
+                *self.state.manifest.lock() = manifest;
+                Ok(report)
+            }
+            Err(e) => {
+                // Not referenced by any manifest: remove now rather than at the next open.
+                for p in written {
+                    let _ = std::fs::remove_file(p);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit_batch(
+        &self,
+        docs: &[Document],
+        ids: &[ExternalId],
+        existing: &[Option<DocLocation>],
+        flat: &[f32],
+        doc_offsets: &[u64],
+        old: &SnapshotInner,
+        manifest: &mut Manifest,
+        opts: &IngestOptions,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<(IngestReport, SnapshotInner)> {
+        let cfg = &self.state.config;
+        let dim = cfg.dim as usize;
+        let coll = self.state.record.id;
+        let mut trained = false;
+        let codec = match &old.codec {
+            Some(c) => c.clone(),
+            None => {
+                let data = codec::train(flat, cfg, opts.expected_total_tokens, opts.threads);
+                let id = manifest.next_file_id;
+                manifest.next_file_id += 1;
+                let file = format!("codec-{id:06}.tcd");
+                let path = self.state.dir.join(&file);
+                written.push(path.clone());
+                write_durably(&path, |w| codec_file::write_codec(w, &data))?;
+                manifest.codec = Some(CodecRef { id, file });
+                trained = true;
+                Arc::new(Codec::from_data(id, data))
+            }
+        };
+        let (codes, residuals) = codec.encode(flat, opts.threads);
+        let seg_id = manifest.next_file_id;
+        manifest.next_file_id += 1;
+        let file = format!("seg-{seg_id:06}.tsg");
+        let path = self.state.dir.join(&file);
+        written.push(path.clone());
+        let sizes = write_durably(&path, |w| {
+            write_segment(
+                w,
+                &SegmentInput {
+                    dim: cfg.dim,
+                    nbits: cfg.nbits,
+                    n_centroids: codec.n_centroids(),
+                    codec_id: codec.id,
+                    doc_offsets,
+                    codes: &codes,
+                    residuals: &residuals,
+                    ids,
+                },
+            )
+        })?;
+        // Read back through the validating reader before the commit makes it visible.
+        let reader = Arc::new(SegmentReader::open(&path)?);
+
+        let mut batch = CatalogBatch::default();
+        let mut tombstones: HashMap<u64, RoaringBitmap> = HashMap::new();
+        let mut replaced = 0;
+        for (loc, _id) in existing.iter().zip(ids) {
+            let Some(loc) = loc else { continue };
+            let Some(seg) = old.segments.iter().find(|s| s.id == loc.segment) else {
+                continue;
+            };
+            let bm = tombstones
+                .entry(loc.segment)
+                .or_insert_with(|| (*seg.tombstones).clone());
+            if bm.insert(loc.local) {
+                let off = seg.reader.doc_offsets();
+                manifest.live_docs -= 1;
+                manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
+                replaced += 1;
+            }
+        }
+        for (seg, bm) in &tombstones {
+            batch.put_tombstones(coll, *seg, bm)?;
+        }
+        for (local, d) in docs.iter().enumerate() {
+            batch.put_location(
+                coll,
+                &d.id,
+                DocLocation {
+                    segment: seg_id,
+                    local: local as u32,
+                },
+            );
+            match &d.metadata {
+                Some(m) => batch.put_metadata(coll, &d.id, m.to_string().as_bytes()),
+                None => batch.delete_metadata(coll, &d.id),
+            }
+        }
+        manifest.segments.push(SegmentRef {
+            id: seg_id,
+            file,
+            n_docs: docs.len() as u32,
+            n_tokens: (flat.len() / dim) as u64,
+            bytes: sizes.file_bytes,
+        });
+        manifest.live_docs += docs.len() as u64;
+        manifest.live_tokens += (flat.len() / dim) as u64;
+        manifest.commits += 1;
+        batch.put_manifest(coll, manifest)?;
+        self.db.catalog.commit(batch)?;
+
+        let mut segments: Vec<SegmentView> = old
+            .segments
+            .iter()
+            .map(|s| match tombstones.remove(&s.id) {
+                Some(bm) => SegmentView {
+                    tombstones: Arc::new(bm),
+                    ..s.clone()
+                },
+                None => s.clone(),
+            })
+            .collect();
+        segments.push(SegmentView {
+            id: seg_id,
+            reader,
+            tombstones: Arc::new(RoaringBitmap::new()),
+        });
+        Ok((
+            IngestReport {
+                documents: docs.len(),
+                tokens: flat.len() / dim,
+                replaced,
+                trained_codec: trained,
+                segment_bytes: sizes.file_bytes,
+            },
+            SnapshotInner {
+                codec: Some(codec),
+                segments,
+            },
+        ))
+    }
+
+    /// Deletes documents by id, atomically and durably. Unknown ids are reported, not errors.
+    pub fn delete(&self, ids: &[ExternalId]) -> Result<DeleteReport> {
+        self.db.check_writable()?;
+        let _w = self.db.writer.lock();
+        self.check_live()?;
+        let coll = self.state.record.id;
+        let unique: Vec<ExternalId> = {
+            let mut seen = HashSet::new();
+            ids.iter().filter(|id| seen.insert(*id)).cloned().collect()
+        };
+        let locs = self.db.catalog.locations(coll, &unique)?;
+        let old = self.state.current.read().clone();
+        let mut manifest = self.state.manifest.lock().clone();
+        let mut tombstones: HashMap<u64, RoaringBitmap> = HashMap::new();
+        let mut batch = CatalogBatch::default();
+        let mut report = DeleteReport::default();
+        for (id, loc) in unique.iter().zip(&locs) {
+            let Some(loc) = loc else {
+                report.missing.push(id.clone());
+                continue;
+            };
+            let Some(seg) = old.segments.iter().find(|s| s.id == loc.segment) else {
+                report.missing.push(id.clone());
+                continue;
+            };
+            let bm = tombstones
+                .entry(loc.segment)
+                .or_insert_with(|| (*seg.tombstones).clone());
+            if bm.insert(loc.local) {
+                let off = seg.reader.doc_offsets();
+                manifest.live_docs -= 1;
+                manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
+                report.deleted += 1;
+            }
+            batch.delete_location(coll, id);
+            batch.delete_metadata(coll, id);
+        }
+        if report.deleted == 0 {
+            return Ok(report);
+        }
+        for (seg, bm) in &tombstones {
+            batch.put_tombstones(coll, *seg, bm)?;
+        }
+        manifest.commits += 1;
+        batch.put_manifest(coll, &manifest)?;
+        self.db.catalog.commit(batch)?;
+        let segments = old
+            .segments
+            .iter()
+            .map(|s| match tombstones.remove(&s.id) {
+                Some(bm) => SegmentView {
+                    tombstones: Arc::new(bm),
+                    ..s.clone()
+                },
+                None => s.clone(),
+            })
+            .collect();
+        *self.state.current.write() = Arc::new(SnapshotInner {
+            codec: old.codec.clone(),
+            segments,
+        });
+        *self.state.manifest.lock() = manifest;
+        Ok(report)
+    }
+}

@@ -1,0 +1,48 @@
+//! Documents going in and hits coming out.
+
+use tessera_storage::ExternalId;
+
+/// A document to ingest: an id, its token vectors (row-major `[tokens, dim]`) and optional
+/// JSON metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    /// The caller's id for the document.
+    pub id: ExternalId,
+    /// Token vectors, row-major; the row count is `vectors.len() / dim`.
+    pub vectors: Vec<f32>,
+    /// Optional metadata, stored in the catalog and returned on request.
+    pub metadata: Option<serde_json::Value>,
+}
+
+impl Document {
+    /// A document from f32 token vectors.
+    pub fn new(id: impl Into<ExternalId>, vectors: Vec<f32>) -> Self {
+        Document {
+            id: id.into(),
+            vectors,
+            metadata: None,
+        }
+    }
+
+    /// A document from f16 token vectors (converted to f32 on the way in).
+    pub fn from_f16(id: impl Into<ExternalId>, vectors: &[half::f16]) -> Self {
+        let mut out = vec![0f32; vectors.len()];
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(vectors, &mut out);
+        Document::new(id, out)
+    }
+
+    /// Attaches JSON metadata.
+    pub fn with_metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+/// One search result.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Hit {
+    /// The document's external id.
+    pub id: ExternalId,
+    /// Its late-interaction (MaxSim) score against the query.
+    pub score: f32,
+}

@@ -1,0 +1,86 @@
+//! The engine's error type: says what went wrong and where (collection, document, file).
+
+use tessera_storage::ExternalId;
+
+/// Result alias for engine operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A storage-level failure (I/O, corruption, lock, catalog), naming its file.
+    #[error(transparent)]
+    Storage(#[from] tessera_storage::Error),
+    /// No collection of that name exists.
+    #[error("no collection named {0:?}")]
+    CollectionNotFound(String),
+    /// A collection of that name exists already.
+    #[error("collection {0:?} already exists")]
+    CollectionExists(String),
+    /// Collection settings are invalid.
+    #[error("invalid collection settings for {collection:?}: {reason}")]
+    InvalidConfig {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
+    },
+    /// A document of a batch is invalid; nothing of the batch was committed.
+    #[error(
+        "collection {collection:?}: document {id} (batch position {position}): {reason}; nothing committed"
+    )]
+    InvalidDocument {
+        /// The collection.
+        collection: String,
+        /// The document's external id.
+        id: ExternalId,
+        /// Its position in the batch.
+        position: usize,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The same id appears twice in one batch; nothing was committed.
+    #[error(
+        "collection {collection:?}: document id {id} appears twice in the batch (positions {first} and {second}); nothing committed"
+    )]
+    DuplicateId {
+        /// The collection.
+        collection: String,
+        /// The repeated id.
+        id: ExternalId,
+        /// First position.
+        first: usize,
+        /// Second position.
+        second: usize,
+    },
+    /// A document with this id exists and the batch asked not to replace it.
+    #[error(
+        "collection {collection:?}: document {id} already exists (use upsert to replace it); nothing committed"
+    )]
+    IdExists {
+        /// The collection.
+        collection: String,
+        /// The existing id.
+        id: ExternalId,
+    },
+    /// A query matrix is invalid.
+    #[error("collection {collection:?}: invalid query: {reason}")]
+    InvalidQuery {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
+    },
+    /// A write was attempted on a database opened read-only.
+    #[error("database {0} is open read-only")]
+    ReadOnly(std::path::PathBuf),
+    /// The database directory does not exist or is not a Tessera database.
+    #[error("{path} is not a Tessera database: {reason}")]
+    NotADatabase {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,41 @@
+//! # Tessera
+//!
+//! An embedded database for multi-vector documents (ColBERT passages, ColPali pages,
+//! PreFLMR entries) searched by late interaction (MaxSim).
+//!
+//! ```no_run
+//! use tessera::{CollectionConfig, Database, Document, IngestOptions, SearchParams};
+//! # fn main() -> tessera::Result<()> {
+//! let db = Database::open_or_create("my.db")?;
+//! let docs = db.create_collection("passages", CollectionConfig::new(128))?;
+//! // Each document is a [tokens, 128] matrix, row-major.
+//! docs.ingest(&[Document::new("doc-1", vec![0.1; 3 * 128])], &IngestOptions::default())?;
+//! let hits = docs.search(&vec![0.1; 32 * 128], 10, &SearchParams::default())?;
+//! for h in hits {
+//!     println!("{} {}", h.id, h.score);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A database is a directory; one process writes it at a time (others get a "locked"
+//! error), any number of threads read. Commits are atomic and durable when they return.
+#![forbid(unsafe_code)]
+
+mod codec;
+mod db;
+mod document;
+mod error;
+mod kmeans;
+mod options;
+mod search;
+mod snapshot;
+pub mod synthetic;
+
+pub use codec::plaid_centroids;
+pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
+pub use document::{Document, Hit};
+pub use error::{Error, Result};
+pub use options::{CollectionConfig, IngestOptions, OnConflict, SearchParams};
+pub use search::SearchStats;
+pub use snapshot::Snapshot;
+pub use tessera_storage::ExternalId;

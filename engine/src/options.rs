@@ -1,0 +1,180 @@
+//! Settings of collections, ingest and search. Every field has a measured default.
+
+use serde::{Deserialize, Serialize};
+
+/// Settings fixed when a collection is created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CollectionConfig {
+    /// Dimension of token vectors (1 to 4096).
+    pub dim: u32,
+    /// Residual bits per dimension: 1, 2, 4 or 8.
+    pub nbits: u32,
+    /// Number of IVF centroids; `None` picks PLAID's `2^floor(log2(16 sqrt(tokens)))` from the
+    /// batch that trains the codec.
+    pub n_centroids: Option<u32>,
+    /// Upper bound on tokens per document.
+    pub max_tokens_per_doc: u32,
+    /// k-means iterations for each level of codec training.
+    pub kmeans_iters: u32,
+    /// Seed of codec training; the same data and seed give the same codec.
+    pub seed: u64,
+}
+
+impl CollectionConfig {
+    /// Settings for vectors of `dim` dimensions, with defaults for everything else.
+    pub fn new(dim: u32) -> Self {
+        CollectionConfig {
+            dim,
+            nbits: 2,
+            n_centroids: None,
+            max_tokens_per_doc: 65_536,
+            kmeans_iters: 8,
+            seed: 42,
+        }
+    }
+
+    /// Sets the residual bits per dimension.
+    pub fn with_nbits(mut self, nbits: u32) -> Self {
+        self.nbits = nbits;
+        self
+    }
+
+    /// Fixes the number of centroids instead of the PLAID heuristic.
+    pub fn with_n_centroids(mut self, n: u32) -> Self {
+        self.n_centroids = Some(n);
+        self
+    }
+
+    /// Sets the per-document token limit.
+    pub fn with_max_tokens_per_doc(mut self, n: u32) -> Self {
+        self.max_tokens_per_doc = n;
+        self
+    }
+
+    /// Sets the training seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.dim == 0 || self.dim > 4096 {
+            return Err(format!("dim must be between 1 and 4096, got {}", self.dim));
+        }
+        if !matches!(self.nbits, 1 | 2 | 4 | 8) {
+            return Err(format!("nbits must be 1, 2, 4 or 8, got {}", self.nbits));
+        }
+        if self.n_centroids == Some(0) {
+            return Err("n_centroids must be at least 1".into());
+        }
+        if self.max_tokens_per_doc == 0 {
+            return Err("max_tokens_per_doc must be at least 1".into());
+        }
+        if self.kmeans_iters == 0 {
+            return Err("kmeans_iters must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What to do when an ingested id already exists in the collection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnConflict {
+    /// Reject the whole batch (the default: silent overwrites lose data).
+    #[default]
+    Reject,
+    /// Replace the existing document, atomically with the rest of the batch.
+    Replace,
+}
+
+/// Options of one ingest call.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct IngestOptions {
+    /// Policy for ids that already exist.
+    pub on_conflict: OnConflict,
+    /// Worker threads for encoding (`0`: all cores).
+    pub threads: usize,
+    /// Tokens the whole corpus is expected to hold, when it arrives in several batches.
+    /// If this batch trains the codec, the default centroid count follows this total
+    /// instead of the batch's own size.
+    pub expected_total_tokens: Option<u64>,
+}
+
+impl IngestOptions {
+    /// Replace existing documents with the same id instead of rejecting the batch.
+    pub fn upsert() -> Self {
+        IngestOptions {
+            on_conflict: OnConflict::Replace,
+            ..IngestOptions::default()
+        }
+    }
+
+    /// Sets the expected size of the whole corpus (see the field's documentation).
+    pub fn with_expected_total_tokens(mut self, tokens: u64) -> Self {
+        self.expected_total_tokens = Some(tokens);
+        self
+    }
+
+    /// Sets the number of encoding threads (`0`: all cores).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+}
+
+/// Parameters of one search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SearchParams {
+    /// Centroids probed per query token.
+    pub nprobe: u32,
+    /// Documents kept after approximate (centroid) scoring and re-ranked exactly;
+    /// `None`: `max(rerank_floor, 8 k)`.
+    pub n_rerank: Option<usize>,
+    /// Lower bound of the default re-rank budget.
+    pub rerank_floor: usize,
+    /// Score every live document exactly (slow; for verification).
+    pub exhaustive: bool,
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        SearchParams {
+            nprobe: 8,
+            n_rerank: None,
+            rerank_floor: 128,
+            exhaustive: false,
+        }
+    }
+}
+
+impl SearchParams {
+    /// Exact MaxSim over every live document's decompressed vectors.
+    pub fn exhaustive() -> Self {
+        SearchParams {
+            exhaustive: true,
+            ..SearchParams::default()
+        }
+    }
+
+    /// Sets the number of centroids probed per query token.
+    pub fn with_nprobe(mut self, nprobe: u32) -> Self {
+        self.nprobe = nprobe;
+        self
+    }
+
+    /// Sets the number of documents re-ranked exactly.
+    pub fn with_n_rerank(mut self, n: usize) -> Self {
+        self.n_rerank = Some(n);
+        self
+    }
+
+    /// Documents re-ranked exactly for a top-`k` search with these parameters.
+    pub fn rerank_budget(&self, k: usize) -> usize {
+        self.n_rerank
+            .unwrap_or_else(|| self.rerank_floor.max(8 * k))
+            .max(k)
+    }
+}

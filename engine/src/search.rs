@@ -1,0 +1,292 @@
+//! The search pipeline over one snapshot (PLAID-style):
+//! 1. centroid scores `S = Q C^T`; the `nprobe` best centroids of each query token;
+//! 2. candidates: union of the probed centroids' posting lists, minus tombstones;
+//! 3. approximate score per candidate: `sum_i max_t S[i, code_t]` over all its tokens, read
+//!    from a transposed score table so each token costs one vectorised max over `nq` floats;
+//! 4. the `n_rerank` best are decompressed and scored exactly (MaxSim), then top-k, with
+//!    exact ties broken by external id.
+//!
+//! Stage 3 reads only 2-byte codes per token; stage 4 is the only one touching residuals.
+//! WARP-style centroid-major scoring would replace stages 2-3 with a new segment section.
+
+use std::cmp::Ordering;
+use std::time::Instant;
+
+use tessera_kernels::{max_into, maxsim_many, top_k};
+use tessera_storage::segment::Codes;
+
+use crate::codec::Codec;
+use crate::document::Hit;
+use crate::options::SearchParams;
+use crate::snapshot::SnapshotInner;
+
+/// A candidate: segment index in the snapshot and local document id.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    seg: u32,
+    local: u32,
+}
+
+/// Tokens decompressed per exact-scoring block: large enough for GEMM efficiency, small
+/// enough to stay in cache.
+const RERANK_BLOCK_TOKENS: usize = 4096;
+
+fn approx_score<C: Copy + Into<u32>>(
+    codes: &[C],
+    table: &[f32],
+    nq: usize,
+    acc: &mut [f32],
+) -> f32 {
+    acc.fill(f32::NEG_INFINITY);
+    for &c in codes {
+        let c: u32 = c.into();
+        max_into(acc, &table[c as usize * nq..(c as usize + 1) * nq]);
+    }
+    acc.iter().sum()
+}
+
+/// Where one search spent its time, from the engine's own counters.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SearchStats {
+    /// Centroids probed (distinct, over all query tokens).
+    pub probed_centroids: usize,
+    /// Documents scored approximately (from centroid codes).
+    pub candidates: usize,
+    /// Documents decompressed and scored exactly.
+    pub reranked: usize,
+    /// Microseconds computing query x centroid scores and choosing probes.
+    pub centroid_us: u64,
+    /// Microseconds gathering candidates and scoring them approximately.
+    pub approx_us: u64,
+    /// Microseconds decompressing and scoring survivors exactly, and ranking.
+    pub rerank_us: u64,
+}
+
+fn micros(since: Instant) -> u64 {
+    since.elapsed().as_micros() as u64
+}
+
+pub(crate) fn search(
+    snap: &SnapshotInner,
+    query: &[f32],
+    k: usize,
+    params: &SearchParams,
+    stats: &mut SearchStats,
+) -> Vec<Hit> {
+    let Some(codec) = snap.codec.as_deref() else {
+        return Vec::new();
+    };
+    let dim = codec.dim();
+    let nq = query.len() / dim;
+    if k == 0 || nq == 0 {
+        return Vec::new();
+    }
+    let survivors: Vec<Cand> = if params.exhaustive {
+        snap.segments
+            .iter()
+            .enumerate()
+            .flat_map(|(si, s)| {
+                (0..s.reader.meta().n_docs)
+                    .filter(|l| !s.tombstones.contains(*l))
+                    .map(move |local| Cand {
+                        seg: si as u32,
+                        local,
+                    })
+            })
+            .collect()
+    } else {
+        approximate_candidates(
+            snap,
+            codec,
+            query,
+            nq,
+            params.nprobe as usize,
+            params.rerank_budget(k),
+            stats,
+        )
+    };
+    let t = Instant::now();
+    let scores = exact_scores(snap, codec, query, &survivors);
+    let hits = rank(snap, &survivors, &scores, k);
+    stats.reranked = survivors.len();
+    stats.rerank_us = micros(t);
+    hits
+}
+
+fn approximate_candidates(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    query: &[f32],
+    nq: usize,
+    nprobe: usize,
+    budget: usize,
+    stats: &mut SearchStats,
+) -> Vec<Cand> {
+    let t = Instant::now();
+    let dim = codec.dim();
+    let kc = codec.n_centroids() as usize;
+    let mut s = vec![0f32; nq * kc];
+    tessera_kernels::matmul_nt(query, codec.centroids(), dim, &mut s, 1);
+    let mut probed = vec![false; kc];
+    for row in s.chunks_exact(kc) {
+        for c in top_k(row, nprobe.max(1)) {
+            probed[c as usize] = true;
+        }
+    }
+    let probed: Vec<u32> = (0..kc as u32).filter(|&c| probed[c as usize]).collect();
+    stats.probed_centroids = probed.len();
+    let mut table = vec![0f32; kc * nq];
+    for (i, row) in s.chunks_exact(kc).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            table[c * nq + i] = v;
+        }
+    }
+
+    stats.centroid_us = micros(t);
+    let t = Instant::now();
+    let mut cands = Vec::new();
+    let mut approx = Vec::new();
+    let mut acc = vec![0f32; nq];
+    for (si, seg) in snap.segments.iter().enumerate() {
+        let n_docs = seg.reader.meta().n_docs as usize;
+        let mut seen = vec![0u64; n_docs.div_ceil(64)];
+        for &c in &probed {
+            for &d in seg.reader.posting(c) {
+                seen[d as usize / 64] |= 1 << (d % 64);
+            }
+        }
+        let offsets = seg.reader.doc_offsets();
+        let codes = seg.reader.codes();
+        for (w, &bits) in seen.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let local = (w * 64 + bits.trailing_zeros() as usize) as u32;
+                bits &= bits - 1;
+                if seg.tombstones.contains(local) {
+                    continue;
+                }
+                let (lo, hi) = (
+                    offsets[local as usize] as usize,
+                    offsets[local as usize + 1] as usize,
+                );
+                let score = match codes {
+                    Codes::U16(c) => approx_score(&c[lo..hi], &table, nq, &mut acc),
+                    Codes::U32(c) => approx_score(&c[lo..hi], &table, nq, &mut acc),
+                };
+                cands.push(Cand {
+                    seg: si as u32,
+                    local,
+                });
+                approx.push(score);
+            }
+        }
+    }
+    stats.candidates = cands.len();
+    let kept = top_k(&approx, budget)
+        .into_iter()
+        .map(|i| cands[i as usize])
+        .collect();
+    stats.approx_us = micros(t);
+    kept
+}
+
+/// Decompressed token vectors of one document, row-major.
+pub(crate) fn decompress_doc(
+    codec: &Codec,
+    seg: &tessera_storage::segment::SegmentReader,
+    local: u32,
+) -> Vec<f32> {
+    let dim = codec.dim();
+    let rb = codec.residual_bytes();
+    let off = seg.doc_offsets();
+    let (lo, hi) = (
+        off[local as usize] as usize,
+        off[local as usize + 1] as usize,
+    );
+    let residuals = seg.residuals();
+    let codes = seg.codes();
+    let mut out = vec![0f32; (hi - lo) * dim];
+    for (j, t) in (lo..hi).enumerate() {
+        let code = match codes {
+            Codes::U16(cs) => u32::from(cs[t]),
+            Codes::U32(cs) => cs[t],
+        };
+        codec.decode(
+            code,
+            &residuals[t * rb..(t + 1) * rb],
+            &mut out[j * dim..(j + 1) * dim],
+        );
+    }
+    out
+}
+
+/// Exact MaxSim of `query` against the decompressed vectors of each candidate.
+fn exact_scores(snap: &SnapshotInner, codec: &Codec, query: &[f32], cands: &[Cand]) -> Vec<f32> {
+    let dim = codec.dim();
+    let rb = codec.residual_bytes();
+    let mut scores = vec![0f32; cands.len()];
+    let mut buf: Vec<f32> = Vec::new();
+    let mut offsets = vec![0usize];
+    let mut start = 0;
+    let flush = |buf: &mut Vec<f32>, offsets: &mut Vec<usize>, out: &mut [f32]| {
+        maxsim_many(query, buf, offsets, dim, out);
+        buf.clear();
+        offsets.truncate(1);
+    };
+    for (i, c) in cands.iter().enumerate() {
+        let seg = &snap.segments[c.seg as usize].reader;
+        let doc_off = seg.doc_offsets();
+        let (lo, hi) = (
+            doc_off[c.local as usize] as usize,
+            doc_off[c.local as usize + 1] as usize,
+        );
+        let residuals = seg.residuals();
+        let codes = seg.codes();
+        let base = buf.len();
+        buf.resize(base + (hi - lo) * dim, 0.0);
+        for (j, t) in (lo..hi).enumerate() {
+            let code = match codes {
+                Codes::U16(cs) => u32::from(cs[t]),
+                Codes::U32(cs) => cs[t],
+            };
+            codec.decode(
+                code,
+                &residuals[t * rb..(t + 1) * rb],
+                &mut buf[base + j * dim..base + (j + 1) * dim],
+            );
+        }
+        offsets.push(offsets[offsets.len() - 1] + (hi - lo));
+        if buf.len() >= RERANK_BLOCK_TOKENS * dim {
+            flush(&mut buf, &mut offsets, &mut scores[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < cands.len() {
+        flush(&mut buf, &mut offsets, &mut scores[start..]);
+    }
+    scores
+}
+
+fn rank(snap: &SnapshotInner, cands: &[Cand], scores: &[f32], k: usize) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = cands
+        .iter()
+        .zip(scores)
+        .filter_map(|(c, &score)| {
+            snap.segments[c.seg as usize]
+                .reader
+                .external_id(c.local)
+                .map(|id| Hit {
+                    id: id.clone(),
+                    score,
+                })
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    hits.truncate(k);
+    hits
+}

@@ -1,0 +1,96 @@
+//! Consistent read views: a codec, a list of segments and their tombstones, frozen at one
+//! commit. Writers build a new snapshot and swap it in; readers holding the old one keep a
+//! consistent view (its files stay mapped even if later unlinked).
+
+use std::sync::Arc;
+
+use roaring::RoaringBitmap;
+use tessera_storage::segment::SegmentReader;
+
+use crate::codec::Codec;
+use crate::document::Hit;
+use crate::error::{Error, Result};
+use crate::options::SearchParams;
+use crate::search::SearchStats;
+
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub(crate) id: u64,
+    pub(crate) reader: Arc<SegmentReader>,
+    pub(crate) tombstones: Arc<RoaringBitmap>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SnapshotInner {
+    pub(crate) codec: Option<Arc<Codec>>,
+    pub(crate) segments: Vec<SegmentView>,
+}
+
+impl SnapshotInner {
+    pub(crate) fn live_docs(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| u64::from(s.reader.meta().n_docs) - s.tombstones.len())
+            .sum()
+    }
+}
+
+/// A consistent, read-only view of a collection at one commit. Cheap to clone; searches on
+/// it see neither later ingests nor later deletes.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) inner: Arc<SnapshotInner>,
+    pub(crate) collection: Arc<str>,
+    pub(crate) dim: usize,
+}
+
+impl Snapshot {
+    /// Top-`k` documents for `query` (row-major `[query_tokens, dim]`), best first.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        Ok(self.search_with_stats(query, k, params)?.0)
+    }
+
+    /// Like [`Snapshot::search`], also returning where the time went.
+    pub fn search_with_stats(
+        &self,
+        query: &[f32],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<(Vec<Hit>, SearchStats)> {
+        self.check_query(query)?;
+        let mut stats = SearchStats::default();
+        let hits = crate::search::search(&self.inner, query, k, params, &mut stats);
+        Ok((hits, stats))
+    }
+
+    /// Live documents in this view.
+    pub fn documents(&self) -> u64 {
+        self.inner.live_docs()
+    }
+
+    fn check_query(&self, query: &[f32]) -> Result<()> {
+        let bad = |reason: String| Error::InvalidQuery {
+            collection: self.collection.to_string(),
+            reason,
+        };
+        if query.is_empty() {
+            return Err(bad("the query has no vectors".into()));
+        }
+        if !query.len().is_multiple_of(self.dim) {
+            return Err(bad(format!(
+                "{} values is not a whole number of {}-dimensional vectors",
+                query.len(),
+                self.dim
+            )));
+        }
+        if let Some(i) = query.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "query vector {} dimension {} is {}",
+                i / self.dim,
+                i % self.dim,
+                query[i]
+            )));
+        }
+        Ok(())
+    }
+}

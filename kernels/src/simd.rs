@@ -1,0 +1,99 @@
+//! Vectorised inner loops with run-time CPU feature detection. The only module of this crate
+//! with `unsafe`: calling a `#[target_feature]` function is unsafe unless the feature is known
+//! to be present, which each call site checks first.
+#![allow(unsafe_code)]
+
+/// Dot product of two equal-length slices.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA were detected on this CPU just above.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_portable(a, b)
+}
+
+/// `acc[i] = max(acc[i], row[i])` for every `i`.
+#[inline]
+pub fn max_into(acc: &mut [f32], row: &[f32]) {
+    debug_assert_eq!(acc.len(), row.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            unsafe { max_into_avx2(acc, row) };
+            return;
+        }
+    }
+    max_into_portable(acc, row);
+}
+
+/// Eight independent lanes let the compiler vectorise without reassociating a single sum.
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks_a = a.chunks_exact(16);
+    let chunks_b = b.chunks_exact(16);
+    let tail: f32 = chunks_a
+        .remainder()
+        .iter()
+        .zip(chunks_b.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in chunks_a.zip(chunks_b) {
+        for i in 0..16 {
+            lanes[i] = ca[i].mul_add(cb[i], lanes[i]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn max_into_portable(acc: &mut [f32], row: &[f32]) {
+    for (a, &r) in acc.iter_mut().zip(row) {
+        // Written as a comparison (not f32::max) so it lowers to a packed max instruction.
+        *a = if r > *a { r } else { *a };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_into_avx2(acc: &mut [f32], row: &[f32]) {
+    max_into_portable(acc, row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn dot_matches_reference(v in prop::collection::vec((-1.0f32..1.0, -1.0f32..1.0), 0..300)) {
+            let (a, b): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
+            let fast = dot(&a, &b);
+            let slow = reference::dot(&a, &b);
+            prop_assert!((fast - slow).abs() <= 1e-4 * (1.0 + slow.abs()));
+        }
+
+        #[test]
+        fn max_into_matches_elementwise_max(v in prop::collection::vec((-5.0f32..5.0, -5.0f32..5.0), 0..100)) {
+            let (mut acc, row): (Vec<f32>, Vec<f32>) = v.into_iter().unzip();
+            let expected: Vec<f32> = acc.iter().zip(&row).map(|(a, r)| a.max(*r)).collect();
+            max_into(&mut acc, &row);
+            prop_assert_eq!(acc, expected);
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! The checksummed container shared by every Tessera data file (see `FORMAT.md`, "Container").
+//!
+//! A container is a 64-byte header, a table of section descriptors, and the sections, each
+//! starting on a 64-byte boundary so that typed views over a memory map are aligned. Every
+//! section carries a CRC32C of its stored bytes; the header and the table carry their own.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::mmap::FileBytes;
+
+/// Magic bytes at offset 0 of every Tessera data file.
+pub const MAGIC: [u8; 8] = *b"TESSERA\0";
+/// The container version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the fixed header in bytes.
+pub const HEADER_LEN: usize = 64;
+/// Size of one section descriptor in bytes.
+pub const SECTION_ENTRY_LEN: usize = 40;
+/// Alignment of every section's first byte.
+pub const SECTION_ALIGN: usize = 64;
+
+/// What a container holds; stored in the header so a codec file is never read as a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FileKind {
+    /// A segment: compressed documents of one committed batch.
+    Segment = 1,
+    /// A codec: centroids and residual quantiser of one collection.
+    Codec = 2,
+}
+
+/// How a section's bytes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Encoding {
+    /// Stored as is; can be viewed in place through the memory map.
+    Raw = 0,
+    /// Compressed with zstd; must be decompressed before use.
+    Zstd = 1,
+}
+
+/// Zstd level for compressed sections: they are small, so a high level costs little.
+const ZSTD_LEVEL: i32 = 9;
+
+/// A section ready to be written.
+pub struct SectionData {
+    id: u32,
+    encoding: Encoding,
+    raw_len: u64,
+    stored: Vec<u8>,
+}
+
+impl SectionData {
+    /// A section stored uncompressed.
+    pub fn raw(id: u32, bytes: Vec<u8>) -> Self {
+        SectionData {
+            id,
+            encoding: Encoding::Raw,
+            raw_len: bytes.len() as u64,
+            stored: bytes,
+        }
+    }
+
+    /// A section stored zstd-compressed.
+    pub fn zstd(id: u32, bytes: &[u8]) -> std::io::Result<Self> {
+        let stored = zstd::bulk::compress(bytes, ZSTD_LEVEL)?;
+        Ok(SectionData {
+            id,
+            encoding: Encoding::Zstd,
+            raw_len: bytes.len() as u64,
+            stored,
+        })
+    }
+
+    /// Bytes this section takes on disk (before padding).
+    pub fn stored_len(&self) -> u64 {
+        self.stored.len() as u64
+    }
+}
+
+fn align_up(x: usize) -> usize {
+    x.div_ceil(SECTION_ALIGN) * SECTION_ALIGN
+}
+
+/// Serialises `sections` as a container of `kind` into `out`; returns the bytes written.
+pub fn write_container(
+    out: &mut impl Write,
+    kind: FileKind,
+    sections: &[SectionData],
+) -> std::io::Result<u64> {
+    let table_len = sections.len() * SECTION_ENTRY_LEN;
+    let mut offset = align_up(HEADER_LEN + table_len);
+    let mut table = Vec::with_capacity(table_len);
+    let mut offsets = Vec::with_capacity(sections.len());
+    for s in sections {
+        offsets.push(offset);
+        table.extend_from_slice(&s.id.to_le_bytes());
+        table.extend_from_slice(&(s.encoding as u32).to_le_bytes());
+        table.extend_from_slice(&(offset as u64).to_le_bytes());
+        table.extend_from_slice(&(s.stored.len() as u64).to_le_bytes());
+        table.extend_from_slice(&s.raw_len.to_le_bytes());
+        table.extend_from_slice(&crc32c::crc32c(&s.stored).to_le_bytes());
+        table.extend_from_slice(&0u32.to_le_bytes());
+        offset = align_up(offset + s.stored.len());
+    }
+    let file_len = match sections.last() {
+        Some(last) => offsets[offsets.len() - 1] + last.stored.len(),
+        None => HEADER_LEN + table_len,
+    };
+    let mut header = [0u8; HEADER_LEN];
+    header[0..8].copy_from_slice(&MAGIC);
+    header[8..12].copy_from_slice(&(kind as u32).to_le_bytes());
+    header[12..16].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[16..20].copy_from_slice(&(sections.len() as u32).to_le_bytes());
+    header[24..32].copy_from_slice(&(file_len as u64).to_le_bytes());
+    header[32..36].copy_from_slice(&crc32c::crc32c(&table).to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..60]);
+    header[60..64].copy_from_slice(&crc.to_le_bytes());
+
+    out.write_all(&header)?;
+    out.write_all(&table)?;
+    let mut pos = HEADER_LEN + table_len;
+    let zeros = [0u8; SECTION_ALIGN];
+    for (s, &start) in sections.iter().zip(&offsets) {
+        out.write_all(&zeros[..start - pos])?;
+        out.write_all(&s.stored)?;
+        pos = start + s.stored.len();
+    }
+    Ok(pos as u64)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SectionEntry {
+    id: u32,
+    encoding: Encoding,
+    offset: usize,
+    stored_len: usize,
+    raw_len: usize,
+}
+
+/// A validated container over a memory map.
+#[derive(Clone, Debug)]
+pub struct Container {
+    path: PathBuf,
+    bytes: FileBytes,
+    sections: Vec<SectionEntry>,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl Container {
+    /// Maps `path` and validates length, magic, version, kind, header, table and every
+    /// section's checksum before returning.
+    pub fn open(path: &Path, kind: FileKind) -> Result<Self> {
+        let bytes = FileBytes::map(path)?;
+        Self::validate(path, bytes, kind)
+    }
+
+    fn validate(path: &Path, bytes: FileBytes, kind: FileKind) -> Result<Self> {
+        let corrupt = |reason: String| Error::corrupt(path, reason);
+        let b: &[u8] = &bytes;
+        if b.len() < HEADER_LEN {
+            return Err(corrupt(format!(
+                "file is {} bytes, shorter than the {HEADER_LEN}-byte header",
+                b.len()
+            )));
+        }
+        if b[0..8] != MAGIC {
+            return Err(corrupt("bad magic: not a Tessera data file".into()));
+        }
+        let header_crc = le_u32(b, 60);
+        if crc32c::crc32c(&b[0..60]) != header_crc {
+            return Err(corrupt("header checksum mismatch".into()));
+        }
+        let version = le_u32(b, 12);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let found_kind = le_u32(b, 8);
+        if found_kind != kind as u32 {
+            return Err(corrupt(format!(
+                "file kind {found_kind}, expected {} ({kind:?})",
+                kind as u32
+            )));
+        }
+        let file_len = le_u64(b, 24);
+        if file_len != b.len() as u64 {
+            return Err(corrupt(format!(
+                "header says {file_len} bytes but the file has {} (truncated or extended)",
+                b.len()
+            )));
+        }
+        let n_sections = le_u32(b, 16) as usize;
+        let table_end = HEADER_LEN
+            .checked_add(n_sections.saturating_mul(SECTION_ENTRY_LEN))
+            .filter(|&end| end <= b.len())
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "section table of {n_sections} entries overruns the file"
+                ))
+            })?;
+        let table = &b[HEADER_LEN..table_end];
+        if crc32c::crc32c(table) != le_u32(b, 32) {
+            return Err(corrupt("section table checksum mismatch".into()));
+        }
+        let mut sections = Vec::with_capacity(n_sections);
+        for i in 0..n_sections {
+            let e = &table[i * SECTION_ENTRY_LEN..(i + 1) * SECTION_ENTRY_LEN];
+            let id = le_u32(e, 0);
+            let encoding = match le_u32(e, 4) {
+                0 => Encoding::Raw,
+                1 => Encoding::Zstd,
+                other => return Err(corrupt(format!("section {id}: unknown encoding {other}"))),
+            };
+            let offset = le_u64(e, 8);
+            let stored_len = le_u64(e, 16);
+            let raw_len = le_u64(e, 24);
+            let crc = le_u32(e, 32);
+            let end = offset.checked_add(stored_len);
+            if !offset.is_multiple_of(SECTION_ALIGN as u64)
+                || offset < table_end as u64
+                || end.is_none_or(|end| end > b.len() as u64)
+            {
+                return Err(corrupt(format!(
+                    "section {id}: range {offset}+{stored_len} is misaligned or outside the file"
+                )));
+            }
+            let (offset, stored_len) = (offset as usize, stored_len as usize);
+            if crc32c::crc32c(&b[offset..offset + stored_len]) != crc {
+                return Err(corrupt(format!("section {id}: checksum mismatch")));
+            }
+            if encoding == Encoding::Raw && raw_len != stored_len as u64 {
+                return Err(corrupt(format!("section {id}: raw length mismatch")));
+            }
+            sections.push(SectionEntry {
+                id,
+                encoding,
+                offset,
+                stored_len,
+                raw_len: usize::try_from(raw_len)
+                    .map_err(|_| corrupt(format!("section {id}: raw length too large")))?,
+            });
+        }
+        Ok(Container {
+            path: path.to_path_buf(),
+            bytes,
+            sections,
+        })
+    }
+
+    /// The file this container was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Total size of the file in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn entry(&self, id: u32, what: &str) -> Result<&SectionEntry> {
+        self.sections
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| Error::corrupt(&self.path, format!("missing section {id} ({what})")))
+    }
+
+    /// The bytes of raw section `id`, viewed in place.
+    pub fn raw_section(&self, id: u32, what: &str) -> Result<&[u8]> {
+        let e = self.entry(id, what)?;
+        if e.encoding != Encoding::Raw {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("section {id} ({what}) must be stored raw"),
+            ));
+        }
+        Ok(&self.bytes[e.offset..e.offset + e.stored_len])
+    }
+
+    /// The bytes of section `id`, decompressed if needed.
+    pub fn section_bytes(&self, id: u32, what: &str) -> Result<Vec<u8>> {
+        let e = self.entry(id, what)?;
+        let stored = &self.bytes[e.offset..e.offset + e.stored_len];
+        match e.encoding {
+            Encoding::Raw => Ok(stored.to_vec()),
+            Encoding::Zstd => {
+                let out = zstd::bulk::decompress(stored, e.raw_len).map_err(|err| {
+                    Error::corrupt(&self.path, format!("section {id} ({what}): zstd: {err}"))
+                })?;
+                if out.len() != e.raw_len {
+                    return Err(Error::corrupt(
+                        &self.path,
+                        format!("section {id} ({what}): decompressed length mismatch"),
+                    ));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Stored and uncompressed sizes of section `id`.
+    pub fn section_sizes(&self, id: u32) -> Option<(u64, u64)> {
+        self.sections
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| (s.stored_len as u64, s.raw_len as u64))
+    }
+
+    /// Views raw section `id` as a slice of `T`, checking size and alignment.
+    pub fn typed_section<T: bytemuck::Pod>(&self, id: u32, what: &str) -> Result<&[T]> {
+        let raw = self.raw_section(id, what)?;
+        bytemuck::try_cast_slice(raw).map_err(|e| {
+            Error::corrupt(
+                &self.path,
+                format!("section {id} ({what}): bad layout: {e}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let sections = vec![
+            SectionData::raw(1, vec![1, 2, 3, 4, 5, 6, 7, 8]),
+            SectionData::zstd(2, &[7u8; 1000]).expect("compress"),
+        ];
+        let mut out = Vec::new();
+        write_container(&mut out, FileKind::Segment, &sections).expect("write");
+        out
+    }
+
+    fn write_tmp(bytes: &[u8]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, bytes).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn round_trip_returns_sections_as_written() {
+        let (_d, path) = write_tmp(&sample());
+        let c = Container::open(&path, FileKind::Segment).expect("open");
+        assert_eq!(c.raw_section(1, "a").expect("a"), &[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(c.section_bytes(2, "b").expect("b"), vec![7u8; 1000]);
+        let (stored, raw) = c.section_sizes(2).expect("sizes");
+        assert!(stored < raw);
+    }
+
+    #[test]
+    fn every_flipped_byte_outside_padding_is_detected() {
+        let good = sample();
+        let (_d, path) = write_tmp(&good);
+        let c = Container::open(&path, FileKind::Segment).expect("open");
+        let table_end = HEADER_LEN + c.sections.len() * SECTION_ENTRY_LEN;
+        let covered = |i: usize| {
+            i < table_end
+                || c.sections
+                    .iter()
+                    .any(|s| (s.offset..s.offset + s.stored_len).contains(&i))
+        };
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            let (_d, path) = write_tmp(&bad);
+            let res = Container::open(&path, FileKind::Segment);
+            if covered(i) {
+                assert!(res.is_err(), "flip at byte {i} went unnoticed");
+            } else {
+                let c = res.expect("a flipped padding byte leaves the data intact");
+                assert_eq!(c.raw_section(1, "a").expect("a"), &[1, 2, 3, 4, 5, 6, 7, 8]);
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_and_wrong_kind_are_rejected() {
+        let good = sample();
+        let (_d, path) = write_tmp(&good[..good.len() - 1]);
+        assert!(matches!(
+            Container::open(&path, FileKind::Segment),
+            Err(Error::Corrupt { .. })
+        ));
+        let (_d2, path2) = write_tmp(&good);
+        assert!(matches!(
+            Container::open(&path2, FileKind::Codec),
+            Err(Error::Corrupt { .. })
+        ));
+        let (_d3, path3) = write_tmp(&[]);
+        assert!(matches!(
+            Container::open(&path3, FileKind::Segment),
+            Err(Error::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,151 @@
+//! Durable file publication and the database's writer lock.
+
+use std::fs::{File, OpenOptions};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Suffix of files being written; any left at open time are debris of a crash.
+pub const TMP_SUFFIX: &str = ".tmp";
+
+/// Flushes a directory's entries to disk, so a rename or unlink inside it survives a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Writes `path` durably: the bytes go to `path.tmp`, which is synced, renamed over `path`,
+/// and the directory synced. A crash leaves either no file or the complete one (plus perhaps
+/// a `.tmp` file, which [`remove_tmp_files`] clears). Returns what `write` returned.
+pub fn write_durably<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
+) -> Result<T> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        let value = write(&mut w).map_err(|e| Error::io(&tmp, e))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        fsync_dir(dir)?;
+        Ok(value)
+    })();
+    if result.is_err() {
+        // Best effort: the temporary file is garbage either way and open() removes it too.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Removes files ending in [`TMP_SUFFIX`] from `dir`; returns how many were removed.
+pub fn remove_tmp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if entry.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+            std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// An exclusive advisory lock on a database directory, held while the value lives.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Name of the lock file inside the database directory.
+    pub const FILE_NAME: &'static str = "LOCK";
+
+    /// Takes the writer lock of database `dir`, failing at once with [`Error::Locked`] if
+    /// another process (or another handle in this process) holds it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(Self::FILE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file, path }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                path: dir.to_path_buf(),
+                lock: path,
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn second_lock_on_same_dir_is_refused_until_first_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = DirLock::acquire(dir.path()).expect("first lock");
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(Error::Locked { .. })
+        ));
+        drop(first);
+        DirLock::acquire(dir.path()).expect("lock after release");
+    }
+
+    #[test]
+    fn failed_write_leaves_neither_file_nor_tmp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.bin");
+        let res = write_durably(&path, |w| {
+            w.write_all(b"partial")?;
+            Err::<(), _>(std::io::Error::other("injected"))
+        });
+        assert!(res.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0);
+    }
+
+    #[test]
+    fn tmp_debris_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.tsg.tmp"), b"x").expect("write");
+        std::fs::write(dir.path().join("b.tsg"), b"x").expect("write");
+        assert_eq!(remove_tmp_files(dir.path()).expect("gc"), 1);
+        assert!(dir.path().join("b.tsg").exists());
+    }
+}

@@ -1,0 +1,33 @@
+//! Tessera's storage layer: on-disk formats and durability, and nothing about compute.
+//!
+//! * [`container`]: the checksummed, sectioned file container every data file uses.
+//! * [`segment`]: segment files (compressed documents of one commit) and their reader.
+//! * [`codec`]: codec files (centroids and residual quantiser).
+//! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata).
+//! * [`fsutil`]: durable publication of files and the writer lock.
+//!
+//! The byte-level specification is `storage/FORMAT.md`; readers validate length, magic,
+//! version and checksums before handing out any view.
+//!
+//! # Safety contract for a database directory
+//! Files under a database directory are written once and never modified in place; they are
+//! memory-mapped while in use. Editing or truncating them from outside Tessera while a
+//! database is open is undefined behaviour, as it is for SQLite and RocksDB.
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "Tessera's file formats are little-endian and mapped in place; big-endian hosts are not supported"
+);
+
+pub mod catalog;
+pub mod codec;
+pub mod container;
+mod error;
+pub mod fsutil;
+mod ids;
+mod mmap;
+pub mod segment;
+
+pub use error::{Error, Result};
+pub use ids::ExternalId;
+pub use mmap::FileBytes;

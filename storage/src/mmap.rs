@@ -1,0 +1,50 @@
+//! Read-only memory maps of immutable files: the only module of this crate with `unsafe`.
+//!
+//! # Safety contract
+//! Tessera never modifies, truncates or overwrites a segment or codec file after it has been
+//! published (files are written under a temporary name, synced and renamed into place), and
+//! removes them only by unlinking, which leaves existing maps valid on POSIX systems. Mapping
+//! such files read-only is therefore sound as long as no outside process edits the database
+//! directory, which the crate documentation forbids.
+#![allow(unsafe_code)]
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// Immutable bytes of a file, either memory-mapped or (for empty files) empty.
+#[derive(Clone, Debug)]
+pub struct FileBytes {
+    map: Option<Arc<memmap2::Mmap>>,
+}
+
+impl FileBytes {
+    /// Maps `path` read-only.
+    pub fn map(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Ok(FileBytes { map: None });
+        }
+        // SAFETY: the file is immutable once published (see the module's safety contract), so
+        // the mapped bytes cannot change or disappear while the map is alive.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Ok(FileBytes {
+            map: Some(Arc::new(map)),
+        })
+    }
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.map {
+            Some(map) => map,
+            None => &[],
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the Tessera library through its public API.
+
+mod bad_input;
+mod concurrency;
+mod corruption;
+mod lifecycle;
+mod quality;

@@ -1,0 +1,38 @@
+//! Shared helpers for Tessera's integration tests: corpora, ground truth, recall.
+
+use tessera::synthetic::SyntheticCorpus;
+use tessera::{Document, ExternalId};
+
+/// Documents of a synthetic corpus with ids `0..n` (as integers).
+pub fn documents(corpus: &SyntheticCorpus) -> Vec<Document> {
+    (0..corpus.n_docs())
+        .map(|i| Document::new(i as u64, corpus.doc(i).to_vec()))
+        .collect()
+}
+
+/// Exact top-`k` by full-precision MaxSim over the raw vectors (plain reference code),
+/// ties broken by id.
+pub fn exact_top_k(corpus: &SyntheticCorpus, query: &[f32], k: usize) -> Vec<u64> {
+    let mut scored: Vec<(f32, u64)> = (0..corpus.n_docs())
+        .map(|i| {
+            (
+                tessera_kernels::reference::maxsim(query, corpus.doc(i), corpus.dim),
+                i as u64,
+            )
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(k).map(|(_, i)| i).collect()
+}
+
+/// Fraction of `truth` found in `got`.
+pub fn recall(got: &[ExternalId], truth: &[u64]) -> f64 {
+    if truth.is_empty() {
+        return 1.0;
+    }
+    let hits = truth
+        .iter()
+        .filter(|t| got.contains(&ExternalId::Int(**t)))
+        .count();
+    hits as f64 / truth.len() as f64
+}
