@@ -165,14 +165,15 @@ impl Codec {
     }
 
     /// Encodes `tokens` into centroid codes and packed residuals, in parallel chunks.
-    pub fn encode(&self, tokens: &[f32], threads: usize) -> (Vec<u32>, Vec<u8>) {
+    pub fn encode(&self, tokens: &[f32], threads: usize) -> Encoded {
         let dim = self.dim();
         let n = tokens.len() / dim;
         let rb = self.residual_bytes();
         let mut codes = vec![0u32; n];
         let mut packed = vec![0u8; n * rb];
+        let mut norms = vec![0f32; n];
         const CHUNK: usize = 2048;
-        let work = |((tok, codes), packed): ((&[f32], &mut [u32]), &mut [u8])| {
+        let work = |(((tok, codes), packed), norms): EncodeChunk<'_>| {
             let assigned = self.assign(tok);
             let mut residual = vec![0f32; dim];
             for (i, (&c, t)) in assigned.iter().zip(tok.chunks_exact(dim)).enumerate() {
@@ -180,6 +181,7 @@ impl Codec {
                 for d in 0..dim {
                     residual[d] = t[d] - centroid[d];
                 }
+                norms[i] = tessera_kernels::dot(&residual, &residual).sqrt();
                 self.residual
                     .encode(&residual, &mut packed[i * rb..(i + 1) * rb]);
             }
@@ -188,11 +190,53 @@ impl Codec {
         let chunks = tokens
             .chunks(CHUNK * dim)
             .zip(codes.chunks_mut(CHUNK))
-            .zip(packed.chunks_mut(CHUNK * rb));
+            .zip(packed.chunks_mut(CHUNK * rb))
+            .zip(norms.chunks_mut(CHUNK));
         run_parallel(threads, chunks, work);
-        (codes, packed)
+        Encoded {
+            codes,
+            packed,
+            norms,
+        }
+    }
+
+    /// Mean residual norm of the codec's training sample: the reference for drift.
+    pub fn mean_residual_norm(&self) -> f32 {
+        self.data.mean_residual_norm
+    }
+
+    /// A codec with `extra`'s centroids and groups appended after this one's. Existing codes
+    /// keep their meaning, so segments encoded with this codec stay valid under the result.
+    pub fn expanded(&self, id: u64, extra: &CodecData) -> Codec {
+        let mut data = self.data.clone();
+        let base = self.n_centroids();
+        data.centroids.extend_from_slice(&extra.centroids);
+        data.group_centers.extend_from_slice(&extra.group_centers);
+        data.group_offsets
+            .extend(extra.group_offsets.iter().skip(1).map(|o| o + base));
+        data.trained_tokens += extra.trained_tokens;
+        Codec::from_data(id, data)
     }
 }
+
+/// One parallel work unit of [`Codec::encode`]: tokens in, codes, residuals and norms out.
+type EncodeChunk<'a> = (((&'a [f32], &'a mut [u32]), &'a mut [u8]), &'a mut [f32]);
+
+/// Codes, packed residuals and residual norms of encoded tokens.
+pub struct Encoded {
+    /// Centroid of each token.
+    pub codes: Vec<u32>,
+    /// Packed residual of each token.
+    pub packed: Vec<u8>,
+    /// L2 norm of each token's residual (before quantisation).
+    pub norms: Vec<f32>,
+}
+
+/// Residual-norm ratio (batch mean over the codec's training mean) above which a batch is
+/// considered out of the codec's distribution.
+pub const DRIFT_FACTOR: f32 = 1.5;
+/// Fewest outlier tokens worth training new centroids for.
+pub const MIN_EXPANSION_TOKENS: usize = 64;
 
 /// Runs `work` over `items` on `threads` workers (0 = the global pool; 1 = inline).
 pub(crate) fn run_parallel<I, T, F>(threads: usize, items: I, work: F)

@@ -80,6 +80,11 @@ pub struct IngestReport {
     pub replaced: usize,
     /// Whether this batch trained the collection's codec.
     pub trained_codec: bool,
+    /// Centroids appended to the codec because the batch drifted from its distribution.
+    pub centroids_added: u32,
+    /// The batch's mean residual norm over the codec's training mean (before any
+    /// expansion): about 1 in distribution; above 1.5 triggers expansion.
+    pub residual_norm_ratio: f32,
     /// Bytes of the segment file written.
     pub segment_bytes: u64,
 }
@@ -304,6 +309,13 @@ impl DbInner {
         }
         Ok(())
     }
+}
+
+fn mean(v: &[f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    (v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64) as f32
 }
 
 fn collection_dir(db: &Path, id: u32) -> PathBuf {
@@ -698,7 +710,7 @@ impl Collection {
         let dim = cfg.dim as usize;
         let coll = self.state.record.id;
         let mut trained = false;
-        let codec = match &old.codec {
+        let mut codec = match &old.codec {
             Some(c) => c.clone(),
             None => {
                 let data = codec::train(flat, cfg, opts.expected_total_tokens, opts.threads);
@@ -713,7 +725,41 @@ impl Collection {
                 Arc::new(Codec::from_data(id, data))
             }
         };
-        let (codes, residuals) = codec.encode(flat, opts.threads);
+        let mut encoded = codec.encode(flat, opts.threads);
+        let mut expanded_by = 0;
+        let batch_norm = mean(&encoded.norms);
+        if !trained && batch_norm > codec::DRIFT_FACTOR * codec.mean_residual_norm() {
+            // Out of the codec's distribution: train centroids for the tokens it fits badly and
+            // append them (existing codes stay valid), then encode the batch again.
+            let threshold = codec::DRIFT_FACTOR * codec.mean_residual_norm();
+            let mut outliers = Vec::new();
+            for (t, &n) in flat.chunks_exact(dim).zip(&encoded.norms) {
+                if n > threshold {
+                    outliers.extend_from_slice(t);
+                }
+            }
+            let n_out = outliers.len() / dim;
+            if n_out >= codec::MIN_EXPANSION_TOKENS {
+                let k = codec::plaid_centroids(n_out as u64).min((n_out / 4).max(1) as u32);
+                let extra_cfg = CollectionConfig {
+                    n_centroids: Some(k),
+                    ..cfg.clone()
+                };
+                let extra = codec::train(&outliers, &extra_cfg, None, opts.threads);
+                let id = manifest.next_file_id;
+                manifest.next_file_id += 1;
+                let grown = Arc::new(codec.expanded(id, &extra));
+                let file = format!("codec-{id:06}.tcd");
+                let path = self.state.dir.join(&file);
+                written.push(path.clone());
+                write_durably(&path, |w| codec_file::write_codec(w, grown.data()))?;
+                manifest.codec = Some(CodecRef { id, file });
+                expanded_by = grown.n_centroids() - codec.n_centroids();
+                codec = grown;
+                encoded = codec.encode(flat, opts.threads);
+            }
+        }
+        let (codes, residuals) = (encoded.codes, encoded.packed);
         let seg_id = manifest.next_file_id;
         manifest.next_file_id += 1;
         let file = format!("seg-{seg_id:06}.tsg");
@@ -807,6 +853,8 @@ impl Collection {
                 tokens: flat.len() / dim,
                 replaced,
                 trained_codec: trained,
+                centroids_added: expanded_by,
+                residual_norm_ratio: batch_norm / codec.mean_residual_norm().max(f32::MIN_POSITIVE),
                 segment_bytes: sizes.file_bytes,
             },
             SnapshotInner {

@@ -125,23 +125,12 @@ fn approximate_candidates(
     let t = Instant::now();
     let dim = codec.dim();
     let kc = codec.n_centroids() as usize;
-    let mut s = vec![0f32; nq * kc];
-    tessera_kernels::matmul_nt(query, codec.centroids(), dim, &mut s, 1);
-    let mut probed = vec![false; kc];
-    for row in s.chunks_exact(kc) {
-        for c in top_k(row, nprobe.max(1)) {
-            probed[c as usize] = true;
-        }
-    }
-    let probed: Vec<u32> = (0..kc as u32).filter(|&c| probed[c as usize]).collect();
-    stats.probed_centroids = probed.len();
+    // Scores laid out [centroid, query token]: the layout the approximate stage reads, so
+    // each document token costs one contiguous max over `nq` floats.
     let mut table = vec![0f32; kc * nq];
-    for (i, row) in s.chunks_exact(kc).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            table[c * nq + i] = v;
-        }
-    }
-
+    tessera_kernels::matmul_nt(codec.centroids(), query, dim, &mut table, 1);
+    let probed = probe(&table, nq, nprobe.max(1));
+    stats.probed_centroids = probed.len();
     stats.centroid_us = micros(t);
     let t = Instant::now();
     let mut cands = Vec::new();
@@ -220,6 +209,61 @@ pub(crate) fn decompress_doc(
     out
 }
 
+/// The `nprobe` best centroids of each query token (one pass over the score table, with a
+/// bounded min-heap per token), as a sorted, deduplicated list.
+fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    struct Score(f32);
+    impl PartialEq for Score {
+        fn eq(&self, other: &Self) -> bool {
+            self.cmp(other) == Ordering::Equal
+        }
+    }
+    impl Eq for Score {}
+    impl PartialOrd for Score {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Score {
+        fn cmp(&self, other: &Self) -> Ordering {
+            self.0.total_cmp(&other.0)
+        }
+    }
+    let kc = table.len() / nq.max(1);
+    if nprobe >= kc {
+        return (0..kc as u32).collect();
+    }
+    let mut heaps: Vec<BinaryHeap<(Reverse<Score>, Reverse<u32>)>> = (0..nq)
+        .map(|_| BinaryHeap::with_capacity(nprobe + 1))
+        .collect();
+    let mut floor = vec![f32::NEG_INFINITY; nq];
+    for (c, row) in table.chunks_exact(nq).enumerate() {
+        for (i, &v) in row.iter().enumerate() {
+            if v > floor[i] || heaps[i].len() < nprobe {
+                let h = &mut heaps[i];
+                h.push((Reverse(Score(v)), Reverse(c as u32)));
+                if h.len() > nprobe {
+                    h.pop();
+                }
+                if h.len() == nprobe {
+                    floor[i] = h
+                        .peek()
+                        .map_or(f32::NEG_INFINITY, |(Reverse(Score(s)), _)| *s);
+                }
+            }
+        }
+    }
+    let mut out: Vec<u32> = heaps
+        .into_iter()
+        .flat_map(|h| h.into_iter().map(|(_, Reverse(c))| c))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Exact MaxSim of `query` against the decompressed vectors of each candidate.
 fn exact_scores(snap: &SnapshotInner, codec: &Codec, query: &[f32], cands: &[Cand]) -> Vec<f32> {
     let dim = codec.dim();
@@ -289,4 +333,41 @@ fn rank(snap: &SnapshotInner, cands: &[Cand], scores: &[f32], k: usize) -> Vec<H
     });
     hits.truncate(k);
     hits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn probe_selects_each_tokens_best_centroids(
+            nq in 1usize..6,
+            kc in 1usize..60,
+            nprobe in 1usize..10,
+            values in prop::collection::vec(prop::sample::select(vec![0.0f32, 0.5, 1.0, -1.0, 2.0, 0.25]), 360),
+        ) {
+            let table: Vec<f32> = values.iter().cycle().take(kc * nq).copied().collect();
+            let got = probe(&table, nq, nprobe);
+            // Reference: per token, the values of its column; a centroid qualifies if its
+            // score is at least the token's nprobe-th best (ties may pick either).
+            let mut must = std::collections::BTreeSet::new();
+            for i in 0..nq {
+                let col: Vec<f32> = (0..kc).map(|c| table[c * nq + i]).collect();
+                let best = tessera_kernels::reference::top_k(&col, nprobe);
+                let threshold = best.last().map_or(f32::INFINITY, |&c| col[c as usize]);
+                for (c, &v) in col.iter().enumerate() {
+                    if v > threshold {
+                        must.insert(c as u32);
+                    }
+                }
+                let picked_for_token = got.iter().filter(|&&c| col[c as usize] >= threshold).count();
+                prop_assert!(picked_for_token >= nprobe.min(kc));
+            }
+            for c in must {
+                prop_assert!(got.contains(&c), "centroid {} strictly above a threshold is missing", c);
+            }
+        }
+    }
 }

@@ -73,20 +73,43 @@ impl ResidualCodec {
 
     /// Reconstructs a token: `out = centroid + weights[buckets(packed)]`.
     pub fn decode(&self, centroid: &[f32], packed: &[u8], out: &mut [f32]) {
-        let per_byte = 8 / self.nbits as usize;
-        let full = self.dim / per_byte;
-        for (p, &byte) in packed[..full].iter().enumerate() {
-            let w = &self.byte_table[(p * 256 + byte as usize) * per_byte..][..per_byte];
-            let o = &mut out[p * per_byte..(p + 1) * per_byte];
-            let c = &centroid[p * per_byte..(p + 1) * per_byte];
-            for l in 0..per_byte {
+        // A compile-time count of dimensions per byte lets each byte's lookup and add unroll
+        // into a few vector instructions; this is the exact re-ranking stage's inner loop.
+        match self.nbits {
+            1 => self.decode_n::<8>(centroid, packed, out),
+            2 => self.decode_n::<4>(centroid, packed, out),
+            4 => self.decode_n::<2>(centroid, packed, out),
+            _ => self.decode_n::<1>(centroid, packed, out),
+        }
+    }
+
+    #[inline(always)]
+    fn decode_n<const N: usize>(&self, centroid: &[f32], packed: &[u8], out: &mut [f32]) {
+        let full = self.dim / N;
+        let out = &mut out[..self.dim];
+        let centroid = &centroid[..self.dim];
+        for (p, ((o, c), &byte)) in out
+            .chunks_exact_mut(N)
+            .zip(centroid.chunks_exact(N))
+            .zip(&packed[..full])
+            .enumerate()
+        {
+            let base = (p * 256 + byte as usize) * N;
+            // Fixed-size views: no per-element bounds checks, so the adds vectorise.
+            let (Ok(o), Ok(c), Ok(w)) = (
+                <&mut [f32; N]>::try_from(o),
+                <&[f32; N]>::try_from(c),
+                <&[f32; N]>::try_from(&self.byte_table[base..base + N]),
+            ) else {
+                continue;
+            };
+            for l in 0..N {
                 o[l] = c[l] + w[l];
             }
         }
-        for d in full * per_byte..self.dim {
-            let p = d / per_byte;
-            let l = d % per_byte;
-            out[d] = centroid[d] + self.byte_table[(p * 256 + packed[p] as usize) * per_byte + l];
+        for d in full * N..self.dim {
+            let p = d / N;
+            out[d] = centroid[d] + self.byte_table[(p * 256 + packed[p] as usize) * N + d % N];
         }
     }
 }

@@ -136,3 +136,84 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn drifted_batches_grow_the_codec_and_stay_searchable() {
+    let mk = |seed: u64| {
+        SyntheticCorpus::generate(&SyntheticSpec {
+            n_docs: 600,
+            dim: 32,
+            min_tokens: 8,
+            max_tokens: 40,
+            n_clusters: 128,
+            clusters_per_doc: 4,
+            noise: 0.3,
+            seed,
+        })
+    };
+    // Different seeds draw unrelated cluster centres: B lies outside A's distribution.
+    let (a, b) = (mk(1), mk(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queries = b.queries(20, 16, 0.3, 3);
+    let truths: Vec<Vec<u64>> = queries
+        .iter()
+        .map(|q| {
+            exact_top_k(&b, q, 10)
+                .into_iter()
+                .map(|i| i + 1000)
+                .collect()
+        })
+        .collect();
+    let recall_b = |coll: &tessera::Collection| -> f64 {
+        queries
+            .iter()
+            .zip(&truths)
+            .map(|(q, t)| {
+                let ids: Vec<ExternalId> = coll
+                    .search(q, 10, &SearchParams::default())
+                    .expect("search")
+                    .into_iter()
+                    .map(|h| h.id)
+                    .collect();
+                recall(&ids, t)
+            })
+            .sum::<f64>()
+            / queries.len() as f64
+    };
+    {
+        let db = Database::open_or_create(dir.path()).expect("create");
+        let coll = db
+            .create_collection("c", CollectionConfig::new(32))
+            .expect("collection");
+        coll.ingest(&documents(&a), &IngestOptions::default())
+            .expect("ingest A");
+        let before = coll.info().centroids;
+        let docs_b: Vec<Document> = (0..b.n_docs())
+            .map(|i| Document::new(1000 + i as u64, b.doc(i).to_vec()))
+            .collect();
+        let report = coll
+            .ingest(&docs_b, &IngestOptions::default())
+            .expect("ingest B");
+        assert!(
+            report.residual_norm_ratio > 1.5,
+            "ratio {}",
+            report.residual_norm_ratio
+        );
+        assert!(report.centroids_added > 0);
+        assert_eq!(coll.info().centroids, before + report.centroids_added);
+        let r = recall_b(&coll);
+        println!(
+            "recall@10 on drifted batch after expansion: {r:.3} ({} centroids added)",
+            report.centroids_added
+        );
+        assert!(r >= 0.8, "recall on the drifted batch {r:.3}");
+        // The first batch still finds itself.
+        let hits = coll
+            .search(a.doc(3), 1, &SearchParams::default())
+            .expect("search");
+        assert_eq!(hits[0].id, ExternalId::Int(3));
+    }
+    let db = Database::open(dir.path()).expect("reopen");
+    let coll = db.collection("c").expect("c");
+    assert!(recall_b(&coll) >= 0.8);
+}

@@ -160,8 +160,6 @@ pub struct JsonlStream {
     line: usize,
     buf: Vec<u8>,
     dim: usize,
-    /// Largest document so far, to size the next buffer in one allocation.
-    capacity_hint: usize,
 }
 
 impl JsonlStream {
@@ -174,7 +172,6 @@ impl JsonlStream {
             line: 0,
             buf: Vec::new(),
             dim,
-            capacity_hint: 0,
         })
     }
 }
@@ -206,7 +203,7 @@ impl DocStream for JsonlStream {
             if text.is_empty() {
                 continue;
             }
-            let mut vectors = Vec::with_capacity(self.capacity_hint);
+            let mut vectors = Vec::new();
             let mut bad_row = None;
             let mut de = serde_json::Deserializer::from_str(text);
             let parsed = DocSeed {
@@ -237,7 +234,8 @@ impl DocStream for JsonlStream {
                     self.dim
                 );
             }
-            self.capacity_hint = self.capacity_hint.max(vectors.len());
+            // Batches hold many documents: keep no growth slack.
+            vectors.shrink_to_fit();
             let metadata = doc.metadata.filter(|m| !m.is_null());
             return Ok(Some(SourceDoc {
                 id,

@@ -469,3 +469,35 @@ fn without_validation_a_late_failure_reports_what_was_committed() {
     assert!(committed > 0 && committed <= 33);
     assert_eq!(documents(&f.db, "c"), GOOD + committed);
 }
+
+#[test]
+fn a_jsonl_document_without_id_or_embeddings_is_rejected() {
+    let f = Fixture::new();
+    let p = f.jsonl(
+        "noid.jsonl",
+        &[
+            f.json_doc(0),
+            json!({"embeddings": [vec![0.5; 8]]}).to_string(),
+        ],
+    );
+    f.rejects(&[s(&p)], &["noid.jsonl: line 2", "has no \"id\""]);
+    let p = f.jsonl(
+        "noemb.jsonl",
+        &[json!({"id": "x", "text": "no vectors"}).to_string()],
+    );
+    f.rejects(
+        &[s(&p)],
+        &["noemb.jsonl: line 1 (id x)", "has no \"embeddings\""],
+    );
+    let p = f.jsonl(
+        "negid.jsonl",
+        &[json!({"id": -4, "embeddings": [vec![0.5; 8]]}).to_string()],
+    );
+    f.rejects(
+        &[s(&p)],
+        &[
+            "negid.jsonl: line 1",
+            "id -4 is not a string or a non-negative integer",
+        ],
+    );
+}
