@@ -3,5 +3,6 @@
 mod bad_input;
 mod concurrency;
 mod corruption;
+mod crash;
 mod lifecycle;
 mod quality;
