@@ -280,7 +280,7 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
             {
                 pb.suspend(|| {
                     eprintln!(
-                        "note: the codec was trained on this first batch of {} tokens; a first batch under {SMALL_TRAINING_BATCH} tokens gives a coarse codec and lower recall (raise --batch-tokens)",
+                        "note: the codec was trained on a first batch of only {} tokens; raise --batch-tokens (>= {SMALL_TRAINING_BATCH}) for a finer codec",
                         report.tokens
                     )
                 });

@@ -367,3 +367,44 @@ fn ingest_json_flag_prints_a_summary_object() {
     ok(&["delete", s(&db), "c", "3"]);
     assert_eq!(documents(&db, "c"), 9);
 }
+
+#[test]
+fn a_small_first_batch_that_trains_the_codec_is_flagged() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus");
+    ok(&[
+        "generate",
+        s(&corpus),
+        "--docs",
+        "30",
+        "--dim",
+        "8",
+        "--queries",
+        "1",
+    ]);
+    let db = t.p("db");
+    let flat = corpus.join("flat.npy");
+    let lens = corpus.join("doclens.npy");
+    create(&db, "small", 8);
+    let o = run(&[
+        "ingest",
+        s(&db),
+        "small",
+        s(&flat),
+        "--doclens",
+        s(&lens),
+        "--batch-tokens",
+        "500",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: the codec was trained on a first batch of only"),
+        "{}",
+        stderr(&o)
+    );
+    // One batch holding the whole input is as good a training set as there is: no note.
+    create(&db, "whole", 8);
+    let o = run(&["ingest", s(&db), "whole", s(&flat), "--doclens", s(&lens)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+}
