@@ -69,3 +69,32 @@ fn searches_during_ingest_see_whole_batches_only() {
     }
     assert_eq!(coll.info().documents, 400);
 }
+
+#[test]
+fn batch_search_equals_one_by_one_searches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_or_create(dir.path()).expect("create");
+    let coll = db
+        .create_collection("c", CollectionConfig::new(16))
+        .expect("collection");
+    let corpus = SyntheticCorpus::generate(&SyntheticSpec {
+        n_docs: 300,
+        dim: 16,
+        min_tokens: 4,
+        max_tokens: 20,
+        n_clusters: 32,
+        ..SyntheticSpec::default()
+    });
+    let docs: Vec<Document> = (0..300)
+        .map(|i| Document::new(i as u64, corpus.doc(i).to_vec()))
+        .collect();
+    coll.ingest(&docs, &IngestOptions::default())
+        .expect("ingest");
+    let queries = corpus.queries(24, 8, 0.3, 4);
+    let params = SearchParams::default();
+    let batch = coll.search_batch(&queries, 7, &params).expect("batch");
+    assert_eq!(batch.len(), queries.len());
+    for (q, hits) in queries.iter().zip(&batch) {
+        assert_eq!(&coll.search(q, 7, &params).expect("search"), hits);
+    }
+}
