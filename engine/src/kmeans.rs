@@ -64,7 +64,7 @@ pub(crate) fn kmeans(
 }
 
 /// Points examined per centre by the k-means++ seeding.
-const SEED_SAMPLE_PER_CENTER: usize = 64;
+const SEED_SAMPLE_PER_CENTER: usize = 16;
 
 /// k-means++ seeding (each next centre drawn with probability proportional to its squared
 /// distance to the nearest chosen centre), on a random subsample of at most
@@ -79,8 +79,16 @@ fn seed_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut impl Rng) -> V
     let first = rng.random_range(0..m);
     chosen[first] = true;
     centers.extend_from_slice(row(first));
-    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
-    let mut d2: Vec<f32> = (0..m).map(|i| sq(row(i), row(first))).collect();
+    // |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, with the vectorised dot product: seeding then costs
+    // about what one Lloyd iteration does.
+    let norms: Vec<f32> = (0..m)
+        .map(|i| tessera_kernels::dot(row(i), row(i)))
+        .collect();
+    let sq = |i: usize, c: &[f32], c_norm: f32| {
+        (norms[i] + c_norm - 2.0 * tessera_kernels::dot(row(i), c)).max(0.0)
+    };
+    let first_row = row(first).to_vec();
+    let mut d2: Vec<f32> = (0..m).map(|i| sq(i, &first_row, norms[first])).collect();
     for _ in 1..k {
         let total: f64 = d2.iter().map(|&d| f64::from(d)).sum();
         let pick = if total > 0.0 {
@@ -104,7 +112,7 @@ fn seed_plus_plus(points: &[f32], dim: usize, k: usize, rng: &mut impl Rng) -> V
         chosen[p] = true;
         let c = row(p).to_vec();
         for (i, d) in d2.iter_mut().enumerate() {
-            let nd = sq(row(i), &c);
+            let nd = sq(i, &c, norms[p]);
             if nd < *d {
                 *d = nd;
             }
