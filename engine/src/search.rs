@@ -185,6 +185,18 @@ pub(crate) fn decompress_doc(
     seg: &tessera_storage::segment::SegmentReader,
     local: u32,
 ) -> Vec<f32> {
+    let mut out = Vec::new();
+    decompress_into(codec, seg, local, &mut out);
+    out
+}
+
+/// Appends the decompressed token vectors of one document to `out` (row-major).
+fn decompress_into(
+    codec: &Codec,
+    seg: &tessera_storage::segment::SegmentReader,
+    local: u32,
+    out: &mut Vec<f32>,
+) -> usize {
     let dim = codec.dim();
     let rb = codec.residual_bytes();
     let off = seg.doc_offsets();
@@ -194,7 +206,8 @@ pub(crate) fn decompress_doc(
     );
     let residuals = seg.residuals();
     let codes = seg.codes();
-    let mut out = vec![0f32; (hi - lo) * dim];
+    let base = out.len();
+    out.resize(base + (hi - lo) * dim, 0.0);
     for (j, t) in (lo..hi).enumerate() {
         let code = match codes {
             Codes::U16(cs) => u32::from(cs[t]),
@@ -203,10 +216,10 @@ pub(crate) fn decompress_doc(
         codec.decode(
             code,
             &residuals[t * rb..(t + 1) * rb],
-            &mut out[j * dim..(j + 1) * dim],
+            &mut out[base + j * dim..base + (j + 1) * dim],
         );
     }
-    out
+    hi - lo
 }
 
 /// The `nprobe` best centroids of each query token (one pass over the score table, with a
@@ -267,7 +280,6 @@ fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
 /// Exact MaxSim of `query` against the decompressed vectors of each candidate.
 fn exact_scores(snap: &SnapshotInner, codec: &Codec, query: &[f32], cands: &[Cand]) -> Vec<f32> {
     let dim = codec.dim();
-    let rb = codec.residual_bytes();
     let mut scores = vec![0f32; cands.len()];
     let mut buf: Vec<f32> = Vec::new();
     let mut offsets = vec![0usize];
@@ -278,28 +290,13 @@ fn exact_scores(snap: &SnapshotInner, codec: &Codec, query: &[f32], cands: &[Can
         offsets.truncate(1);
     };
     for (i, c) in cands.iter().enumerate() {
-        let seg = &snap.segments[c.seg as usize].reader;
-        let doc_off = seg.doc_offsets();
-        let (lo, hi) = (
-            doc_off[c.local as usize] as usize,
-            doc_off[c.local as usize + 1] as usize,
+        let rows = decompress_into(
+            codec,
+            &snap.segments[c.seg as usize].reader,
+            c.local,
+            &mut buf,
         );
-        let residuals = seg.residuals();
-        let codes = seg.codes();
-        let base = buf.len();
-        buf.resize(base + (hi - lo) * dim, 0.0);
-        for (j, t) in (lo..hi).enumerate() {
-            let code = match codes {
-                Codes::U16(cs) => u32::from(cs[t]),
-                Codes::U32(cs) => cs[t],
-            };
-            codec.decode(
-                code,
-                &residuals[t * rb..(t + 1) * rb],
-                &mut buf[base + j * dim..base + (j + 1) * dim],
-            );
-        }
-        offsets.push(offsets[offsets.len() - 1] + (hi - lo));
+        offsets.push(offsets[offsets.len() - 1] + rows);
         if buf.len() >= RERANK_BLOCK_TOKENS * dim {
             flush(&mut buf, &mut offsets, &mut scores[start..=i]);
             start = i + 1;
