@@ -86,6 +86,11 @@ impl Codec {
         &self.data.centroids
     }
 
+    /// The residual quantiser.
+    pub(crate) fn residual(&self) -> &ResidualCodec {
+        &self.residual
+    }
+
     /// Bytes per packed residual.
     pub fn residual_bytes(&self) -> usize {
         self.residual.packed_len()

@@ -1,19 +1,20 @@
 //! The search pipeline over one snapshot (PLAID-style):
 //! 1. centroid scores `S = Q C^T`; the `nprobe` best centroids of each query token;
-//! 2. candidates: union of the probed centroids' posting lists, minus tombstones;
-//! 3. approximate score per candidate: `sum_i max_t S[i, code_t]` over all its tokens, read
-//!    from a transposed score table so each token costs one vectorised max over `nq` floats;
-//! 4. the `n_rerank` best are decompressed and scored exactly (MaxSim), then top-k, with
-//!    exact ties broken by external id.
+//! 2. candidates: the union of the probed centroids' posting lists, minus tombstones;
+//! 3. an estimate per candidate: `sum_i max_t S[i, code_t]` over all its tokens, on `S`
+//!    quantised to bytes so each token costs one packed byte max ([`CentroidScores8`]);
+//! 4. the `n_rerank` best estimates are scored exactly (MaxSim over their stored vectors) and
+//!    ranked, exact ties broken by external id.
 //!
-//! Stage 3 reads only 2-byte codes per token; stage 4 is the only one touching residuals.
-//! WARP-style centroid-major scoring would replace stages 2-3 with a new segment section.
+//! Stage 4 does not materialise vectors when the query's residual table is small enough to
+//! stay in cache: `q · (c + r)` is a row of `S` plus one table row per residual byte
+//! ([`QueryLut`]). Otherwise it decompresses blocks of documents and multiplies them.
 
 use std::cmp::Ordering;
 use std::time::Instant;
 
-use tessera_kernels::{max_into, maxsim_many, top_k};
-use tessera_storage::segment::Codes;
+use tessera_kernels::{CentroidScores8, QueryLut, maxsim_many, padded_tokens, top_k};
+use tessera_storage::segment::{Codes, SegmentReader};
 
 use crate::codec::Codec;
 use crate::document::Hit;
@@ -27,23 +28,14 @@ struct Cand {
     local: u32,
 }
 
-/// Tokens decompressed per exact-scoring block: large enough for GEMM efficiency, small
-/// enough to stay in cache.
+/// Tokens decompressed per exact-scoring block when decompressing: large enough for GEMM
+/// efficiency, small enough to stay in cache.
 const RERANK_BLOCK_TOKENS: usize = 4096;
 
-fn approx_score<C: Copy + Into<u32>>(
-    codes: &[C],
-    table: &[f32],
-    nq: usize,
-    acc: &mut [f32],
-) -> f32 {
-    acc.fill(f32::NEG_INFINITY);
-    for &c in codes {
-        let c: u32 = c.into();
-        max_into(acc, &table[c as usize * nq..(c as usize + 1) * nq]);
-    }
-    acc.iter().sum()
-}
+/// Largest residual table ([`QueryLut`]) worth building: beyond this it falls out of the
+/// per-core L2 cache and decompression plus GEMM is as fast (dims of 768 at 2 bits, or
+/// 8-bit residuals, take that path).
+const LUT_MAX_BYTES: usize = 2 << 20;
 
 /// Where one search spent its time, from the engine's own counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -66,6 +58,60 @@ fn micros(since: Instant) -> u64 {
     since.elapsed().as_micros() as u64
 }
 
+/// Per-thread buffers of the per-query tables (about 2.5 MiB at 32 query tokens and 8,192
+/// centroids), kept between searches: allocating them afresh costs page faults and zeroing
+/// comparable to the work of a small search.
+#[derive(Default)]
+struct Scratch {
+    /// `[n_centroids, stride]`: `S[c, i] = q_i · centroid_c`, padding columns zero.
+    scores: Vec<f32>,
+    lut: QueryLut,
+    bytes: CentroidScores8,
+    padded: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// What a query needs against one codec: its centroid score table and, when small enough,
+/// its residual table.
+struct QueryTables<'a> {
+    query: &'a [f32],
+    scores: &'a [f32],
+    stride: usize,
+    lut: Option<&'a QueryLut>,
+    bytes: &'a mut CentroidScores8,
+}
+
+impl<'a> QueryTables<'a> {
+    fn new(codec: &Codec, query: &'a [f32], scratch: &'a mut Scratch) -> Self {
+        let dim = codec.dim();
+        let nq = query.len() / dim;
+        let stride = padded_tokens(nq);
+        // Zero query rows pad the table to whole SIMD lanes; they score 0 everywhere.
+        let padded = &mut scratch.padded;
+        padded.clear();
+        padded.extend_from_slice(query);
+        padded.resize(stride * dim, 0.0);
+        let scores = &mut scratch.scores;
+        scores.clear();
+        scores.resize(codec.n_centroids() as usize * stride, 0.0);
+        tessera_kernels::matmul_nt(codec.centroids(), padded, dim, scores, 1);
+        let use_lut = QueryLut::table_bytes(codec.residual(), nq) <= LUT_MAX_BYTES;
+        if use_lut {
+            scratch.lut.rebuild(codec.residual(), query);
+        }
+        QueryTables {
+            query,
+            scores: &scratch.scores,
+            stride,
+            lut: use_lut.then_some(&scratch.lut),
+            bytes: &mut scratch.bytes,
+        }
+    }
+}
+
 pub(crate) fn search(
     snap: &SnapshotInner,
     query: &[f32],
@@ -81,6 +127,23 @@ pub(crate) fn search(
     if k == 0 || nq == 0 {
         return Vec::new();
     }
+    SCRATCH.with_borrow_mut(|scratch| {
+        let t = Instant::now();
+        let mut tables = QueryTables::new(codec, query, scratch);
+        stats.centroid_us = micros(t);
+        search_with_tables(snap, codec, &mut tables, nq, k, params, stats)
+    })
+}
+
+fn search_with_tables(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &mut QueryTables<'_>,
+    nq: usize,
+    k: usize,
+    params: &SearchParams,
+    stats: &mut SearchStats,
+) -> Vec<Hit> {
     let survivors: Vec<Cand> = if params.exhaustive {
         snap.segments
             .iter()
@@ -95,18 +158,19 @@ pub(crate) fn search(
             })
             .collect()
     } else {
-        approximate_candidates(
-            snap,
-            codec,
-            query,
+        let t = Instant::now();
+        let probed = probe(
+            tables.scores,
+            tables.stride,
             nq,
-            params.nprobe as usize,
-            params.rerank_budget(k),
-            stats,
-        )
+            params.nprobe.max(1) as usize,
+        );
+        stats.probed_centroids = probed.len();
+        stats.centroid_us += micros(t);
+        approximate_candidates(snap, tables, nq, &probed, params.rerank_budget(k), stats)
     };
     let t = Instant::now();
-    let scores = exact_scores(snap, codec, query, &survivors);
+    let scores = exact_scores(snap, codec, tables, &survivors);
     let hits = rank(snap, &survivors, &scores, k);
     stats.reranked = survivors.len();
     stats.rerank_us = micros(t);
@@ -115,37 +179,29 @@ pub(crate) fn search(
 
 fn approximate_candidates(
     snap: &SnapshotInner,
-    codec: &Codec,
-    query: &[f32],
+    tables: &mut QueryTables<'_>,
     nq: usize,
-    nprobe: usize,
+    probed: &[u32],
     budget: usize,
     stats: &mut SearchStats,
 ) -> Vec<Cand> {
     let t = Instant::now();
-    let dim = codec.dim();
-    let kc = codec.n_centroids() as usize;
-    // Scores laid out [centroid, query token]: the layout the approximate stage reads, so
-    // each document token costs one contiguous max over `nq` floats.
-    let mut table = vec![0f32; kc * nq];
-    tessera_kernels::matmul_nt(codec.centroids(), query, dim, &mut table, 1);
-    let probed = probe(&table, nq, nprobe.max(1));
-    stats.probed_centroids = probed.len();
-    stats.centroid_us = micros(t);
-    let t = Instant::now();
+    tables.bytes.rebuild(tables.scores, tables.stride, nq);
+    let bytes = &*tables.bytes;
     let mut cands = Vec::new();
     let mut approx = Vec::new();
-    let mut acc = vec![0f32; nq];
     for (si, seg) in snap.segments.iter().enumerate() {
         let n_docs = seg.reader.meta().n_docs as usize;
+        // Postings are validated at open: every id is below `n_docs`.
         let mut seen = vec![0u64; n_docs.div_ceil(64)];
-        for &c in &probed {
+        for &c in probed {
             for &d in seg.reader.posting(c) {
                 seen[d as usize / 64] |= 1 << (d % 64);
             }
         }
         let offsets = seg.reader.doc_offsets();
         let codes = seg.reader.codes();
+        // Ascending ids read the codes section front to back.
         for (w, &bits) in seen.iter().enumerate() {
             let mut bits = bits;
             while bits != 0 {
@@ -158,15 +214,14 @@ fn approximate_candidates(
                     offsets[local as usize] as usize,
                     offsets[local as usize + 1] as usize,
                 );
-                let score = match codes {
-                    Codes::U16(c) => approx_score(&c[lo..hi], &table, nq, &mut acc),
-                    Codes::U32(c) => approx_score(&c[lo..hi], &table, nq, &mut acc),
-                };
+                approx.push(match codes {
+                    Codes::U16(c) => bytes.estimate(&c[lo..hi]),
+                    Codes::U32(c) => bytes.estimate(&c[lo..hi]),
+                });
                 cands.push(Cand {
                     seg: si as u32,
                     local,
                 });
-                approx.push(score);
             }
         }
     }
@@ -180,23 +235,14 @@ fn approximate_candidates(
 }
 
 /// Decompressed token vectors of one document, row-major.
-pub(crate) fn decompress_doc(
-    codec: &Codec,
-    seg: &tessera_storage::segment::SegmentReader,
-    local: u32,
-) -> Vec<f32> {
+pub(crate) fn decompress_doc(codec: &Codec, seg: &SegmentReader, local: u32) -> Vec<f32> {
     let mut out = Vec::new();
     decompress_into(codec, seg, local, &mut out);
     out
 }
 
 /// Appends the decompressed token vectors of one document to `out` (row-major).
-fn decompress_into(
-    codec: &Codec,
-    seg: &tessera_storage::segment::SegmentReader,
-    local: u32,
-    out: &mut Vec<f32>,
-) -> usize {
+fn decompress_into(codec: &Codec, seg: &SegmentReader, local: u32, out: &mut Vec<f32>) -> usize {
     let dim = codec.dim();
     let rb = codec.residual_bytes();
     let off = seg.doc_offsets();
@@ -222,9 +268,9 @@ fn decompress_into(
     hi - lo
 }
 
-/// The `nprobe` best centroids of each query token (one pass over the score table, with a
-/// bounded min-heap per token), as a sorted, deduplicated list.
-fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
+/// The `nprobe` best centroids of each query token (one pass over the `[n_centroids,
+/// stride]` score table, with a bounded min-heap per token), sorted and deduplicated.
+fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Vec<u32> {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     struct Score(f32);
@@ -244,7 +290,7 @@ fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
             self.0.total_cmp(&other.0)
         }
     }
-    let kc = table.len() / nq.max(1);
+    let kc = table.len() / stride.max(1);
     if nprobe >= kc {
         return (0..kc as u32).collect();
     }
@@ -252,8 +298,8 @@ fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
         .map(|_| BinaryHeap::with_capacity(nprobe + 1))
         .collect();
     let mut floor = vec![f32::NEG_INFINITY; nq];
-    for (c, row) in table.chunks_exact(nq).enumerate() {
-        for (i, &v) in row.iter().enumerate() {
+    for (c, row) in table.chunks_exact(stride).enumerate() {
+        for (i, &v) in row[..nq].iter().enumerate() {
             if v > floor[i] || heaps[i].len() < nprobe {
                 let h = &mut heaps[i];
                 h.push((Reverse(Score(v)), Reverse(c as u32)));
@@ -277,8 +323,42 @@ fn probe(table: &[f32], nq: usize, nprobe: usize) -> Vec<u32> {
     out
 }
 
-/// Exact MaxSim of `query` against the decompressed vectors of each candidate.
-fn exact_scores(snap: &SnapshotInner, codec: &Codec, query: &[f32], cands: &[Cand]) -> Vec<f32> {
+/// Exact MaxSim of the query against each candidate's stored vectors.
+fn exact_scores(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &QueryTables<'_>,
+    cands: &[Cand],
+) -> Vec<f32> {
+    let Some(lut) = tables.lut else {
+        return decompressed_scores(snap, codec, tables.query, cands);
+    };
+    let rb = codec.residual_bytes();
+    cands
+        .iter()
+        .map(|c| {
+            let seg: &SegmentReader = &snap.segments[c.seg as usize].reader;
+            let off = seg.doc_offsets();
+            let (lo, hi) = (
+                off[c.local as usize] as usize,
+                off[c.local as usize + 1] as usize,
+            );
+            let packed = &seg.residuals()[lo * rb..hi * rb];
+            match seg.codes() {
+                Codes::U16(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed),
+                Codes::U32(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed),
+            }
+        })
+        .collect()
+}
+
+/// Exact MaxSim by decompressing blocks of candidates and multiplying them by the query.
+fn decompressed_scores(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    query: &[f32],
+    cands: &[Cand],
+) -> Vec<f32> {
     let dim = codec.dim();
     let mut scores = vec![0f32; cands.len()];
     let mut buf: Vec<f32> = Vec::new();
@@ -346,7 +426,7 @@ mod tests {
             values in prop::collection::vec(prop::sample::select(vec![0.0f32, 0.5, 1.0, -1.0, 2.0, 0.25]), 360),
         ) {
             let table: Vec<f32> = values.iter().cycle().take(kc * nq).copied().collect();
-            let got = probe(&table, nq, nprobe);
+            let got = probe(&table, nq, nq, nprobe);
             // Reference: per token, the values of its column; a centroid qualifies if its
             // score is at least the token's nprobe-th best (ties may pick either).
             let mut must = std::collections::BTreeSet::new();

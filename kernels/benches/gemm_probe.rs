@@ -1,11 +1,14 @@
 //! Quick probe of the kernels' throughput on search-shaped products.
 use std::time::Instant;
 fn main() {
+    // `PROBE=rerank` runs only the re-ranking comparison (for `perf stat`, whose cycle
+    // counts, unlike wall time, do not depend on what else the machine runs).
+    let only_rerank = std::env::var("PROBE").is_ok_and(|v| v == "rerank");
     let (nq, k, dim) = (32usize, 8192usize, 128usize);
     let q: Vec<f32> = (0..nq * dim).map(|i| (i % 7) as f32 * 0.1).collect();
     let c: Vec<f32> = (0..k * dim).map(|i| (i % 11) as f32 * 0.1).collect();
     let mut out = vec![0f32; nq * k];
-    for _ in 0..3 {
+    for _ in 0..if only_rerank { 0 } else { 3 } {
         let t = Instant::now();
         for _ in 0..20 {
             tessera_kernels::matmul_nt(&q, &c, dim, &mut out, 1);
@@ -17,6 +20,22 @@ fn main() {
             2.0 * (nq * k * dim) as f64 / s / 1e9
         );
     }
+    // The search's orientation: the table laid out [centroid, query token].
+    let mut t_q_c = f64::MAX;
+    let mut t_c_q = f64::MAX;
+    for _ in 0..20 {
+        let t = Instant::now();
+        tessera_kernels::matmul_nt(&q, &c, dim, &mut out, 1);
+        t_q_c = t_q_c.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        tessera_kernels::matmul_nt(&c, &q, dim, &mut out, 1);
+        t_c_q = t_c_q.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "min of 20: out [32, 8192] {:.2} ms; out [8192, 32] {:.2} ms",
+        t_q_c * 1e3,
+        t_c_q * 1e3
+    );
     let d: Vec<f32> = (0..4096 * dim).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut sc = vec![0f32; 20];
     let offs: Vec<usize> = (0..=20).map(|i| i * 4096 / 20).collect();
@@ -47,5 +66,62 @@ fn main() {
     println!(
         "decode 25.6K tokens: {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3
+    );
+
+    // Exact re-ranking of 128 documents x 200 tokens: decompress + GEMM against the
+    // residual-table path (QueryLut), on pseudo-random codes and residual bytes.
+    let (n_docs, per_doc) = (128usize, 200usize);
+    let n_tok = n_docs * per_doc;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let codes: Vec<u32> = (0..n_tok).map(|_| (next() % k as u64) as u32).collect();
+    let packed: Vec<u8> = (0..n_tok * 32).map(|_| next() as u8).collect();
+    let offs: Vec<usize> = (0..=n_docs).map(|i| i * per_doc).collect();
+    let mut scores = vec![0f32; n_docs];
+    // Minimum over repetitions: on a shared machine the minimum is the run that was not
+    // descheduled, so the two paths compare as the CPU would run them alone.
+    let (mut gemm, mut build, mut lut_s) = (f64::MAX, f64::MAX, f64::MAX);
+    let mut buf = vec![0f32; n_tok * dim];
+    let mut check = 0f32;
+    for _ in 0..20 {
+        let t = Instant::now();
+        for tok in 0..n_tok {
+            let cc = codes[tok] as usize;
+            codec.decode(
+                &c[cc * dim..(cc + 1) * dim],
+                &packed[tok * 32..(tok + 1) * 32],
+                &mut buf[tok * dim..(tok + 1) * dim],
+            );
+        }
+        tessera_kernels::maxsim_many(&q, &buf, &offs, dim, &mut scores);
+        gemm = gemm.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let lut = tessera_kernels::QueryLut::new(&codec, &q);
+        build = build.min(t.elapsed().as_secs_f64());
+        let mut table = vec![0f32; k * lut.stride()];
+        tessera_kernels::matmul_nt(&c, &q, dim, &mut table, 1);
+        let t = Instant::now();
+        check = 0.0;
+        for d in 0..n_docs {
+            let (lo, hi) = (offs[d], offs[d + 1]);
+            let s = lut.maxsim(&table, &codes[lo..hi], &packed[lo * 32..hi * 32]);
+            check += (s - scores[d]).abs();
+        }
+        lut_s = lut_s.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "rerank {n_docs} docs x {per_doc} tokens (min of 20): decompress+GEMM {:.2} ms \
+         ({:.0} ns/token), LUT build {:.3} ms + score {:.2} ms ({:.0} ns/token), \
+         sum |diff| {check:.2e}",
+        gemm * 1e3,
+        gemm * 1e9 / n_tok as f64,
+        build * 1e3,
+        lut_s * 1e3,
+        lut_s * 1e9 / n_tok as f64
     );
 }

@@ -3,10 +3,14 @@
 //! Every fast path has a plain counterpart in [`reference`] and is tested against it.
 //! Functions taking `threads` use that many rayon workers (`0` means all, `1` runs inline).
 
+mod approx;
+mod compressed;
 pub mod reference;
 mod residual;
 mod simd;
 
+pub use approx::CentroidScores8;
+pub use compressed::{LANES, QueryLut, padded_tokens};
 pub use residual::{ResidualCodec, packed_len};
 pub use simd::{dot, max_into};
 

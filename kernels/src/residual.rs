@@ -53,6 +53,16 @@ impl ResidualCodec {
         }
     }
 
+    /// Dimension of the vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `[packed_len, 256, per_byte]` weights and `per_byte` (dimensions in one byte).
+    pub(crate) fn byte_weights(&self) -> (&[f32], usize) {
+        (&self.byte_table, 8 / self.nbits as usize)
+    }
+
     /// Bytes per packed token.
     pub fn packed_len(&self) -> usize {
         packed_len(self.dim, self.nbits)

@@ -33,6 +33,110 @@ pub fn max_into(acc: &mut [f32], row: &[f32]) {
     max_into_portable(acc, row);
 }
 
+/// Exact MaxSim of a query against one compressed document (see [`crate::QueryLut`]),
+/// compiled for AVX-512 or AVX2 when the CPU has them. Dispatching once per document keeps
+/// the feature check out of the per-token loop.
+#[inline]
+pub(crate) fn maxsim_compressed<C: Copy + Into<u32>>(
+    lut: &crate::QueryLut,
+    centroid_scores: &[f32],
+    codes: &[C],
+    packed: &[u8],
+) -> f32 {
+    use crate::compressed::maxsim_compressed_body as body;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected on this CPU just above.
+            return unsafe { maxsim_compressed_avx512(lut, centroid_scores, codes, packed) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            return unsafe { maxsim_compressed_avx2(lut, centroid_scores, codes, packed) };
+        }
+    }
+    body(lut, centroid_scores, codes, packed)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn maxsim_compressed_avx512<C: Copy + Into<u32>>(
+    lut: &crate::QueryLut,
+    centroid_scores: &[f32],
+    codes: &[C],
+    packed: &[u8],
+) -> f32 {
+    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn maxsim_compressed_avx2<C: Copy + Into<u32>>(
+    lut: &crate::QueryLut,
+    centroid_scores: &[f32],
+    codes: &[C],
+    packed: &[u8],
+) -> f32 {
+    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed)
+}
+
+/// Sum over query tokens of the best byte score over `codes` (see
+/// [`crate::CentroidScores8`]), compiled for AVX2 when the CPU has it.
+#[inline]
+pub(crate) fn max_bytes_sum<C: Copy + Into<u32>>(t: &crate::CentroidScores8, codes: &[C]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            return unsafe { max_bytes_sum_avx2(t, codes) };
+        }
+    }
+    crate::approx::max_bytes_sum_body(t, codes)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn max_bytes_sum_avx2<C: Copy + Into<u32>>(t: &crate::CentroidScores8, codes: &[C]) -> u32 {
+    crate::approx::max_bytes_sum_body(t, codes)
+}
+
+/// `(min, max)` of a score table, compiled for AVX2 when the CPU has it.
+pub(crate) fn min_max(values: &[f32]) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            return unsafe { min_max_avx2(values) };
+        }
+    }
+    crate::approx::min_max_body(values)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn min_max_avx2(values: &[f32]) -> (f32, f32) {
+    crate::approx::min_max_body(values)
+}
+
+/// Quantises a score table to bytes, compiled for AVX2 when the CPU has it.
+pub(crate) fn quantize_bytes(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 was detected on this CPU just above.
+            unsafe { quantize_bytes_avx2(src, lo, inv, dst) };
+            return;
+        }
+    }
+    crate::approx::quantize_bytes_body(src, lo, inv, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn quantize_bytes_avx2(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
+    crate::approx::quantize_bytes_body(src, lo, inv, dst)
+}
+
 /// Eight independent lanes let the compiler vectorise without reassociating a single sum.
 #[inline(always)]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {

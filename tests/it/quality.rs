@@ -137,6 +137,54 @@ proptest! {
     }
 }
 
+/// The exact stage scores through a per-query residual table when it fits in cache and by
+/// decompressing otherwise (wide vectors, 8-bit residuals); both must equal brute force on
+/// the stored vectors, on query and document shapes of real models (32 query tokens,
+/// 1-token documents, documents of over a thousand tokens).
+#[test]
+fn exact_stage_matches_brute_force_through_residual_table_and_decompression() {
+    for (dim, nbits) in [(128usize, 2u32), (96, 1), (128, 4), (128, 8), (768, 2)] {
+        let corpus = SyntheticCorpus::generate(&SyntheticSpec {
+            n_docs: 60,
+            dim,
+            min_tokens: 1,
+            max_tokens: 1200,
+            n_clusters: 32,
+            seed: dim as u64 + u64::from(nbits),
+            ..SyntheticSpec::default()
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open_or_create(dir.path()).expect("create");
+        let coll = db
+            .create_collection("c", CollectionConfig::new(dim as u32).with_nbits(nbits))
+            .expect("collection");
+        coll.ingest(&documents(&corpus), &IngestOptions::default())
+            .expect("ingest");
+        for (qi, q) in corpus.queries(2, 32, 0.4, 5).iter().enumerate() {
+            let truth = brute_force(&coll, 60, q, dim);
+            let full = SearchParams::default()
+                .with_nprobe(u32::MAX)
+                .with_n_rerank(60);
+            for params in [SearchParams::exhaustive(), full] {
+                let hits = coll.search(q, 10, &params).expect("search");
+                assert_eq!(hits.len(), 10);
+                for (h, (id, s)) in hits.iter().zip(&truth) {
+                    let tol = 1e-4 * (1.0 + s.abs());
+                    assert!(
+                        (h.score - s).abs() <= tol,
+                        "dim {dim} nbits {nbits} query {qi}: score {} vs {s}",
+                        h.score
+                    );
+                    if h.id != *id {
+                        let other = truth.iter().find(|t| t.0 == h.id).map_or(f32::NAN, |t| t.1);
+                        assert!((other - s).abs() <= tol, "id {} vs {id}", h.id);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn drifted_batches_grow_the_codec_and_stay_searchable() {
     let mk = |seed: u64| {
