@@ -1,7 +1,10 @@
 //! The search pipeline over one snapshot (PLAID-style):
 //! 1. centroid scores `S = Q C^T`; the `nprobe` best centroids of each query token;
-//! 2. candidates: the union of the probed centroids' posting lists, minus tombstones;
-//! 3. an estimate per candidate: `sum_i max_t S[i, code_t]` over all its tokens, on `S`
+//! 2. candidates: the union of the probed centroids' posting lists, minus tombstones, each
+//!    with a first estimate from those postings alone (for token `i`, the best `S[i, c]`
+//!    over the document's centroids that `i` probes, else `i`'s worst probed score); only
+//!    the best [`prefilter_size`] go on, which bounds the next stage on large collections;
+//! 3. a second estimate: `sum_i max_t S[i, code_t]` over all the document's tokens, on `S`
 //!    quantised to bytes so each token costs one packed byte max ([`CentroidScores8`]);
 //! 4. the `n_rerank` best estimates are scored exactly (MaxSim over their stored vectors) and
 //!    ranked, exact ties broken by external id.
@@ -159,15 +162,15 @@ fn search_with_tables(
             .collect()
     } else {
         let t = Instant::now();
-        let probed = probe(
+        let probes = probe(
             tables.scores,
             tables.stride,
             nq,
             params.nprobe.max(1) as usize,
         );
-        stats.probed_centroids = probed.len();
+        stats.probed_centroids = probes.centroids.len();
         stats.centroid_us += micros(t);
-        approximate_candidates(snap, tables, nq, &probed, params.rerank_budget(k), stats)
+        approximate_candidates(snap, tables, nq, &probes, params.rerank_budget(k), stats)
     };
     let t = Instant::now();
     let scores = exact_scores(snap, codec, tables, &survivors);
@@ -177,55 +180,89 @@ fn search_with_tables(
     hits
 }
 
+/// Candidates kept by the postings-only estimate for the full centroid-level estimate: the
+/// latter reads every token of a document, the former only the probed postings, so on
+/// large collections (tens of thousands of candidates) this bounds the per-token work.
+fn prefilter_size(budget: usize) -> usize {
+    (16 * budget).max(4096)
+}
+
 fn approximate_candidates(
     snap: &SnapshotInner,
     tables: &mut QueryTables<'_>,
     nq: usize,
-    probed: &[u32],
+    probes: &Probes,
     budget: usize,
     stats: &mut SearchStats,
 ) -> Vec<Cand> {
     let t = Instant::now();
-    tables.bytes.rebuild(tables.scores, tables.stride, nq);
-    let bytes = &*tables.bytes;
-    let mut cands = Vec::new();
-    let mut approx = Vec::new();
+    // Tier 1, from the postings alone: per query token, the best score among the
+    // document's probed centroids, or the token's floor.
+    let mut cands: Vec<Cand> = Vec::new();
+    let mut approx: Vec<f32> = Vec::new();
+    let mut slot: Vec<u32> = Vec::new();
+    let mut touched: Vec<u32> = Vec::new();
+    let mut best: Vec<f32> = Vec::new();
     for (si, seg) in snap.segments.iter().enumerate() {
         let n_docs = seg.reader.meta().n_docs as usize;
-        // Postings are validated at open: every id is below `n_docs`.
-        let mut seen = vec![0u64; n_docs.div_ceil(64)];
-        for &c in probed {
-            for &d in seg.reader.posting(c) {
-                seen[d as usize / 64] |= 1 << (d % 64);
+        slot.clear();
+        slot.resize(n_docs, u32::MAX);
+        touched.clear();
+        best.clear();
+        for (c, tokens) in &probes.centroids {
+            // Postings are validated at open: every id is below `n_docs`.
+            for &d in seg.reader.posting(*c) {
+                let s = &mut slot[d as usize];
+                if *s == u32::MAX {
+                    *s = touched.len() as u32;
+                    touched.push(d);
+                    best.extend_from_slice(&probes.floor);
+                }
+                let row = &mut best[*s as usize * nq..(*s as usize + 1) * nq];
+                for &(i, v) in tokens {
+                    let b = &mut row[i as usize];
+                    if v > *b {
+                        *b = v;
+                    }
+                }
             }
         }
-        let offsets = seg.reader.doc_offsets();
-        let codes = seg.reader.codes();
-        // Ascending ids read the codes section front to back.
-        for (w, &bits) in seen.iter().enumerate() {
-            let mut bits = bits;
-            while bits != 0 {
-                let local = (w * 64 + bits.trailing_zeros() as usize) as u32;
-                bits &= bits - 1;
-                if seg.tombstones.contains(local) {
-                    continue;
-                }
-                let (lo, hi) = (
-                    offsets[local as usize] as usize,
-                    offsets[local as usize + 1] as usize,
-                );
-                approx.push(match codes {
-                    Codes::U16(c) => bytes.estimate(&c[lo..hi]),
-                    Codes::U32(c) => bytes.estimate(&c[lo..hi]),
-                });
+        for (&local, row) in touched.iter().zip(best.chunks_exact(nq)) {
+            if !seg.tombstones.contains(local) {
                 cands.push(Cand {
                     seg: si as u32,
                     local,
                 });
+                approx.push(row.iter().sum());
             }
         }
     }
     stats.candidates = cands.len();
+    let limit = prefilter_size(budget);
+    if cands.len() > limit {
+        cands = top_k(&approx, limit)
+            .into_iter()
+            .map(|i| cands[i as usize])
+            .collect();
+        // Ascending order reads each segment's codes front to back.
+        cands.sort_unstable_by_key(|c| (c.seg, c.local));
+    }
+    // Tier 2: every token's centroid counts, on byte-quantised scores.
+    tables.bytes.rebuild(tables.scores, tables.stride, nq);
+    let bytes = &*tables.bytes;
+    approx.clear();
+    approx.extend(cands.iter().map(|c| {
+        let seg = &snap.segments[c.seg as usize].reader;
+        let offsets = seg.doc_offsets();
+        let (lo, hi) = (
+            offsets[c.local as usize] as usize,
+            offsets[c.local as usize + 1] as usize,
+        );
+        match seg.codes() {
+            Codes::U16(cs) => bytes.estimate(&cs[lo..hi]),
+            Codes::U32(cs) => bytes.estimate(&cs[lo..hi]),
+        }
+    }));
     let kept = top_k(&approx, budget)
         .into_iter()
         .map(|i| cands[i as usize])
@@ -268,9 +305,19 @@ fn decompress_into(codec: &Codec, seg: &SegmentReader, local: u32, out: &mut Vec
     hi - lo
 }
 
+/// The probed centroids of a query.
+struct Probes {
+    /// Distinct probed centroids, ascending, each with the query tokens that probe it and
+    /// their scores.
+    centroids: Vec<(u32, Vec<(u32, f32)>)>,
+    /// Per query token: the score of its worst probed centroid, the estimate for a
+    /// document with none of its probed centroids (its true best is at most that).
+    floor: Vec<f32>,
+}
+
 /// The `nprobe` best centroids of each query token (one pass over the `[n_centroids,
-/// stride]` score table, with a bounded min-heap per token), sorted and deduplicated.
-fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Vec<u32> {
+/// stride]` score table, with a bounded min-heap per token).
+fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Probes {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     struct Score(f32);
@@ -291,9 +338,7 @@ fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Vec<u32> {
         }
     }
     let kc = table.len() / stride.max(1);
-    if nprobe >= kc {
-        return (0..kc as u32).collect();
-    }
+    let nprobe = nprobe.min(kc);
     let mut heaps: Vec<BinaryHeap<(Reverse<Score>, Reverse<u32>)>> = (0..nq)
         .map(|_| BinaryHeap::with_capacity(nprobe + 1))
         .collect();
@@ -314,13 +359,23 @@ fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Vec<u32> {
             }
         }
     }
-    let mut out: Vec<u32> = heaps
+    let mut pairs: Vec<(u32, u32, f32)> = heaps
         .into_iter()
-        .flat_map(|h| h.into_iter().map(|(_, Reverse(c))| c))
+        .enumerate()
+        .flat_map(|(i, h)| {
+            h.into_iter()
+                .map(move |(Reverse(Score(s)), Reverse(c))| (c, i as u32, s))
+        })
         .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+    pairs.sort_unstable_by_key(|&(c, i, _)| (c, i));
+    let mut centroids: Vec<(u32, Vec<(u32, f32)>)> = Vec::new();
+    for (c, i, s) in pairs {
+        match centroids.last_mut() {
+            Some((last, tokens)) if *last == c => tokens.push((i, s)),
+            _ => centroids.push((c, vec![(i, s)])),
+        }
+    }
+    Probes { centroids, floor }
 }
 
 /// Exact MaxSim of the query against each candidate's stored vectors.
@@ -426,7 +481,26 @@ mod tests {
             values in prop::collection::vec(prop::sample::select(vec![0.0f32, 0.5, 1.0, -1.0, 2.0, 0.25]), 360),
         ) {
             let table: Vec<f32> = values.iter().cycle().take(kc * nq).copied().collect();
-            let got = probe(&table, nq, nq, nprobe);
+            let probes = probe(&table, nq, nq, nprobe);
+            let got: Vec<u32> = probes.centroids.iter().map(|(c, _)| *c).collect();
+            for i in 0..nq {
+                // Each token lists exactly its own probes with their scores, and its floor
+                // is the lowest of them.
+                let mine: Vec<f32> = probes
+                    .centroids
+                    .iter()
+                    .flat_map(|(c, toks)| {
+                        toks.iter().filter(|(t, _)| *t as usize == i).map(move |(_, s)| (*c, *s))
+                    })
+                    .map(|(c, s)| {
+                        assert_eq!(s, table[c as usize * nq + i]);
+                        s
+                    })
+                    .collect();
+                prop_assert_eq!(mine.len(), nprobe.min(kc));
+                let lowest = mine.iter().copied().fold(f32::INFINITY, f32::min);
+                prop_assert_eq!(probes.floor[i], lowest);
+            }
             // Reference: per token, the values of its column; a centroid qualifies if its
             // score is at least the token's nprobe-th best (ties may pick either).
             let mut must = std::collections::BTreeSet::new();
