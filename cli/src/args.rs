@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Show collections: documents, tokens, segments, bytes per token, codec.
+    /// Show collections: documents, tokens, segments, bytes per token, codec, model.
     Info {
         /// Database directory.
         db: PathBuf,

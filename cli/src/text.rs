@@ -647,31 +647,33 @@ pub const ENCODE_FILES: [&str; 4] = ["flat.npy", "doclens.npy", "ids.txt", "mode
 pub fn encode(args: &EncodeArgs) -> Result<EncodeSummary> {
     let start = Instant::now();
     let model = Model::load(&args.model, args.threads, args.batch_size)?;
-    prepare_out_dir(&args.out)?;
+    check_out_dir(&args.out)?;
     let checked = validate(&args.input, None, &id_fits_a_line, "nothing written")?;
+    let created = !args.out.exists();
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create the directory", args.out.display()))?;
     let result = write_encoded(args, &model, checked.docs, start);
     if result.is_err() {
         // Half-written outputs would pass for a complete encoding: remove them.
         for f in ENCODE_FILES {
             let _ = std::fs::remove_file(args.out.join(f));
         }
+        if created {
+            let _ = std::fs::remove_dir(&args.out);
+        }
     }
     result
 }
 
-fn prepare_out_dir(out: &Path) -> Result<()> {
-    if out.exists() {
-        for f in ENCODE_FILES {
-            if out.join(f).exists() {
-                bail!(
-                    "{}: already holds {f}; pick a new directory or remove the old output",
-                    out.display()
-                );
-            }
+/// Fails if `out` holds an earlier output (which is never overwritten).
+fn check_out_dir(out: &Path) -> Result<()> {
+    for f in ENCODE_FILES {
+        if out.join(f).exists() {
+            bail!(
+                "{}: already holds {f}; pick a new directory or remove the old output",
+                out.display()
+            );
         }
-    } else {
-        std::fs::create_dir_all(out)
-            .with_context(|| format!("{}: cannot create the directory", out.display()))?;
     }
     Ok(())
 }
