@@ -69,7 +69,7 @@ enum ShellCmd {
     },
     /// Create a collection and use it.
     Create(CreateArgs),
-    /// Ingest files into the collection in use.
+    /// Ingest files (or text with --text) into the collection in use.
     Ingest(IngestArgs),
     /// Search the collection in use with a query file, or a stored document (--like).
     Search {
@@ -83,8 +83,7 @@ enum ShellCmd {
         #[command(flatten)]
         opts: SearchOpts,
     },
-    /// Search the collection in use with query text, encoded by the session's model (.model)
-    /// or the one recorded with the collection.
+    /// Search the collection in use with text (encoded by .model or the collection's model).
     Text {
         /// Search settings.
         #[command(flatten)]
@@ -112,7 +111,7 @@ enum ShellCmd {
         /// Collection name.
         collection: String,
     },
-    /// Documents, tokens, segments, bytes per token and codec of collections.
+    /// Documents, tokens, segments, bytes per token, codec and model of collections.
     Info {
         /// Only this collection.
         collection: Option<String>,
@@ -166,7 +165,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("create", ".create NAME --dim D [--nbits B] [--centroids K]"),
     (
         "ingest",
-        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N] | .ingest --text JSONL [--model DIR]",
+        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N]\n  .ingest --text JSONL... [--model DIR] [--upsert] [--batch-tokens N]",
     ),
     (
         "search",
