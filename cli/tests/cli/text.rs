@@ -176,6 +176,26 @@ fn text_ingest_then_text_search_ranks_the_matching_passage_first() {
     // With and without --model: the recorded model directory is the default.
     assert_each_query_finds_its_passage(&search_text(&db, &["--model", s(&m)]));
     assert_each_query_finds_its_passage(&search_text(&db, &[]));
+    // A later text ingest without --model also uses the recorded model.
+    let more = t.p("more.jsonl");
+    std::fs::write(
+        &more,
+        "{\"id\": \"glacier\", \"text\": \"Glaciers are slow rivers of ice that carve valleys into mountains.\"}\n",
+    )
+    .expect("write");
+    ok(&["ingest", s(&db), "docs", "--text", s(&more)]);
+    assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64 + 1);
+    let h = hits(&ok(&[
+        "search",
+        s(&db),
+        "docs",
+        "--text",
+        "rivers of ice in the mountains",
+        "-k",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(h[0].2, "glacier");
 }
 
 #[test]
