@@ -34,7 +34,8 @@ pub enum Command {
         args: CreateArgs,
     },
     /// Ingest documents: a directory of .npy, .npy files, a flat .npy with --doclens,
-    /// .safetensors or .jsonl, streamed in atomic batches.
+    /// .safetensors or .jsonl of vectors, or text (--text corpus.jsonl --model DIR),
+    /// streamed in atomic batches.
     Ingest {
         /// Database directory.
         db: PathBuf,
@@ -47,15 +48,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Search with query matrices (`[tokens, dim]`, or `[queries, tokens, dim]` for many).
+    /// Search with query matrices (`[tokens, dim]`, or `[queries, tokens, dim]` for many)
+    /// or query text (--text).
     Search {
         /// Database directory.
         db: PathBuf,
         /// Collection name.
         collection: String,
         /// Query file: .npy, .safetensors, .json or .jsonl.
-        #[arg(long)]
-        query: PathBuf,
+        #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+        query: Option<PathBuf>,
+        /// Query text, encoded with the model (repeat for several queries).
+        #[arg(long, value_name = "TEXT")]
+        text: Vec<String>,
+        /// Encoder model directory for --text (default: the one recorded with the
+        /// collection, if it still holds the same model).
+        #[arg(long, value_name = "DIR", requires = "text")]
+        model: Option<PathBuf>,
         /// Search settings.
         #[command(flatten)]
         opts: SearchOpts,
@@ -73,7 +82,7 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// Show collections: documents, tokens, segments, bytes per token, codec.
+    /// Show collections: documents, tokens, segments, bytes per token, codec, model.
     Info {
         /// Database directory.
         db: PathBuf,
@@ -83,6 +92,9 @@ pub enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Encode texts with a model into token vectors: DIR/flat.npy ([rows, dim] f32),
+    /// DIR/doclens.npy, DIR/ids.txt and DIR/model.json, the flat layout `ingest` reads.
+    Encode(EncodeArgs),
     /// Interactive shell (or a script piped into standard input); `.help` lists commands.
     Shell(ShellArgs),
     /// Write a synthetic clustered corpus (flat.npy, doclens.npy, ids.txt, queries.npy and,
@@ -113,8 +125,22 @@ pub struct CreateArgs {
 #[derive(Args, Debug, Clone)]
 pub struct IngestArgs {
     /// Input files or directories (format detected from the name unless --format).
-    #[arg(required = true, value_name = "FILES")]
+    #[arg(value_name = "FILES", required_unless_present = "text")]
     pub inputs: Vec<PathBuf>,
+    /// Text corpus instead of vectors: JSON lines `{"id": …, "text": "…", "metadata": {…}}`,
+    /// encoded with --model while earlier batches compress and commit. Creates the
+    /// collection (dimension from the model) if it does not exist.
+    #[arg(long, value_name = "JSONL", num_args = 1.., conflicts_with_all = ["inputs", "format", "doclens", "ids", "no_validate"])]
+    pub text: Vec<PathBuf>,
+    /// Encoder model directory (Hugging Face BERT or PyLate ColBERT). With --text: the model
+    /// to encode with (default: the one recorded with the collection). With vector inputs:
+    /// declares the model that produced them (e.g. `tessera encode` output), so the collection
+    /// records it. A model other than the collection's recorded one is an error.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Texts per encoder forward pass (with --text).
+    #[arg(long, default_value_t = 32)]
+    pub encode_batch: usize,
     /// Input format of all inputs.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -134,9 +160,35 @@ pub struct IngestArgs {
     /// batches have committed).
     #[arg(long)]
     pub no_validate: bool,
-    /// Encoding threads (0: all cores).
+    /// Threads for text encoding and vector compression (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// Options of `tessera encode`.
+#[derive(Args, Debug, Clone)]
+pub struct EncodeArgs {
+    /// Encoder model directory (Hugging Face BERT or PyLate ColBERT).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// JSON-lines texts: `{"id": …, "text": "…"}` per line (repeatable).
+    #[arg(long, value_name = "JSONL", required = true, num_args = 1..)]
+    pub input: Vec<PathBuf>,
+    /// Encode as queries (ColBERT query marker and [MASK] expansion) instead of documents.
+    #[arg(long)]
+    pub queries: bool,
+    /// Output directory (created if missing; must not hold an earlier output).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Encoder threads (0: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Search settings.

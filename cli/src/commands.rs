@@ -1,6 +1,7 @@
 //! What the subcommands and the shell's dot-commands do, on a [`Session`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -11,6 +12,7 @@ use crate::args::{CreateArgs, SearchOpts};
 use crate::interrupt;
 use crate::query::Query;
 use crate::render::{Printer, ResultSet};
+use crate::text::{self, Model, ModelChoice};
 
 /// An open database, the collection in use, and where results go.
 pub struct Session {
@@ -22,6 +24,10 @@ pub struct Session {
     pub printer: Printer,
     /// Print timings after each command.
     pub timer: bool,
+    /// The encoder model chosen with `.model` (default for `.text` and `.ingest --text`).
+    pub model_dir: Option<PathBuf>,
+    /// The last model loaded, kept so that repeated text queries do not reload it.
+    pub model_cache: Option<Arc<Model>>,
 }
 
 impl Session {
@@ -40,6 +46,45 @@ impl Session {
             .as_deref()
             .context("no collection in use (use .use NAME, or .create NAME --dim D)")?;
         Ok(db.collection(name)?)
+    }
+
+    /// Loads (or reuses) the model in `dir` and makes it the session's model.
+    pub fn set_model(&mut self, dir: &Path) -> Result<Arc<Model>> {
+        let m = Arc::new(Model::load(dir, 0, 32)?);
+        self.model_dir = Some(dir.to_path_buf());
+        self.model_cache = Some(m.clone());
+        Ok(m)
+    }
+
+    /// The model to encode `coll`'s queries with: `given`, else the session's `.model`, else
+    /// the one recorded with the collection (checked against its hash). Warns when it is
+    /// not the collection's model.
+    pub fn query_model(&mut self, coll: &Collection, given: Option<&Path>) -> Result<Arc<Model>> {
+        let dir = given
+            .map(Path::to_path_buf)
+            .or_else(|| self.model_dir.clone());
+        let cached = self.model_cache.clone().filter(|m| match &dir {
+            Some(d) => &m.dir == d,
+            // The recorded directory: reuse only a model with the recorded hash from there.
+            None => coll.model().ok().flatten().is_some_and(|r| {
+                r.same_model(&m.record) && r.path.is_some() && r.path == m.record.path
+            }),
+        });
+        let m = match cached {
+            Some(m) => m,
+            None => {
+                let choice = match &dir {
+                    Some(d) => ModelChoice::Given(d),
+                    None => ModelChoice::Recorded,
+                };
+                let m = Arc::new(text::resolve_model(choice, Some(coll), 0, 32)?);
+                self.model_cache = Some(m.clone());
+                m
+            }
+        };
+        m.check_dim(coll.name(), coll.config().dim)?;
+        text::warn_if_other_model(coll, &m)?;
+        Ok(m)
     }
 
     /// Opens `path` (creating it unless `read_only`); falls back to read-only when another
@@ -279,7 +324,12 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
         ("commits", "commits"),
         ("max_tokens_per_doc", "max tokens/doc"),
         ("codec", "codec"),
+        ("model", "model"),
+        ("model_hash", "model hash"),
+        ("model_path", "model path"),
     ])
+    .hide_in_table("model_hash")
+    .hide_in_table("model_path")
     .hide_in_table("centroids")
     .hide_in_table("codec_trained_tokens")
     .hide_in_table("commits")
@@ -304,6 +354,9 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
             json!(i.commits),
             json!(i.config.max_tokens_per_doc),
             json!(codec_summary(&i)),
+            json!(i.model.as_ref().map(ToString::to_string)),
+            json!(i.model.as_ref().map(|m| m.hash.clone())),
+            json!(i.model.as_ref().and_then(|m| m.path.clone())),
         ]);
     }
     Ok(rs)

@@ -32,7 +32,8 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn write_npy_i64(path: &Path, data: &[i64]) -> Result<()> {
+/// Writes an i64 `.npy` vector.
+pub fn write_npy_i64(path: &Path, data: &[i64]) -> Result<()> {
     use npyz::WriterBuilder;
     let mut w = npyz::WriteOptions::new()
         .default_dtype()

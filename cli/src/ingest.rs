@@ -16,7 +16,7 @@ use crate::formats::{self, DocStream, Plan, PlanRequest, SourceDoc};
 use crate::interrupt;
 
 /// First batches smaller than this (when the input is larger) train a coarse codec.
-const SMALL_TRAINING_BATCH: u64 = 262_144;
+pub(crate) const SMALL_TRAINING_BATCH: u64 = 262_144;
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -69,7 +69,7 @@ impl IngestSummary {
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
-fn progress(len: Option<u64>, prefix: &'static str) -> ProgressBar {
+pub(crate) fn progress(len: Option<u64>, prefix: &'static str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
@@ -166,6 +166,17 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
         max_tokens,
     })
     .map_err(|e| anyhow!("{e:#}; nothing committed"))?;
+    // `--model` declares which encoder produced the vectors (e.g. `tessera encode` output).
+    let model = match &args.model {
+        Some(dir) => {
+            let m = crate::text::Model::load(dir, args.threads, args.encode_batch)
+                .map_err(|e| anyhow!("{e:#}; nothing committed"))?;
+            m.check_dim(coll.name(), cfg.dim)
+                .map_err(|e| anyhow!("{e:#}; nothing committed"))?;
+            Some(m.record)
+        }
+        None => None,
+    };
     let batch_tokens = args.batch_tokens.max(1);
     let mut summary = IngestSummary::default();
 
@@ -219,6 +230,9 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
         IngestOptions::default()
     };
     opts = opts.with_threads(args.threads);
+    if let Some(m) = model {
+        opts = opts.with_model(m);
+    }
     if let Some(t) = total_tokens {
         opts = opts.with_expected_total_tokens(t);
     }
@@ -299,7 +313,7 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
     }
 }
 
-fn committed_note(s: &IngestSummary) -> String {
+pub(crate) fn committed_note(s: &IngestSummary) -> String {
     if s.documents == 0 {
         "nothing committed".into()
     } else {
@@ -314,7 +328,7 @@ fn committed_note(s: &IngestSummary) -> String {
 }
 
 /// Names the input document behind an engine error about a batch position.
-fn engine_error(e: tessera::Error, places: &[String]) -> anyhow::Error {
+pub(crate) fn engine_error(e: tessera::Error, places: &[String]) -> anyhow::Error {
     let at = match &e {
         tessera::Error::InvalidDocument { position, .. } => places.get(*position),
         tessera::Error::DuplicateId { second, .. } => places.get(*second),

@@ -9,6 +9,7 @@ mod interrupt;
 mod query;
 mod render;
 mod shell;
+mod text;
 
 use std::process::ExitCode;
 
@@ -47,9 +48,14 @@ fn run(cmd: Command) -> Result<u8> {
             args,
             json,
         } => {
-            let database = Database::open(&db)?;
-            let coll = database.collection(&collection)?;
-            let summary = ingest::ingest(&coll, &args)?;
+            let summary = if args.text.is_empty() {
+                let database = Database::open(&db)?;
+                let coll = database.collection(&collection)?;
+                ingest::ingest(&coll, &args)?
+            } else {
+                let database = commands::open_or_create(&db)?;
+                text::ingest_text(&database, &collection, &args, None)?
+            };
             eprintln!("{}", summary.describe());
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
@@ -59,12 +65,26 @@ fn run(cmd: Command) -> Result<u8> {
             db,
             collection,
             query,
+            text,
+            model,
             opts,
             out,
         } => {
             let database = Database::open_read_only(&db)?;
             let coll = database.collection(&collection)?;
-            let queries = query::read_queries(&query, coll.config().dim as usize)?;
+            let queries = match query {
+                Some(q) => query::read_queries(&q, coll.config().dim as usize)?,
+                None => {
+                    let choice = match &model {
+                        Some(dir) => text::ModelChoice::Given(dir),
+                        None => text::ModelChoice::Recorded,
+                    };
+                    let m = text::resolve_model(choice, Some(&coll), 0, 32)?;
+                    m.check_dim(coll.name(), coll.config().dim)?;
+                    text::warn_if_other_model(&coll, &m)?;
+                    text::text_queries(&m, &text)?
+                }
+            };
             let mut printer = Printer::stdout(out.mode());
             commands::search(&coll, &queries, &opts, &mut printer, false)?;
         }
@@ -84,6 +104,21 @@ fn run(cmd: Command) -> Result<u8> {
             let database = Database::open_read_only(&db)?;
             let rs = commands::info(&database, collection.as_deref())?;
             Printer::stdout(out.mode()).print(&rs)?;
+        }
+        Command::Encode(args) => {
+            let summary = text::encode(&args)?;
+            eprintln!(
+                "encoded {} texts into {} token vectors of dimension {} in {:.2} s ({:.0} tokens/s); wrote {}",
+                summary.documents,
+                summary.tokens,
+                summary.dim,
+                summary.seconds,
+                summary.tokens as f64 / summary.seconds.max(1e-9),
+                args.out.display()
+            );
+            if args.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
         }
         Command::Shell(args) => return shell::run(&args),
         Command::Generate(args) => generate::run(&args)?,

@@ -21,7 +21,7 @@ use rustyline::{Editor, Helper};
 use crate::args::{CreateArgs, IngestArgs, SearchOpts, ShellArgs};
 use crate::commands::{self, Session};
 use crate::render::{Mode, Printer};
-use crate::{ingest, interrupt, query};
+use crate::{ingest, interrupt, query, text};
 
 /// `on` or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,7 +69,7 @@ enum ShellCmd {
     },
     /// Create a collection and use it.
     Create(CreateArgs),
-    /// Ingest files into the collection in use.
+    /// Ingest files (or text with --text) into the collection in use.
     Ingest(IngestArgs),
     /// Search the collection in use with a query file, or a stored document (--like).
     Search {
@@ -83,6 +83,23 @@ enum ShellCmd {
         #[command(flatten)]
         opts: SearchOpts,
     },
+    /// Search the collection in use with text (encoded by .model or the collection's model).
+    Text {
+        /// Search settings.
+        #[command(flatten)]
+        opts: SearchOpts,
+        /// Encoder model directory for this query (default: .model, else the collection's).
+        #[arg(long, value_name = "DIR")]
+        model: Option<PathBuf>,
+        /// The query text (the rest of the line).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Set the encoder model for .text and .ingest --text (no argument: show it).
+    Model {
+        /// Model directory (Hugging Face BERT or PyLate ColBERT).
+        dir: Option<PathBuf>,
+    },
     /// Delete documents by id from the collection in use.
     Delete {
         /// Ids.
@@ -94,7 +111,7 @@ enum ShellCmd {
         /// Collection name.
         collection: String,
     },
-    /// Documents, tokens, segments, bytes per token and codec of collections.
+    /// Documents, tokens, segments, bytes per token, codec and model of collections.
     Info {
         /// Only this collection.
         collection: Option<String>,
@@ -148,12 +165,14 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("create", ".create NAME --dim D [--nbits B] [--centroids K]"),
     (
         "ingest",
-        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N]",
+        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N]\n  .ingest --text JSONL... [--model DIR] [--upsert] [--batch-tokens N]",
     ),
     (
         "search",
         ".search QUERY_FILE [-k K] [--nprobe N] [--exhaustive] | .search --like ID",
     ),
+    ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
+    ("model", ".model [DIR]"),
     ("delete", ".delete ID..."),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME]"),
@@ -256,6 +275,8 @@ impl Shell {
                 current: None,
                 printer: Printer::stdout(mode),
                 timer: false,
+                model_dir: None,
+                model_cache: None,
             },
             bail,
             echo,
@@ -372,10 +393,39 @@ impl Shell {
                 s.current = Some(a.collection);
             }
             ShellCmd::Ingest(a) => {
-                let coll = s.collection()?;
-                let summary = ingest::ingest(&coll, &a)?;
+                let summary = if a.text.is_empty() {
+                    ingest::ingest(&s.collection()?, &a)?
+                } else {
+                    let name = s
+                        .current
+                        .clone()
+                        .context("no collection in use (use .use NAME, or .create NAME --dim D)")?;
+                    text::ingest_text(s.db()?, &name, &a, s.model_dir.as_deref())?
+                };
                 eprintln!("{}", summary.describe());
             }
+            ShellCmd::Text { opts, model, words } => {
+                let coll = s.collection()?;
+                let m = s.query_model(&coll, model.as_deref())?;
+                let queries = text::text_queries(&m, &[words.join(" ")])?;
+                commands::search(&coll, &queries, &opts, &mut s.printer, s.timer)?;
+            }
+            ShellCmd::Model { dir } => match dir {
+                Some(d) => {
+                    let m = s.set_model(&d)?;
+                    eprintln!(
+                        "model {} ({}-dimensional {:?} vectors) from {}",
+                        m.record,
+                        m.encoder.dim(),
+                        m.encoder.kind(),
+                        d.display()
+                    );
+                }
+                None => match &s.model_dir {
+                    Some(d) => println!("{}", d.display()),
+                    None => println!("(none: .text uses the collection's recorded model)"),
+                },
+            },
             ShellCmd::Search { query, like, opts } => {
                 let coll = s.collection()?;
                 let queries = match (query, like) {
@@ -421,6 +471,14 @@ impl Shell {
                 println!("collection: {}", s.current.as_deref().unwrap_or("(none)"));
                 println!("      mode: {}", s.printer.mode.name());
                 println!("    output: {}", s.printer.target());
+                println!(
+                    "     model: {}",
+                    s.model_dir
+                        .as_ref()
+                        .map_or("(collection's recorded model)".into(), |d| d
+                            .display()
+                            .to_string())
+                );
                 println!("     timer: {}", on(s.timer));
                 println!("      bail: {}", on(self.bail));
                 println!("      echo: {}", on(self.echo));

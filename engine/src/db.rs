@@ -28,6 +28,7 @@ use tessera_storage::{ExternalId, codec as codec_file};
 use crate::codec::{self, Codec};
 use crate::document::{Document, Hit};
 use crate::error::{Error, Result};
+use crate::model::ModelRecord;
 use crate::options::{CollectionConfig, IngestOptions, OnConflict, SearchParams};
 use crate::snapshot::{SegmentView, Snapshot, SnapshotInner};
 
@@ -123,6 +124,8 @@ pub struct CollectionInfo {
     pub postings_bytes: (u64, u64),
     /// Commits so far.
     pub commits: u64,
+    /// The text encoder model recorded for the collection's vectors, if any.
+    pub model: Option<ModelRecord>,
 }
 
 impl Database {
@@ -564,6 +567,28 @@ impl Collection {
             },
             postings_bytes,
             commits: m.commits,
+            model: self.model().ok().flatten(),
+        }
+    }
+
+    /// The text encoder model recorded for the collection (set by the first ingest whose
+    /// [`IngestOptions::model`] is set), if any.
+    pub fn model(&self) -> Result<Option<ModelRecord>> {
+        let m = self.state.manifest.lock();
+        self.parse_model(&m)
+    }
+
+    fn parse_model(&self, m: &Manifest) -> Result<Option<ModelRecord>> {
+        match &m.model {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| {
+                tessera_storage::Error::CorruptRecord {
+                    path: self.db.path.join(CATALOG_DIR),
+                    key: format!("manifest of collection {:?}: model", self.name()),
+                    reason: e.to_string(),
+                }
+                .into()
+            }),
         }
     }
 
@@ -640,6 +665,16 @@ impl Collection {
         let n_tokens = self.validate(docs)?;
         if docs.is_empty() {
             return Ok(IngestReport::default());
+        }
+        if let Some(given) = &opts.model
+            && let Some(recorded) = self.model()?
+            && !recorded.same_model(given)
+        {
+            return Err(Error::ModelMismatch {
+                collection: self.state.name.to_string(),
+                recorded: recorded.short(),
+                given: given.short(),
+            });
         }
         let coll = self.state.record.id;
         let ids: Vec<ExternalId> = docs.iter().map(|d| d.id.clone()).collect();
@@ -828,6 +863,16 @@ impl Collection {
         manifest.live_docs += docs.len() as u64;
         manifest.live_tokens += (flat.len() / dim) as u64;
         manifest.commits += 1;
+        if let Some(model) = &opts.model {
+            // Same model (checked in `ingest`): refresh the path hint to the latest location.
+            manifest.model =
+                Some(
+                    serde_json::to_value(model).map_err(|e| Error::InvalidConfig {
+                        collection: self.state.name.to_string(),
+                        reason: format!("cannot record the model: {e}"),
+                    })?,
+                );
+        }
         batch.put_manifest(coll, manifest)?;
         self.db.catalog.commit(batch)?;
 

@@ -72,6 +72,19 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A batch was encoded by another model than the one the collection records; nothing
+    /// was committed.
+    #[error(
+        "collection {collection:?} holds vectors of model {recorded}, but this batch was encoded with model {given}; mixing models makes scores meaningless, so nothing was committed (use the recorded model, or ingest into a new collection)"
+    )]
+    ModelMismatch {
+        /// The collection.
+        collection: String,
+        /// The model the collection records (`name (hash prefix)`).
+        recorded: String,
+        /// The model of the batch.
+        given: String,
+    },
     /// A write was attempted on a database opened read-only.
     #[error("database {0} is open read-only")]
     ReadOnly(std::path::PathBuf),

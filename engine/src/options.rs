@@ -100,6 +100,10 @@ pub struct IngestOptions {
     /// If this batch trains the codec, the default centroid count follows this total
     /// instead of the batch's own size.
     pub expected_total_tokens: Option<u64>,
+    /// The text encoder that produced the batch's vectors. The first batch that carries a
+    /// model records it in the collection; a batch with a different model (another hash) is
+    /// rejected with [`crate::Error::ModelMismatch`].
+    pub model: Option<crate::ModelRecord>,
 }
 
 impl IngestOptions {
@@ -120,6 +124,12 @@ impl IngestOptions {
     /// Sets the number of encoding threads (`0`: all cores).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads;
+        self
+    }
+
+    /// Declares the encoder model of the batch's vectors (see the field's documentation).
+    pub fn with_model(mut self, model: crate::ModelRecord) -> Self {
+        self.model = Some(model);
         self
     }
 }

@@ -302,3 +302,56 @@ fn read_only_handles_refuse_writes() {
         Err(Error::NotADatabase { .. })
     ));
 }
+
+fn model(name: &str, hash: &str, path: &str) -> tessera::ModelRecord {
+    tessera::ModelRecord {
+        name: name.into(),
+        hash: hash.into(),
+        path: Some(path.into()),
+    }
+}
+
+#[test]
+fn first_model_batch_records_the_model_and_another_model_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let corpus = small_corpus(60, 5);
+    let docs = documents(&corpus);
+    let a = model("minilm", "aaaa", "/models/a");
+    {
+        let db = Database::open_or_create(dir.path()).expect("create");
+        let coll = db
+            .create_collection("c", CollectionConfig::new(32))
+            .expect("collection");
+        assert_eq!(coll.model().expect("model"), None);
+        coll.ingest(&docs[..20], &IngestOptions::default().with_model(a.clone()))
+            .expect("first batch");
+        assert_eq!(coll.model().expect("model"), Some(a.clone()));
+        let err = coll
+            .ingest(
+                &docs[20..40],
+                &IngestOptions::default().with_model(model("other", "bbbb", "/models/b")),
+            )
+            .expect_err("another model must be rejected");
+        assert!(matches!(err, Error::ModelMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("minilm"), "{err}");
+        assert_eq!(
+            coll.info().documents,
+            20,
+            "the rejected batch committed nothing"
+        );
+        // The same model from another directory is accepted and moves the path hint.
+        let moved = model("minilm", "aaaa", "/elsewhere/a");
+        coll.ingest(&docs[20..40], &IngestOptions::default().with_model(moved))
+            .expect("same model");
+        // Batches without a model (vectors from elsewhere) leave the record alone.
+        coll.ingest(&docs[40..], &IngestOptions::default())
+            .expect("vectors");
+    }
+    let db = Database::open_read_only(dir.path()).expect("reopen");
+    let coll = db.collection("c").expect("collection");
+    let info = coll.info();
+    assert_eq!(info.documents, 60);
+    let rec = info.model.expect("the model survives reopening");
+    assert_eq!(rec.hash, "aaaa");
+    assert_eq!(rec.path.as_deref(), Some("/elsewhere/a"));
+}

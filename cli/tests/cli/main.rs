@@ -1,5 +1,6 @@
 //! Integration tests of the `tessera` binary: every subcommand, scripted shell sessions,
-//! every ingest format against the library on the same vectors, malformed inputs, Ctrl-C.
+//! every ingest format against the library on the same vectors, malformed inputs, Ctrl-C,
+//! and text through the real encoder model.
 
 mod common;
 mod formats;
@@ -7,3 +8,4 @@ mod interrupt;
 mod malformed;
 mod shell;
 mod subcommands;
+mod text;

