@@ -3,6 +3,7 @@
 //! Every fast path has a plain counterpart in [`reference`] and is tested against it.
 //! Functions taking `threads` use that many rayon workers (`0` means all, `1` runs inline).
 
+pub mod gpu;
 pub mod reference;
 mod residual;
 mod simd;
