@@ -25,6 +25,7 @@ mod codec;
 mod db;
 mod document;
 mod error;
+mod gpu;
 mod kmeans;
 mod options;
 mod search;
@@ -35,7 +36,10 @@ pub use codec::plaid_centroids;
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
-pub use options::{CollectionConfig, IngestOptions, OnConflict, SearchParams};
+pub use gpu::{ResolvedDevice, resolve_device};
+pub use options::{
+    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, SearchParams,
+};
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
