@@ -22,6 +22,8 @@ pub struct Session {
     pub printer: Printer,
     /// Print timings after each command.
     pub timer: bool,
+    /// Device of searches without `--device` (the shell's `.device`).
+    pub device: tessera::Device,
 }
 
 impl Session {
@@ -133,6 +135,9 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     }
     if let Some(r) = o.rerank {
         p = p.with_n_rerank(r);
+    }
+    if let Some(d) = o.device {
+        p = p.with_device(d);
     }
     p
 }
