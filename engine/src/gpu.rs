@@ -43,6 +43,9 @@ pub enum ResolvedDevice {
         name: String,
         /// Architecture the kernels were compiled for.
         arch: String,
+        /// Theoretical DRAM bandwidth (bytes/s) from the driver's memory clock and bus
+        /// width; 0 when the driver does not report them.
+        memory_bandwidth: u64,
     },
 }
 
@@ -57,6 +60,7 @@ impl std::fmt::Display for ResolvedDevice {
                 ordinal,
                 name,
                 arch,
+                ..
             } => write!(f, "cuda:{ordinal} ({name}, {arch})"),
         }
     }
@@ -71,6 +75,7 @@ pub fn resolve_device(device: Device) -> Result<ResolvedDevice> {
             ordinal: g.ordinal(),
             name: g.name().to_string(),
             arch: g.arch().to_string(),
+            memory_bandwidth: g.peak_bandwidth() as u64,
         },
         None => ResolvedDevice::Cpu {
             reason: match device {
@@ -149,10 +154,11 @@ pub(crate) fn search_batch(
         exhaustive: params.exhaustive,
     };
     let t = Instant::now();
-    let (found, _traffic) = match index.search(queries, &p) {
+    let (found, traffic) = match index.search(queries, &p) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    count(queries.len() as u64, &traffic);
     let per_query_us = t.elapsed().as_micros() as u64 / queries.len().max(1) as u64;
     Ok(Some(
         found
@@ -184,6 +190,44 @@ pub(crate) fn search_batch(
             })
             .collect(),
     ))
+}
+
+/// Totals over all GPU searches of this process (for benchmarks and monitoring).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuCounters {
+    /// Queries answered on a GPU.
+    pub queries: u64,
+    /// Synchronised launch sequences (chunks of batches).
+    pub chunks: u64,
+    /// Bytes copied host to device by searches (queries; not the one-time uploads).
+    pub h2d_bytes: u64,
+    /// Bytes copied device to host (top-k and counts).
+    pub d2h_bytes: u64,
+    /// Device-memory bytes read and written by the kernels, from the launch code's access
+    /// model (an estimate, not a hardware counter).
+    pub device_bytes_model: u64,
+}
+
+static COUNTERS: Mutex<GpuCounters> = Mutex::new(GpuCounters {
+    queries: 0,
+    chunks: 0,
+    h2d_bytes: 0,
+    d2h_bytes: 0,
+    device_bytes_model: 0,
+});
+
+fn count(queries: u64, t: &kg::DeviceTraffic) {
+    let mut c = COUNTERS.lock().unwrap_or_else(|p| p.into_inner());
+    c.queries += queries;
+    c.chunks += u64::from(t.chunks);
+    c.h2d_bytes += t.h2d_bytes;
+    c.d2h_bytes += t.d2h_bytes;
+    c.device_bytes_model += t.device_bytes_model;
+}
+
+/// GPU search totals of this process so far.
+pub fn gpu_counters() -> GpuCounters {
+    *COUNTERS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Host object address + device, the key of the residency maps. The weak reference to the

@@ -36,7 +36,7 @@ pub use codec::plaid_centroids;
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
-pub use gpu::{ResolvedDevice, resolve_device};
+pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use options::{
     CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, SearchParams,
 };
