@@ -110,16 +110,25 @@ fn log_fallback(e: &GpuError) {
 fn route(device: Device) -> Result<Option<Arc<Gpu>>> {
     match device {
         Device::Cpu => Ok(None),
-        Device::Auto => match kg::gpu(0) {
-            Ok(g) => Ok(Some(g)),
-            Err(e) => {
-                log_fallback(&e);
-                Ok(None)
-            }
-        },
+        Device::Auto => {
+            // Decided once per process, so CPU-only searches pay one atomic load for it.
+            static AUTO: OnceLock<Option<Arc<Gpu>>> = OnceLock::new();
+            Ok(AUTO
+                .get_or_init(|| match kg::gpu(0) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        log_fallback(&e);
+                        None
+                    }
+                })
+                .clone())
+        }
         Device::Cuda(n) => kg::gpu(n).map(Some).map_err(|e| device_error(device, &e)),
     }
 }
+
+/// One query's hits and counters.
+pub(crate) type Answer = (Vec<Hit>, SearchStats);
 
 /// Searches `queries` on the GPU the parameters ask for. `Ok(None)`: use the CPU path
 /// (device `cpu`, or `auto` with an unusable GPU).
@@ -128,7 +137,7 @@ pub(crate) fn search_batch(
     queries: &[&[f32]],
     k: usize,
     params: &SearchParams,
-) -> Result<Option<Vec<(Vec<Hit>, SearchStats)>>> {
+) -> Result<Option<Vec<Answer>>> {
     let Some(gpu) = route(params.device)? else {
         return Ok(None);
     };

@@ -36,12 +36,12 @@ fn corpus(dim: usize, clustered: bool, n_docs: usize, seed: u64) -> Vec<Vec<f32>
             })
             .collect()
     };
-    for i in 0..4 {
-        docs[i] = unit_rows(&mut rng, 1, dim);
+    for d in &mut docs[..4] {
+        *d = unit_rows(&mut rng, 1, dim);
     }
-    for i in 4..6 {
+    for d in &mut docs[4..6] {
         let len = 1024 + rng.random_range(0..64);
-        docs[i] = unit_rows(&mut rng, len, dim);
+        *d = unit_rows(&mut rng, len, dim);
     }
     docs
 }
@@ -190,7 +190,11 @@ fn explicit_cuda_device_that_cannot_be_used_is_a_clear_error() {
         let msg = err.to_string();
         assert!(matches!(err, Error::Device { .. }), "{msg}");
         assert!(msg.starts_with(&format!("device {dev}: ")), "{msg}");
-        let batch = coll.search_batch(&[q.clone()], 5, &SearchParams::default().with_device(dev));
+        let batch = coll.search_batch(
+            std::slice::from_ref(q),
+            5,
+            &SearchParams::default().with_device(dev),
+        );
         assert!(matches!(batch, Err(Error::Device { .. })));
         assert!(matches!(resolve_device(dev), Err(Error::Device { .. })));
     }

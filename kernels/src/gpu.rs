@@ -53,6 +53,8 @@ pub const SCRATCH_BYTES: u64 = 1 << 30;
 /// Environment variable overriding the resident-data budget (bytes).
 pub const BUDGET_ENV: &str = "TESSERA_GPU_MEMORY_BUDGET";
 
+/// CUDA's limit on grid.y.
+const MAX_GRID_Y: usize = 65_535;
 const RERANK_THREADS: u32 = 128;
 const SELECT_THREADS: u32 = 1024;
 const MARK_THREADS: u32 = 128;
@@ -421,6 +423,12 @@ impl Gpu {
         segments: Vec<Arc<DeviceSegment>>,
         deleted: &[Vec<u32>],
     ) -> Result<DeviceIndex> {
+        if segments.len() > MAX_GRID_Y {
+            return Err(GpuError::Unsupported(format!(
+                "{} segments in one snapshot (the kernels handle up to {MAX_GRID_Y})",
+                segments.len()
+            )));
+        }
         let mut base = vec![0u32];
         let mut total: u64 = 0;
         for s in &segments {
@@ -669,8 +677,14 @@ impl DeviceIndex {
         let n = u64::from(self.n_docs);
         let r = self.rerank_len(p) as u64;
         let mut used = 0u64;
+        let mut tokens = 0u64;
         for (i, q) in queries.iter().enumerate() {
             let nq = q.len() as u64 / dim;
+            // Grid limits: queries and 32-token tiles are grid.y of some launches.
+            tokens += nq;
+            if i > 0 && (i >= MAX_GRID_Y || tokens > 32 * MAX_GRID_Y as u64) {
+                return i;
+            }
             let per = 4 * (nq * dim + 2)
                 + 8 * kc * nq
                 + 8 * nq * u64::from(p.nprobe)
