@@ -96,7 +96,7 @@ fn queries(docs: &[Vec<f32>], dim: usize, seed: u64) -> Vec<Vec<f32>> {
         }
         qs.push(q);
     }
-    qs.push(docs[4][..32 * dim].to_vec());
+    qs.push(docs[4][..(32 * dim).min(docs[4].len())].to_vec());
     qs
 }
 
@@ -276,6 +276,51 @@ parity_tests! {
     gpu_parity_clustered_dim768_nbits2: true, 768, 2;
     gpu_parity_clustered_dim768_nbits4: true, 768, 4;
     gpu_parity_clustered_dim768_nbits8: true, 768, 8;
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh on a GPU machine"]
+fn gpu_parity_with_four_byte_codes() {
+    // More than 65,536 centroids: the segment stores u32 codes, the other code path of the
+    // approximate and re-ranking kernels.
+    let dim = 16;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(77);
+    let docs: Vec<Vec<f32>> = (0..3000)
+        .map(|_| {
+            let len = 24 + rng.random_range(0..8);
+            unit_rows(&mut rng, len, dim)
+        })
+        .collect();
+    let db = Database::open_or_create(dir.path()).expect("open database");
+    let coll = db
+        .create_collection(
+            "c",
+            CollectionConfig::new(dim as u32).with_n_centroids(66_000),
+        )
+        .expect("create collection");
+    let batch: Vec<Document> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Document::new(i as u64, v.clone()))
+        .collect();
+    coll.ingest(&batch, &IngestOptions::default())
+        .expect("ingest");
+    assert!(
+        coll.info().centroids > 65_536,
+        "the codec must need u32 codes"
+    );
+    for (name, p) in [
+        ("default", SearchParams::default()),
+        ("nprobe 32", SearchParams::default().with_nprobe(32)),
+        ("exhaustive", SearchParams::exhaustive()),
+    ] {
+        for (qi, q) in queries(&docs, dim, 77).iter().enumerate() {
+            let c = search(&coll, q, 10, &p.clone().with_device(Device::Cpu));
+            let g = search(&coll, q, 10, &p.clone().with_device(Device::Cuda(0)));
+            assert_parity(&format!("u32 codes {name} query {qi}"), &c, &g);
+        }
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! every ingest format against the library on the same vectors, malformed inputs, Ctrl-C.
 
 mod common;
+mod device;
 mod formats;
 mod interrupt;
 mod malformed;
