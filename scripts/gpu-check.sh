@@ -78,7 +78,8 @@ sanitize() {
     # A representative subset (each kernel, both code widths of the data, 1-token and long
     # documents, deletes across two segments); the full matrix under memcheck takes hours.
     local tests=(gpu_parity_random_dim128_nbits2 gpu_parity_clustered_dim768_nbits8
-        gpu_parity_random_dim96_nbits1 gpu_deletes_and_snapshots_behave_as_on_the_cpu)
+        gpu_parity_random_dim96_nbits1 gpu_parity_with_four_byte_codes
+        gpu_deletes_and_snapshots_behave_as_on_the_cpu)
     for tool in memcheck racecheck synccheck initcheck; do
         for t in "${tests[@]}"; do
             echo "== compute-sanitizer --tool $tool $t"

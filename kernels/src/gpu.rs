@@ -59,6 +59,17 @@ const RERANK_THREADS: u32 = 128;
 const SELECT_THREADS: u32 = 1024;
 const MARK_THREADS: u32 = 128;
 const APPROX_WARPS: u32 = 8;
+/// Threads per block each kernel is launched with (`centroid_scores` is 32 x 8).
+pub const BLOCK_THREADS: &[(&str, u32)] = &[
+    ("centroid_scores", 256),
+    ("select_topk", SELECT_THREADS),
+    ("mark_candidates", MARK_THREADS),
+    ("approx_scores", 32 * APPROX_WARPS),
+    ("rerank_maxsim_d128", RERANK_THREADS),
+    ("rerank_maxsim_d256", RERANK_THREADS),
+    ("rerank_maxsim_d512", RERANK_THREADS),
+    ("rerank_maxsim_d1024", RERANK_THREADS),
+];
 /// Floats of shared memory for one tile of decompressed document tokens (32 KiB).
 const TILE_FLOATS: usize = 8192;
 
