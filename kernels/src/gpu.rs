@@ -14,7 +14,7 @@
 //! [`GpuError::OutOfBudget`] before anything is allocated.
 //!
 //! A batch search moves the query matrices in and the top-k out, with one synchronisation
-//! per chunk of queries (chunks bound the scratch memory, see [`SCRATCH_BYTES`]).
+//! per chunk of queries (chunks bound the scratch memory, see [`MAX_SCRATCH_BYTES`]).
 //!
 //! This is the crate's only module with `unsafe` besides `simd`: kernel launches, and
 //! switching off cudarc's per-buffer event tracking (one stream, so it is not needed).
@@ -48,8 +48,9 @@ pub const KERNEL_NAMES: &[&str] = &[
 pub const MAX_DIM: usize = 1024;
 /// Largest query (tokens) the re-ranking kernel's shared memory holds.
 pub const MAX_QUERY_TOKENS: usize = 4096;
-/// Scratch memory one chunk of a batch may use; larger batches are split into chunks.
-pub const SCRATCH_BYTES: u64 = 1 << 30;
+/// Most scratch memory one chunk of a batch may use (at most an eighth of the device's free
+/// memory at start); larger batches are split into chunks.
+pub const MAX_SCRATCH_BYTES: u64 = 4 << 30;
 /// Environment variable overriding the resident-data budget (bytes).
 pub const BUDGET_ENV: &str = "TESSERA_GPU_MEMORY_BUDGET";
 
@@ -182,6 +183,8 @@ pub struct Gpu {
     arch: String,
     peak_bandwidth: f64,
     budget: u64,
+    /// Scratch bytes one chunk of a batch may use.
+    scratch: u64,
     resident: Mutex<u64>,
     /// One search at a time on the stream; its scratch buffers are private to it.
     exclusive: Mutex<()>,
@@ -273,11 +276,12 @@ fn open_inner(ordinal: usize) -> Result<Arc<Gpu>> {
     // Double data rate: two transfers per clock.
     let peak_bandwidth = 2.0 * f64::from(clock_khz) * 1e3 * f64::from(bus_bits) / 8.0;
     let (free, _) = ctx.mem_get_info().map_err(drv("reading free memory"))?;
+    let scratch = MAX_SCRATCH_BYTES.min(free as u64 / 8);
     let budget = std::env::var(BUDGET_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         // Leave room for scratch and for other users of the device.
-        .unwrap_or_else(|| (free as u64).saturating_sub(SCRATCH_BYTES * 2) / 10 * 9);
+        .unwrap_or_else(|| (free as u64).saturating_sub(scratch * 2) / 10 * 9);
     let stream = ctx.default_stream();
     Ok(Arc::new(Gpu {
         ordinal,
@@ -285,6 +289,7 @@ fn open_inner(ordinal: usize) -> Result<Arc<Gpu>> {
         arch,
         peak_bandwidth,
         budget,
+        scratch,
         resident: Mutex::new(0),
         exclusive: Mutex::new(()),
         kernels,
@@ -681,7 +686,8 @@ impl DeviceIndex {
         }
     }
 
-    /// Queries of the next chunk: as many as fit in [`SCRATCH_BYTES`], at least one.
+    /// Queries of the next chunk: as many as fit in the device's scratch allowance, at least
+    /// one.
     fn chunk_len(&self, queries: &[&[f32]], p: &DeviceSearch) -> usize {
         let dim = self.codec.dim as u64;
         let kc = u64::from(self.codec.n_centroids);
@@ -703,7 +709,7 @@ impl DeviceIndex {
                 + 16 * r
                 + 8 * p.k as u64
                 + 8;
-            if i > 0 && used + per > SCRATCH_BYTES {
+            if i > 0 && used + per > self.gpu.scratch {
                 return i;
             }
             used += per;
