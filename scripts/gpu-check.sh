@@ -50,6 +50,13 @@ need_carry() {
         [ -x "$CARRY/$f" ] || { echo "gpu-check: $CARRY/$f missing; run 'bash scripts/gpu-check.sh build' on a build machine" >&2; exit 1; }
     done
     mkdir -p "$RESULTS"
+    # cudarc loads libcuda.so.1 and libnvrtc.so.13 by name: make the toolkit's libraries
+    # visible when ld.so.conf does not list them.
+    local cuda="${CUDA_HOME:-/usr/local/cuda}"
+    for d in "$cuda/lib64" "$cuda/targets/x86_64-linux/lib"; do
+        [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    done
+    return 0
 }
 
 device_info() {
