@@ -331,17 +331,25 @@ fn index_for(snap: &Arc<SnapshotInner>, gpu: &Arc<Gpu>) -> Result<Arc<DeviceInde
     Ok(idx)
 }
 
+/// The segment's posting lists as the device reads them: `n_centroids + 1` offsets into one
+/// array of absolute local ids (the reader has already undone zstd and the delta coding).
+fn flat_postings(r: &SegmentReader) -> (Vec<u32>, Vec<u32>) {
+    let k = r.meta().n_centroids;
+    let mut offsets = Vec::with_capacity(k as usize + 1);
+    let mut docs = Vec::new();
+    offsets.push(0u32);
+    for c in 0..k {
+        docs.extend_from_slice(r.posting(c));
+        offsets.push(docs.len() as u32);
+    }
+    (offsets, docs)
+}
+
 /// Uploads a segment: its stored codes, residuals and doc offsets as they are, and its
 /// postings as decoded at open (list offsets + absolute local ids).
 fn upload_segment(gpu: &Arc<Gpu>, r: &SegmentReader) -> Result<DeviceSegment, GpuError> {
     let meta = r.meta();
-    let mut posting_offsets = Vec::with_capacity(meta.n_centroids as usize + 1);
-    let mut posting_docs = Vec::new();
-    posting_offsets.push(0u32);
-    for c in 0..meta.n_centroids {
-        posting_docs.extend_from_slice(r.posting(c));
-        posting_offsets.push(posting_docs.len() as u32);
-    }
+    let (posting_offsets, posting_docs) = flat_postings(r);
     let codes: &[u8] = match r.codes() {
         Codes::U16(c) => bytemuck::cast_slice(c),
         Codes::U32(c) => bytemuck::cast_slice(c),
@@ -356,4 +364,56 @@ fn upload_segment(gpu: &Arc<Gpu>, r: &SegmentReader) -> Result<DeviceSegment, Gp
         posting_offsets: &posting_offsets,
         posting_docs: &posting_docs,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CollectionConfig, Database, Document, IngestOptions};
+    use tessera_storage::segment::Codes;
+
+    #[test]
+    fn flat_postings_list_every_document_of_every_code_once_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Database::open_or_create(dir.path()).expect("db");
+        let coll = db
+            .create_collection("c", CollectionConfig::new(8).with_n_centroids(16))
+            .expect("collection");
+        let docs: Vec<Document> = (0..60u64)
+            .map(|i| {
+                let rows = 1 + (i as usize % 7);
+                let v = (0..rows * 8)
+                    .map(|j| ((i as usize * 31 + j * 17) % 13) as f32 - 6.0)
+                    .collect();
+                Document::new(i, v)
+            })
+            .collect();
+        coll.ingest(&docs, &IngestOptions::default())
+            .expect("ingest");
+        let snap = coll.snapshot();
+        let r = &snap.inner.segments[0].reader;
+        let (offsets, flat) = flat_postings(r);
+        let k = r.meta().n_centroids as usize;
+        assert_eq!(offsets.len(), k + 1);
+        assert_eq!(offsets[k] as usize, flat.len());
+        // Expected from the codes: document d is in list c iff one of its tokens has code c.
+        let codes: Vec<u32> = match r.codes() {
+            Codes::U16(c) => c.iter().map(|&x| u32::from(x)).collect(),
+            Codes::U32(c) => c.to_vec(),
+        };
+        let off = r.doc_offsets();
+        for c in 0..k {
+            let expected: Vec<u32> = (0..r.meta().n_docs)
+                .filter(|&d| {
+                    codes[off[d as usize] as usize..off[d as usize + 1] as usize]
+                        .contains(&(c as u32))
+                })
+                .collect();
+            assert_eq!(
+                &flat[offsets[c] as usize..offsets[c + 1] as usize],
+                expected.as_slice(),
+                "centroid {c}"
+            );
+        }
+    }
 }

@@ -445,28 +445,14 @@ impl Gpu {
                 segments.len()
             )));
         }
-        let mut base = vec![0u32];
-        let mut total: u64 = 0;
-        for s in &segments {
-            total += u64::from(s.n_docs);
-            if total >= u64::from(u32::MAX) {
-                return Err(GpuError::Unsupported(
-                    "more than 2^32 - 1 documents in one snapshot".into(),
-                ));
-            }
-            base.push(total as u32);
-        }
-        let n = total as u32;
-        let words = n.div_ceil(32).max(1);
-        let mut tomb = vec![0u32; words as usize];
-        let mut live_tokens = 0u64;
-        for (si, (s, del)) in segments.iter().zip(deleted).enumerate() {
-            live_tokens += s.n_tokens;
-            for &l in del {
-                let g = base[si] + l;
-                tomb[(g / 32) as usize] |= 1 << (g % 32);
-            }
-        }
+        let n_docs: Vec<u32> = segments.iter().map(|s| s.n_docs).collect();
+        let Tables {
+            base,
+            tomb,
+            words,
+            n,
+        } = snapshot_tables(&n_docs, deleted)?;
+        let tokens: u64 = segments.iter().map(|s| s.n_tokens).sum();
         let live_docs = u64::from(n) - deleted.iter().map(|d| d.len() as u64).sum::<u64>();
         let table_bytes = 4 * (tomb.len() as u64) + 40 * segments.len() as u64 + 16;
         let reservation = self.reserve(table_bytes)?;
@@ -485,7 +471,7 @@ impl Gpu {
             n_docs: n,
             words,
             live_docs,
-            live_tokens,
+            avg_tokens: tokens as f64 / f64::from(n.max(1)),
             base_host: base.clone(),
             seg_base: self.upload(&base)?,
             seg_offsets,
@@ -501,6 +487,60 @@ impl Gpu {
             _reservation: reservation,
         })
     }
+}
+
+/// Global document ids of a snapshot: segment `s` holds ids `base[s]..base[s + 1]` (local id
+/// `l` is global `base[s] + l`), and bit `g` of `tomb` is set when global document `g` is
+/// deleted. `words` is the bitmap's length (at least 1), `n` the number of documents.
+#[derive(Debug, PartialEq)]
+struct Tables {
+    base: Vec<u32>,
+    tomb: Vec<u32>,
+    words: u32,
+    n: u32,
+}
+
+fn snapshot_tables(n_docs: &[u32], deleted: &[Vec<u32>]) -> Result<Tables> {
+    let mut base = vec![0u32];
+    let mut total: u64 = 0;
+    for &d in n_docs {
+        total += u64::from(d);
+        // NO_ID (u32::MAX) marks an empty slot on the device.
+        if total >= u64::from(u32::MAX) {
+            return Err(GpuError::Unsupported(
+                "more than 2^32 - 2 documents in one snapshot".into(),
+            ));
+        }
+        base.push(total as u32);
+    }
+    let n = total as u32;
+    let words = n.div_ceil(32).max(1);
+    let mut tomb = vec![0u32; words as usize];
+    for (si, del) in deleted.iter().enumerate().take(n_docs.len()) {
+        for &l in del {
+            if l >= n_docs[si] {
+                return Err(GpuError::Unsupported(format!(
+                    "tombstone {l} of segment {si} is past its {} documents",
+                    n_docs[si]
+                )));
+            }
+            let g = base[si] + l;
+            tomb[(g / 32) as usize] |= 1 << (g % 32);
+        }
+    }
+    Ok(Tables {
+        base,
+        tomb,
+        words,
+        n,
+    })
+}
+
+/// (segment, local id) of global id `g`: the last segment starting at or before `g`, as the
+/// kernels' `find_segment` (so empty segments are skipped the same way).
+fn locate(base: &[u32], g: u32) -> (u32, u32) {
+    let seg = base.partition_point(|&s| s <= g).saturating_sub(1);
+    (seg as u32, g - base[seg])
 }
 
 /// Resident bytes held by one device object; returned to the budget on drop.
@@ -568,7 +608,8 @@ pub struct DeviceIndex {
     n_docs: u32,
     words: u32,
     live_docs: u64,
-    live_tokens: u64,
+    /// Mean tokens per document (deleted ones included), for the traffic model.
+    avg_tokens: f64,
     base_host: Vec<u32>,
     seg_base: CudaSlice<u32>,
     seg_offsets: CudaSlice<u64>,
@@ -1006,20 +1047,15 @@ impl DeviceIndex {
         drop(scratch);
         drop(scratch_u32);
 
-        let avg_tokens = self.live_tokens as f64 / (self.live_docs.max(1)) as f64;
+        let avg_tokens = self.avg_tokens;
         let mut out = Vec::with_capacity(queries.len());
         for qi in 0..b as usize {
             let nq = u64::from(q_off[qi + 1] - q_off[qi]);
             let cnt = counts[qi] as usize;
             let mut hits: Vec<(u32, u32, f32)> = (0..cnt)
                 .map(|j| {
-                    let gid = ids[qi * k as usize + j];
-                    let seg = self.base_host.partition_point(|&s| s <= gid) - 1;
-                    (
-                        seg as u32,
-                        gid - self.base_host[seg],
-                        scores[qi * k as usize + j],
-                    )
+                    let (seg, local) = locate(&self.base_host, ids[qi * k as usize + j]);
+                    (seg, local, scores[qi * k as usize + j])
                 })
                 .collect();
             // Best first, ties by global id (the CPU's candidate order).
@@ -1076,5 +1112,75 @@ impl DeviceIndex {
             + cands * 8
             + 6 * n * 4
             + rerank
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The kernels' `find_segment`, transcribed: the device and the host must agree.
+    fn find_segment(base: &[u32], g: u32) -> u32 {
+        let (mut lo, mut hi) = (0usize, base.len() - 1);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if base[mid] <= g {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo as u32
+    }
+
+    #[test]
+    fn global_ids_and_tombstones_round_trip_across_unaligned_and_empty_segments() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        for _ in 0..200 {
+            let n_seg = rng.random_range(1..8);
+            let sizes: Vec<u32> = (0..n_seg)
+                .map(|_| match rng.random_range(0..4) {
+                    0 => 0,
+                    1 => 1,
+                    2 => 32,
+                    _ => rng.random_range(1..100),
+                })
+                .collect();
+            let deleted: Vec<Vec<u32>> = sizes
+                .iter()
+                .map(|&n| (0..n).filter(|_| rng.random_bool(0.3)).collect())
+                .collect();
+            let t = snapshot_tables(&sizes, &deleted).expect("tables");
+            let total: u32 = sizes.iter().sum();
+            assert_eq!(t.n, total);
+            assert_eq!(t.words, total.div_ceil(32).max(1));
+            let mut set_bits = 0;
+            for (si, &n) in sizes.iter().enumerate() {
+                for l in 0..n {
+                    let g = t.base[si] + l;
+                    assert_eq!(locate(&t.base, g), (si as u32, l));
+                    assert_eq!(find_segment(&t.base, g), si as u32);
+                    let dead = (t.tomb[(g / 32) as usize] >> (g % 32)) & 1 == 1;
+                    assert_eq!(dead, deleted[si].contains(&l), "segment {si} doc {l}");
+                    set_bits += u32::from(dead);
+                }
+            }
+            // No bit beyond the deleted documents.
+            let ones: u32 = t.tomb.iter().map(|w| w.count_ones()).sum();
+            assert_eq!(ones, set_bits);
+        }
+    }
+
+    #[test]
+    fn tables_reject_too_many_documents_and_stray_tombstones() {
+        assert!(matches!(
+            snapshot_tables(&[u32::MAX / 2, u32::MAX / 2 + 1], &[vec![], vec![]]),
+            Err(GpuError::Unsupported(_))
+        ));
+        assert!(matches!(
+            snapshot_tables(&[3], &[vec![3]]),
+            Err(GpuError::Unsupported(_))
+        ));
     }
 }
