@@ -4,11 +4,11 @@
 #
 #   1. on a build machine (this repository, Rust toolchain):
 #        bash scripts/gpu-check.sh build
-#      builds the GPU test binary and the benchmark, strips them, and puts them in gpu-carry/
-#      (git-ignored; about 40 MB) with a manifest of the commit they were built from;
+#      builds the GPU test binary, the integration tests and the benchmark, strips them, and
+#      puts them in gpu-carry/ (git-ignored; about 40 MB) with a manifest of the commit;
 #   2. on the GPU machine, with gpu-carry/ copied next to this script's repository root:
 #        bash scripts/gpu-check.sh run            # everything below, in order
-#        bash scripts/gpu-check.sh parity         # the ignored parity/delete/budget tests
+#        bash scripts/gpu-check.sh parity         # parity/delete/budget tests, integration suite
 #        bash scripts/gpu-check.sh sanitize       # compute-sanitizer memcheck/racecheck/synccheck/initcheck
 #        bash scripts/gpu-check.sh bench [ARGS]   # the 400K x 100 x 128 benchmark table
 #      Results (logs, the markdown table, JSON) go to $OUT if set, else gpu-carry/results/.
@@ -32,21 +32,31 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "gpu":
         print(m["executable"])')
     [ -x "$test_bin" ] || { echo "gpu-check: could not build the GPU test binary" >&2; exit 1; }
+    # The integration suite: with the default device `auto` it runs on the GPU there.
+    local it_bin
+    it_bin=$(cargo test --release -p tessera-tests --test integration --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "integration":
+        print(m["executable"])')
+    [ -x "$it_bin" ] || { echo "gpu-check: could not build the integration test binary" >&2; exit 1; }
     cargo build --release -p tessera-bench
     cp "$test_bin" "$CARRY/gpu-tests"
+    cp "$it_bin" "$CARRY/integration-tests"
     cp "$CARGO_TARGET_DIR/release/tessera-bench" "$CARRY/tessera-bench"
-    strip "$CARRY/gpu-tests" "$CARRY/tessera-bench"
+    strip "$CARRY/gpu-tests" "$CARRY/integration-tests" "$CARRY/tessera-bench"
     {
         echo "commit $(git rev-parse HEAD)$(git diff --quiet || echo ' (with uncommitted changes)')"
         echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -srm)"
-        sha256sum "$CARRY/gpu-tests" "$CARRY/tessera-bench"
+        sha256sum "$CARRY/gpu-tests" "$CARRY/integration-tests" "$CARRY/tessera-bench"
     } >"$CARRY/MANIFEST"
     cat "$CARRY/MANIFEST"
     du -sh "$CARRY"
 }
 
 need_carry() {
-    for f in gpu-tests tessera-bench; do
+    for f in gpu-tests integration-tests tessera-bench; do
         [ -x "$CARRY/$f" ] || { echo "gpu-check: $CARRY/$f missing; run 'bash scripts/gpu-check.sh build' on a build machine" >&2; exit 1; }
     done
     mkdir -p "$RESULTS"
@@ -74,6 +84,9 @@ parity() {
     # Non-ignored tests too: on a GPU machine `auto` must resolve to the GPU and agree.
     "$CARRY/gpu-tests" --include-ignored --test-threads=1 --skip gpu_over_budget 2>&1 |
         tee "$RESULTS/parity.log"
+    # Every integration test (lifecycle, deletes, snapshots, concurrency, quality floors)
+    # with searches on the GPU through `auto`.
+    "$CARRY/integration-tests" 2>&1 | tee "$RESULTS/integration.log"
     # The budget test needs the budget set before the device is opened, so a process alone.
     TESSERA_GPU_MEMORY_BUDGET=4096 "$CARRY/gpu-tests" --ignored --exact \
         gpu_over_budget_is_an_error_for_cuda_and_a_cpu_fallback_for_auto 2>&1 |
