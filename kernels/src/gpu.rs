@@ -16,6 +16,24 @@
 //! A batch search moves the query matrices in and the top-k out, with one synchronisation
 //! per chunk of queries (chunks bound the scratch memory, see [`MAX_SCRATCH_BYTES`]).
 //!
+//! Launches per chunk, all on one stream (the host waits once, for the top-k copy):
+//! 1. `centroid_scores`: `S = Q C^T` in 32 x 32 tiles (block 32 x 8), written centroid-major
+//!    and token-major;
+//! 2. `select_topk`, one 1024-thread block per query token: its `nprobe` best centroids
+//!    (skipped when `nprobe >= K`: every centroid is probed);
+//! 3. `mark_candidates`, a 128-thread block per (probe, segment): the posting list's
+//!    documents set bits in the query's candidate bitmap;
+//! 4. `approx_scores`, a warp per 32 documents of a query: minus tombstones, the sum over
+//!    query tokens of the max centroid score over the document's codes; `-inf` elsewhere;
+//! 5. `select_topk`, a block per query: the `n_rerank` best approximate scores survive
+//!    (pruning by rank, as the CPU path);
+//! 6. `rerank_maxsim_d{128,256,512,1024}`, a 128-thread block per (survivor, query): tiles of
+//!    the document decompressed into shared memory only, exact MaxSim;
+//! 7. `select_topk`, a block per query: the top-k, ties to the lower global id.
+//!
+//! `select_topk` is a radix selection on order-preserving float keys (4 passes of 8 bits),
+//! followed, when the boundary value is tied, by a radix selection on the tied ids.
+//!
 //! This is the crate's only module with `unsafe` besides `simd`: kernel launches, and
 //! switching off cudarc's per-buffer event tracking (one stream, so it is not needed).
 #![allow(unsafe_code)]
