@@ -6,6 +6,8 @@
 //! recall@10 against full-precision exhaustive MaxSim, and the recall cost of codec drift.
 //! It prints a markdown table and can write the same figures as JSON.
 
+mod gpu;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -27,6 +29,8 @@ struct Cli {
 enum Command {
     /// Synthetic clustered corpus: ingest, size, latency, recall, drift.
     Synthetic(SyntheticArgs),
+    /// CPU vs GPU search: latency, batch QPS, recall, bytes moved, bandwidth.
+    Gpu(gpu::GpuArgs),
 }
 
 #[derive(Parser, Clone)]
@@ -121,6 +125,7 @@ struct Drift {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Synthetic(a) => synthetic(&a),
+        Command::Gpu(a) => gpu::run(&a),
     }
 }
 

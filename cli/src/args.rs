@@ -206,6 +206,10 @@ pub struct SearchOpts {
     /// Score every document exactly (slow; for verification).
     #[arg(long)]
     pub exhaustive: bool,
+    /// Where to search: auto (a CUDA GPU when usable, else the CPU), cpu, cuda or cuda:N
+    /// (default: auto; in the shell, the `.device` setting).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<tessera::Device>,
 }
 
 /// Output format of a subcommand.

@@ -28,6 +28,8 @@ pub struct Session {
     pub model_dir: Option<PathBuf>,
     /// The last model loaded, kept so that repeated text queries do not reload it.
     pub model_cache: Option<Arc<Model>>,
+    /// Device of searches without `--device` (the shell's `.device`).
+    pub device: tessera::Device,
 }
 
 impl Session {
@@ -178,6 +180,9 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     }
     if let Some(r) = o.rerank {
         p = p.with_n_rerank(r);
+    }
+    if let Some(d) = o.device {
+        p = p.with_device(d);
     }
     p
 }

@@ -150,6 +150,11 @@ enum ShellCmd {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Set where searches run (auto, cpu, cuda, cuda:N); no argument: show what it resolves to.
+    Device {
+        /// auto, cpu, cuda or cuda:N.
+        device: Option<tessera::Device>,
+    },
     /// Show the current settings.
     Show,
     /// Leave the shell.
@@ -169,10 +174,11 @@ const SYNOPSES: &[(&str, &str)] = &[
     ),
     (
         "search",
-        ".search QUERY_FILE [-k K] [--nprobe N] [--exhaustive] | .search --like ID",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--exhaustive] [--device D] | .search --like ID",
     ),
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
     ("model", ".model [DIR]"),
+    ("device", ".device [auto|cpu|cuda|cuda:N]"),
     ("delete", ".delete ID..."),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME]"),
@@ -277,6 +283,7 @@ impl Shell {
                 timer: false,
                 model_dir: None,
                 model_cache: None,
+                device: tessera::Device::Auto,
             },
             bail,
             echo,
@@ -404,7 +411,12 @@ impl Shell {
                 };
                 eprintln!("{}", summary.describe());
             }
-            ShellCmd::Text { opts, model, words } => {
+            ShellCmd::Text {
+                mut opts,
+                model,
+                words,
+            } => {
+                opts.device = opts.device.or(Some(s.device));
                 let coll = s.collection()?;
                 let m = s.query_model(&coll, model.as_deref())?;
                 let queries = text::text_queries(&m, &[words.join(" ")])?;
@@ -426,7 +438,12 @@ impl Shell {
                     None => println!("(none: .text uses the collection's recorded model)"),
                 },
             },
-            ShellCmd::Search { query, like, opts } => {
+            ShellCmd::Search {
+                query,
+                like,
+                mut opts,
+            } => {
+                opts.device = opts.device.or(Some(s.device));
                 let coll = s.collection()?;
                 let queries = match (query, like) {
                     (_, Some(id)) => vec![commands::like_query(&coll, &id)?],
@@ -449,6 +466,15 @@ impl Shell {
             }
             ShellCmd::Mode { mode } => s.printer.mode = mode,
             ShellCmd::Timer { state } => s.timer = state == OnOff::On,
+            ShellCmd::Device { device } => {
+                if let Some(d) = device {
+                    s.device = d;
+                }
+                // Resolving initialises the device, so a bad choice shows up here, not at
+                // the next search.
+                let resolved = tessera::resolve_device(s.device)?;
+                println!("device: {} -> {resolved}", s.device);
+            }
             ShellCmd::Output { file } => s.printer.redirect(file.as_deref())?,
             ShellCmd::Read { file } => return self.read_file(&file),
             ShellCmd::Bail { state } => self.bail = state == OnOff::On,
@@ -480,6 +506,7 @@ impl Shell {
                             .to_string())
                 );
                 println!("     timer: {}", on(s.timer));
+                println!("    device: {}", s.device);
                 println!("      bail: {}", on(self.bail));
                 println!("      echo: {}", on(self.echo));
             }
@@ -732,5 +759,29 @@ mod tests {
             }
         ));
         assert!(ShellLine::try_parse_from(["mode", "xml"]).is_err());
+        let l =
+            ShellLine::try_parse_from(["search", "q.npy", "--device", "cuda:1"]).expect("parses");
+        assert!(matches!(
+            l.cmd,
+            ShellCmd::Search {
+                opts: SearchOpts {
+                    device: Some(tessera::Device::Cuda(1)),
+                    ..
+                },
+                ..
+            }
+        ));
+        let l = ShellLine::try_parse_from(["device", "cpu"]).expect("parses");
+        assert!(matches!(
+            l.cmd,
+            ShellCmd::Device {
+                device: Some(tessera::Device::Cpu)
+            }
+        ));
+        let e = ShellLine::try_parse_from(["device", "tpu"]).expect_err("bad device");
+        assert!(
+            e.to_string().contains("expected auto, cpu, cuda or cuda:N"),
+            "{e}"
+        );
     }
 }

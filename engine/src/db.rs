@@ -471,20 +471,15 @@ impl Collection {
         self.snapshot().search(query, k, params)
     }
 
-    /// Searches many queries on one snapshot, in parallel over all cores.
+    /// Searches many queries on one snapshot (see [`Snapshot::search_batch`]).
     pub fn search_batch(
         &self,
         queries: &[Vec<f32>],
         k: usize,
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
-        use rayon::prelude::*;
         self.check_live()?;
-        let snap = self.snapshot();
-        queries
-            .par_iter()
-            .map(|q| snap.search(q, k, params))
-            .collect()
+        self.snapshot().search_batch(queries, k, params)
     }
 
     /// The JSON metadata stored with document `id`, if any.

@@ -96,4 +96,13 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The requested compute device cannot be used (explicit `cuda[:N]` only; `auto` falls
+    /// back to the CPU instead).
+    #[error("device {device}: {reason}")]
+    Device {
+        /// The device asked for.
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
 }

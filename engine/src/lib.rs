@@ -25,6 +25,7 @@ mod codec;
 mod db;
 mod document;
 mod error;
+mod gpu;
 mod kmeans;
 mod model;
 mod options;
@@ -36,8 +37,11 @@ pub use codec::plaid_centroids;
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
+pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
-pub use options::{CollectionConfig, IngestOptions, OnConflict, SearchParams};
+pub use options::{
+    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, SearchParams,
+};
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;

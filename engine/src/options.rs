@@ -149,6 +149,9 @@ pub struct SearchParams {
     pub rerank_floor: usize,
     /// Score every live document exactly (slow; for verification).
     pub exhaustive: bool,
+    /// Where the search runs (default `auto`: the first CUDA device when one is usable).
+    #[serde(default)]
+    pub device: Device,
 }
 
 impl Default for SearchParams {
@@ -158,6 +161,7 @@ impl Default for SearchParams {
             n_rerank: None,
             rerank_floor: 128,
             exhaustive: false,
+            device: Device::Auto,
         }
     }
 }
@@ -177,6 +181,12 @@ impl SearchParams {
         self
     }
 
+    /// Sets where the search runs.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
     /// Sets the number of documents re-ranked exactly.
     pub fn with_n_rerank(mut self, n: usize) -> Self {
         self.n_rerank = Some(n);
@@ -188,5 +198,111 @@ impl SearchParams {
         self.n_rerank
             .unwrap_or_else(|| self.rerank_floor.max(8 * k))
             .max(k)
+    }
+}
+
+/// Where searches run: `auto`, `cpu`, `cuda` or `cuda:N` in text form.
+///
+/// `auto` uses CUDA device 0 when a driver, the device and NVRTC are usable and the
+/// collection fits the device's memory budget, and the CPU otherwise (the reason is logged
+/// once per process). `cuda[:N]` insists: a search fails with [`crate::Error::Device`] when
+/// the device cannot be used. Both paths return the same top-k (see the README).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Device {
+    /// CUDA device 0 when usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU path.
+    Cpu,
+    /// CUDA device `N`, or an error.
+    Cuda(usize),
+}
+
+/// A device name that is not `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid device {0:?}: expected auto, cpu, cuda or cuda:N (N a device number)")]
+pub struct ParseDeviceError(pub String);
+
+impl std::str::FromStr for Device {
+    type Err = ParseDeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| ParseDeviceError(s.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl From<Device> for String {
+    fn from(d: Device) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Device {
+    type Error = ParseDeviceError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_round_trip_and_bad_names_say_what_is_expected() {
+        for (text, dev) in [
+            ("auto", Device::Auto),
+            ("cpu", Device::Cpu),
+            ("cuda:0", Device::Cuda(0)),
+            ("cuda:3", Device::Cuda(3)),
+        ] {
+            assert_eq!(text.parse::<Device>(), Ok(dev));
+            assert_eq!(dev.to_string(), text);
+        }
+        assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+        assert_eq!(" CUDA:1 ".parse::<Device>(), Ok(Device::Cuda(1)));
+        for bad in ["", "tpu", "cuda:", "cuda:x", "cuda:-1", "cpu:0"] {
+            let e = bad.parse::<Device>().expect_err(bad);
+            assert!(
+                e.to_string().contains("expected auto, cpu, cuda or cuda:N"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn search_params_without_a_device_field_deserialise_to_auto() {
+        let p: SearchParams = serde_json::from_str(
+            r#"{"nprobe":4,"n_rerank":null,"rerank_floor":128,"exhaustive":false}"#,
+        )
+        .expect("old params parse");
+        assert_eq!(p.device, Device::Auto);
+        let back: SearchParams = serde_json::from_str(
+            &serde_json::to_string(&p.clone().with_device(Device::Cuda(2))).expect("serialise"),
+        )
+        .expect("round trip");
+        assert_eq!(back.device, Device::Cuda(2));
     }
 }

@@ -58,9 +58,37 @@ impl Snapshot {
         params: &SearchParams,
     ) -> Result<(Vec<Hit>, SearchStats)> {
         self.check_query(query)?;
+        if let Some(mut found) = crate::gpu::search_batch(&self.inner, &[query], k, params)? {
+            return Ok(found.pop().unwrap_or_default());
+        }
         let mut stats = SearchStats::default();
         let hits = crate::search::search(&self.inner, query, k, params, &mut stats);
         Ok((hits, stats))
+    }
+
+    /// Searches many queries: on a GPU in batched launches, on the CPU in parallel over all
+    /// cores. Results are in query order and equal to one-by-one searches.
+    pub fn search_batch(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use rayon::prelude::*;
+        for q in queries {
+            self.check_query(q)?;
+        }
+        let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
+        if let Some(found) = crate::gpu::search_batch(&self.inner, &refs, k, params)? {
+            return Ok(found.into_iter().map(|(hits, _)| hits).collect());
+        }
+        Ok(queries
+            .par_iter()
+            .map(|q| {
+                let mut stats = SearchStats::default();
+                crate::search::search(&self.inner, q, k, params, &mut stats)
+            })
+            .collect())
     }
 
     /// Live documents in this view.

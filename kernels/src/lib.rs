@@ -5,6 +5,7 @@
 
 mod approx;
 mod compressed;
+pub mod gpu;
 pub mod reference;
 mod residual;
 mod simd;

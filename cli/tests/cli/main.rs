@@ -3,6 +3,7 @@
 //! and text through the real encoder model.
 
 mod common;
+mod device;
 mod formats;
 mod interrupt;
 mod malformed;
