@@ -814,26 +814,14 @@ impl Collection {
         let reader = Arc::new(SegmentReader::open(&path)?);
 
         let mut batch = CatalogBatch::default();
-        let mut tombstones: HashMap<u64, RoaringBitmap> = HashMap::new();
+        let mut tombstones = NewTombstones::default();
         let mut replaced = 0;
-        for (loc, _id) in existing.iter().zip(ids) {
-            let Some(loc) = loc else { continue };
-            let Some(seg) = old.segments.iter().find(|s| s.id == loc.segment) else {
-                continue;
-            };
-            let bm = tombstones
-                .entry(loc.segment)
-                .or_insert_with(|| (*seg.tombstones).clone());
-            if bm.insert(loc.local) {
-                let off = seg.reader.doc_offsets();
-                manifest.live_docs -= 1;
-                manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
+        for loc in existing.iter().flatten() {
+            if tombstones.mark(&old.segments, loc, manifest) == Some(true) {
                 replaced += 1;
             }
         }
-        for (seg, bm) in &tombstones {
-            batch.put_tombstones(coll, *seg, bm)?;
-        }
+        tombstones.write(&mut batch, coll)?;
         for (local, d) in docs.iter().enumerate() {
             batch.put_location(
                 coll,
@@ -871,17 +859,7 @@ impl Collection {
         batch.put_manifest(coll, manifest)?;
         self.db.catalog.commit(batch)?;
 
-        let mut segments: Vec<SegmentView> = old
-            .segments
-            .iter()
-            .map(|s| match tombstones.remove(&s.id) {
-                Some(bm) => SegmentView {
-                    tombstones: Arc::new(bm),
-                    ..s.clone()
-                },
-                None => s.clone(),
-            })
-            .collect();
+        let mut segments = tombstones.apply(&old.segments);
         segments.push(SegmentView {
             id: seg_id,
             reader,
@@ -917,26 +895,20 @@ impl Collection {
         let locs = self.db.catalog.locations(coll, &unique)?;
         let old = self.state.current.read().clone();
         let mut manifest = self.state.manifest.lock().clone();
-        let mut tombstones: HashMap<u64, RoaringBitmap> = HashMap::new();
+        let mut tombstones = NewTombstones::default();
         let mut batch = CatalogBatch::default();
         let mut report = DeleteReport::default();
         for (id, loc) in unique.iter().zip(&locs) {
-            let Some(loc) = loc else {
-                report.missing.push(id.clone());
-                continue;
-            };
-            let Some(seg) = old.segments.iter().find(|s| s.id == loc.segment) else {
-                report.missing.push(id.clone());
-                continue;
-            };
-            let bm = tombstones
-                .entry(loc.segment)
-                .or_insert_with(|| (*seg.tombstones).clone());
-            if bm.insert(loc.local) {
-                let off = seg.reader.doc_offsets();
-                manifest.live_docs -= 1;
-                manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
-                report.deleted += 1;
+            let marked = loc
+                .as_ref()
+                .and_then(|loc| tombstones.mark(&old.segments, loc, &mut manifest));
+            match marked {
+                None => {
+                    report.missing.push(id.clone());
+                    continue;
+                }
+                Some(true) => report.deleted += 1,
+                Some(false) => {}
             }
             batch.delete_location(coll, id);
             batch.delete_metadata(coll, id);
@@ -944,28 +916,70 @@ impl Collection {
         if report.deleted == 0 {
             return Ok(report);
         }
-        for (seg, bm) in &tombstones {
-            batch.put_tombstones(coll, *seg, bm)?;
-        }
+        tombstones.write(&mut batch, coll)?;
         manifest.commits += 1;
         batch.put_manifest(coll, &manifest)?;
         self.db.catalog.commit(batch)?;
-        let segments = old
-            .segments
-            .iter()
-            .map(|s| match tombstones.remove(&s.id) {
-                Some(bm) => SegmentView {
-                    tombstones: Arc::new(bm),
-                    ..s.clone()
-                },
-                None => s.clone(),
-            })
-            .collect();
+        let segments = tombstones.apply(&old.segments);
         *self.state.current.write() = Arc::new(SnapshotInner {
             codec: old.codec.clone(),
             segments,
         });
         *self.state.manifest.lock() = manifest;
         Ok(report)
+    }
+}
+
+/// Tombstones added by one commit, shared by replacing ingests and deletes: copies of the
+/// touched segments' bitmaps, written in the commit's batch and swapped into the next
+/// snapshot only after the commit succeeded.
+#[derive(Default)]
+struct NewTombstones {
+    bitmaps: HashMap<u64, RoaringBitmap>,
+}
+
+impl NewTombstones {
+    /// Marks `loc` deleted and takes it out of the manifest's live counts. `None` when its
+    /// segment is not in `segments`; `Some(false)` when it was already deleted.
+    fn mark(
+        &mut self,
+        segments: &[SegmentView],
+        loc: &DocLocation,
+        manifest: &mut Manifest,
+    ) -> Option<bool> {
+        let seg = segments.iter().find(|s| s.id == loc.segment)?;
+        let bm = self
+            .bitmaps
+            .entry(loc.segment)
+            .or_insert_with(|| (*seg.tombstones).clone());
+        if !bm.insert(loc.local) {
+            return Some(false);
+        }
+        let off = seg.reader.doc_offsets();
+        manifest.live_docs -= 1;
+        manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
+        Some(true)
+    }
+
+    /// Adds the changed bitmaps to the commit.
+    fn write(&self, batch: &mut CatalogBatch, coll: u32) -> Result<()> {
+        for (seg, bm) in &self.bitmaps {
+            batch.put_tombstones(coll, *seg, bm)?;
+        }
+        Ok(())
+    }
+
+    /// The segment views after the commit: changed bitmaps swapped in, the rest shared.
+    fn apply(mut self, segments: &[SegmentView]) -> Vec<SegmentView> {
+        segments
+            .iter()
+            .map(|s| match self.bitmaps.remove(&s.id) {
+                Some(bm) => SegmentView {
+                    tombstones: Arc::new(bm),
+                    ..s.clone()
+                },
+                None => s.clone(),
+            })
+            .collect()
     }
 }
