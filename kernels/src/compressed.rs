@@ -60,17 +60,49 @@ impl QueryLut {
         let rows = &mut self.rows;
         rows.clear();
         rows.resize(n_bytes * 256 * stride, 0.0);
-        for (pv, row) in rows.chunks_exact_mut(stride).enumerate() {
-            let p = pv / 256;
-            for l in 0..per_byte {
+        // Adds `w * q_d` for every dimension `d` of byte `p` in `dims` (weights read at
+        // byte value `v`) to `row`.
+        let add = |row: &mut [f32], p: usize, v: usize, dims: std::ops::Range<usize>| {
+            for l in dims {
                 let d = p * per_byte + l;
                 if d >= dim {
                     break;
                 }
-                let w = byte_table[pv * per_byte + l];
+                let w = byte_table[(p * 256 + v) * per_byte + l];
                 for (r, &q) in row.iter_mut().zip(&qt[d * stride..(d + 1) * stride]) {
                     *r += w * q;
                 }
+            }
+        };
+        if per_byte >= 2 {
+            // A byte's contribution is its low nibble's plus its high nibble's: two tables
+            // of 16 rows, then one add per byte value, instead of `per_byte` products.
+            let half = per_byte / 2;
+            let mut nibbles = vec![0f32; 32 * stride];
+            for (p, table) in rows.chunks_exact_mut(256 * stride).enumerate() {
+                nibbles.fill(0.0);
+                let (low, high) = nibbles.split_at_mut(16 * stride);
+                for u in 0..16 {
+                    add(&mut low[u * stride..(u + 1) * stride], p, u, 0..half);
+                    add(
+                        &mut high[u * stride..(u + 1) * stride],
+                        p,
+                        u << 4,
+                        half..per_byte,
+                    );
+                }
+                for (v, row) in table.chunks_exact_mut(stride).enumerate() {
+                    let (lo, hi) = (v & 15, v >> 4);
+                    let a = &low[lo * stride..(lo + 1) * stride];
+                    let b = &high[hi * stride..(hi + 1) * stride];
+                    for ((r, &x), &y) in row.iter_mut().zip(a).zip(b) {
+                        *r = x + y;
+                    }
+                }
+            }
+        } else {
+            for (pv, row) in rows.chunks_exact_mut(stride).enumerate() {
+                add(row, pv / 256, pv % 256, 0..per_byte);
             }
         }
         self.nq = nq;
