@@ -1,0 +1,205 @@
+//! The engines under test behind one interface, so that every figure of every engine is
+//! measured by the same code.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tessera::{CollectionConfig, Database, Document, ExternalId, IngestOptions, SearchParams};
+
+use crate::dataset::Dataset;
+
+/// The two knobs both engines share: index cells probed per query token, and candidates
+/// re-ranked with decompressed vectors (`0` = the engine's default).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Knobs {
+    /// Tessera `nprobe`; next-plaid `n_ivf_probe`.
+    pub probe: u32,
+    /// Tessera `n_rerank`; next-plaid `n_full_scores`; 0 = default.
+    pub rerank: usize,
+}
+
+/// A searchable index.
+pub trait Engine: Sync {
+    /// Name in reports.
+    fn name(&self) -> &str;
+    /// The knobs' names in this engine's vocabulary.
+    fn knob_names(&self) -> (&'static str, &'static str);
+    /// Top-`k` document ids, best first, and the engine's stage counters when it has them.
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: Knobs,
+    ) -> Result<(Vec<u64>, Option<tessera::SearchStats>)>;
+    /// Many queries at once through the engine's own batch API (all cores).
+    fn search_batch(&self, queries: &[Vec<f32>], k: usize, knobs: Knobs) -> Result<Vec<Vec<u64>>>;
+    /// Candidates re-ranked for top-`k` at `knobs` (the effective value of a 0 default).
+    fn rerank_budget(&self, k: usize, knobs: Knobs) -> usize;
+}
+
+/// How an index was built and how big it is.
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct BuildInfo {
+    /// Wall seconds from the first document to a searchable, durable index.
+    pub seconds: f64,
+    /// Tokens indexed per second.
+    pub tokens_per_s: f64,
+    /// Every file of the index directory, bytes.
+    pub dir_bytes: u64,
+    /// `dir_bytes` per token.
+    pub dir_bytes_per_token: f64,
+    /// The engine's own size figure per token (Tessera: segments only), when it has one.
+    pub engine_bytes_per_token: Option<f64>,
+    /// Settings, in words.
+    pub settings: String,
+}
+
+/// Total size of the files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Tessera, opened from a database directory.
+pub struct TesseraEngine {
+    _db: Database,
+    coll: tessera::Collection,
+}
+
+/// Collection name inside a benchmark database.
+const COLLECTION: &str = "bench";
+
+impl TesseraEngine {
+    /// Ingests `ds` into a new database at `dir` (ids = row indices) in batches of `batch`
+    /// documents; the first batch trains the codec.
+    pub fn build(ds: &Dataset, dir: &Path, nbits: u32, batch: usize) -> Result<BuildInfo> {
+        let t = Instant::now();
+        let db = Database::open_or_create(dir)
+            .with_context(|| format!("{}: cannot create the database", dir.display()))?;
+        let coll = db.create_collection(
+            COLLECTION,
+            CollectionConfig::new(ds.dim as u32).with_nbits(nbits),
+        )?;
+        let opts = IngestOptions::default().with_expected_total_tokens(ds.n_tokens() as u64);
+        let n = ds.n_docs();
+        let mut start = 0;
+        while start < n {
+            let end = (start + batch.max(1)).min(n);
+            let docs: Vec<Document> = (start..end)
+                .map(|i| Document::new(i as u64, ds.doc(i).to_vec()))
+                .collect();
+            coll.ingest(&docs, &opts)
+                .with_context(|| format!("ingesting documents {start}..{end}"))?;
+            let s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "  tessera: ingested {end}/{n} documents, {:.0} tokens/s",
+                ds.offsets[end] as f64 / s
+            );
+            start = end;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let info = coll.info();
+        drop(coll);
+        drop(db);
+        let bytes = dir_bytes(dir);
+        Ok(BuildInfo {
+            seconds,
+            tokens_per_s: ds.n_tokens() as f64 / seconds,
+            dir_bytes: bytes,
+            dir_bytes_per_token: bytes as f64 / ds.n_tokens() as f64,
+            engine_bytes_per_token: Some(info.bytes_per_token),
+            settings: format!(
+                "nbits {nbits}, {} centroids, ingest batches of {batch} documents",
+                info.centroids
+            ),
+        })
+    }
+
+    /// Opens a database built by [`TesseraEngine::build`].
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = Database::open_read_only(dir)
+            .with_context(|| format!("{}: cannot open the database", dir.display()))?;
+        let coll = db.collection(COLLECTION)?;
+        Ok(TesseraEngine { _db: db, coll })
+    }
+
+    /// Top-`k` by exact MaxSim over every document's decompressed vectors: what the codec
+    /// alone loses, with no pruning.
+    pub fn search_exhaustive(&self, query: &[f32], k: usize) -> Result<Vec<u64>> {
+        Ok(ids(&self.coll.search(
+            query,
+            k,
+            &SearchParams::exhaustive(),
+        )?))
+    }
+
+    fn params(knobs: Knobs) -> SearchParams {
+        let p = SearchParams::default().with_nprobe(knobs.probe);
+        if knobs.rerank > 0 {
+            p.with_n_rerank(knobs.rerank)
+        } else {
+            p
+        }
+    }
+}
+
+fn ids(hits: &[tessera::Hit]) -> Vec<u64> {
+    hits.iter()
+        .map(|h| match &h.id {
+            ExternalId::Int(i) => *i,
+            // The harness only ever ingests integer ids.
+            _ => u64::MAX,
+        })
+        .collect()
+}
+
+impl Engine for TesseraEngine {
+    fn name(&self) -> &str {
+        "tessera"
+    }
+
+    fn knob_names(&self) -> (&'static str, &'static str) {
+        ("nprobe", "n_rerank")
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        knobs: Knobs,
+    ) -> Result<(Vec<u64>, Option<tessera::SearchStats>)> {
+        let (hits, stats) =
+            self.coll
+                .snapshot()
+                .search_with_stats(query, k, &Self::params(knobs))?;
+        Ok((ids(&hits), Some(stats)))
+    }
+
+    fn search_batch(&self, queries: &[Vec<f32>], k: usize, knobs: Knobs) -> Result<Vec<Vec<u64>>> {
+        Ok(self
+            .coll
+            .search_batch(queries, k, &Self::params(knobs))?
+            .iter()
+            .map(|h| ids(h))
+            .collect())
+    }
+
+    fn rerank_budget(&self, k: usize, knobs: Knobs) -> usize {
+        Self::params(knobs).rerank_budget(k)
+    }
+}

@@ -1,0 +1,288 @@
+//! The report of one run: everything measured, as JSON and as markdown tables.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::engines::BuildInfo;
+use crate::measure::{Full, SweepPoint};
+use crate::metrics::Machine;
+use crate::stats::TokenStats;
+
+/// The dataset of a run.
+#[derive(Serialize, Debug, Clone)]
+pub struct DatasetInfo {
+    /// Name.
+    pub name: String,
+    /// Documents.
+    pub docs: usize,
+    /// Token vectors.
+    pub tokens: usize,
+    /// Dimension.
+    pub dim: usize,
+    /// Queries.
+    pub queries: usize,
+    /// Whether relevance judgments were given.
+    pub judged: bool,
+}
+
+/// The exhaustive ground truth of a run.
+#[derive(Serialize, Debug, Clone)]
+pub struct TruthInfo {
+    /// Depth.
+    pub k: usize,
+    /// Seconds to compute it (when it was computed).
+    pub seconds: f64,
+    /// Loaded from the cache.
+    pub cached: bool,
+    /// nDCG@10 of the exhaustive ranking against the judgments.
+    pub ndcg_at_10: Option<f64>,
+    /// Judged recall@100 of the exhaustive ranking.
+    pub judged_recall_at_100: Option<f64>,
+}
+
+/// One engine's figures.
+#[derive(Serialize, Debug, Clone)]
+pub struct EngineReport {
+    /// Name.
+    pub name: String,
+    /// Names of its probe and re-rank knobs.
+    pub knob_names: (String, String),
+    /// Index build.
+    pub build: BuildInfo,
+    /// Everything at the default setting.
+    pub default: Full,
+    /// Top-10 one-thread recall/latency over the sweep.
+    pub sweep: Vec<SweepPoint>,
+    /// Recall@10 of an exhaustive search over the engine's compressed vectors (the ceiling
+    /// its codec allows), on the first `exhaustive_queries` queries.
+    pub exhaustive_recall_at_10: Option<f64>,
+    /// Queries behind `exhaustive_recall_at_10`.
+    pub exhaustive_queries: usize,
+}
+
+/// Recall of Tessera under codec drift (synthetic only).
+#[derive(Serialize, Debug, Clone)]
+pub struct Drift {
+    /// Queries of the data the codec was trained on.
+    pub recall_in_distribution: f64,
+    /// Queries of data from other clusters, ingested with the old codec.
+    pub recall_drifted: f64,
+    /// The same data with a codec trained on it.
+    pub recall_after_retrain: f64,
+}
+
+/// A whole run.
+#[derive(Serialize, Debug, Clone)]
+pub struct Report {
+    /// Scenario (subcommand).
+    pub scenario: String,
+    /// The command line.
+    pub command: String,
+    /// `git describe --always --dirty` of the working tree.
+    pub git_commit: String,
+    /// UTC time the run started.
+    pub started_utc: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The dataset.
+    pub dataset: DatasetInfo,
+    /// Token statistics of the corpus.
+    pub token_stats: Option<TokenStats>,
+    /// Ground truth.
+    pub truth: TruthInfo,
+    /// Engines, Tessera first.
+    pub engines: Vec<EngineReport>,
+    /// Codec drift, when measured.
+    pub drift: Option<Drift>,
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.3}"))
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.0}", kib as f64 / 1024.0)
+}
+
+/// The report as markdown.
+pub fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let d = &r.dataset;
+    let m = &r.machine;
+    let _ = writeln!(s, "### {} — {}\n", r.scenario, d.name);
+    let _ = writeln!(s, "- command: `{}`", r.command);
+    let _ = writeln!(
+        s,
+        "- commit `{}`, started {} UTC; machine: {} ({} threads, {:.0} GiB), load average {:.2} at start, {:.2} at end",
+        r.git_commit, r.started_utc, m.cpu, m.threads, m.memory_gib, m.load_start, m.load_end
+    );
+    let _ = writeln!(
+        s,
+        "- {} documents, {} tokens, dim {}, {} queries{}; exhaustive top-{} ground truth {}",
+        d.docs,
+        d.tokens,
+        d.dim,
+        d.queries,
+        if d.judged {
+            " with relevance judgments"
+        } else {
+            ""
+        },
+        r.truth.k,
+        if r.truth.cached {
+            "loaded from cache".to_string()
+        } else {
+            format!("computed in {:.0} s", r.truth.seconds)
+        }
+    );
+    if let (Some(n), Some(j)) = (r.truth.ndcg_at_10, r.truth.judged_recall_at_100) {
+        let _ = writeln!(
+            s,
+            "- exhaustive full-precision MaxSim against the judgments (the ceiling): nDCG@10 {n:.3}, recall@100 {j:.3}"
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "| engine | setting | recall@10 | recall@100 | nDCG@10 | judged R@100 | top-10 p50 / p95 / p99 ms (1 thread) | top-100 p50 ms (1 thread) | top-10 p50 / p95 / p99 ms ({} threads) | QPS ({} threads) | batch QPS | build s | build tokens/s | index B/token | RSS peak / anon MiB (search) |",
+        r.engines.first().map_or(0, |e| e.default.threads),
+        r.engines.first().map_or(0, |e| e.default.threads)
+    );
+    let _ = writeln!(
+        s,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for e in &r.engines {
+        let f = &e.default;
+        let bpt = match e.build.engine_bytes_per_token {
+            Some(x) => format!("{x:.1} ({:.1} dir)", e.build.dir_bytes_per_token),
+            None => format!("{:.1}", e.build.dir_bytes_per_token),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} {}, {} {} | {:.3} | {:.3} | {} | {} | {:.2} / {:.2} / {:.2} | {:.2} | {:.2} / {:.2} / {:.2} | {:.1} | {:.1} | {:.1} | {:.0} | {} | {} / {} |",
+            e.name,
+            e.knob_names.0,
+            f.knobs.probe,
+            e.knob_names.1,
+            f.rerank_effective,
+            f.recall_at_10,
+            f.recall_at_100,
+            opt(f.ndcg_at_10),
+            opt(f.judged_recall_at_100),
+            f.top10_one_thread.p50_ms,
+            f.top10_one_thread.p95_ms,
+            f.top10_one_thread.p99_ms,
+            f.top100_one_thread.p50_ms,
+            f.top10_all_threads.p50_ms,
+            f.top10_all_threads.p95_ms,
+            f.top10_all_threads.p99_ms,
+            f.all_threads_qps,
+            f.batch_qps,
+            e.build.seconds,
+            e.build.tokens_per_s,
+            bpt,
+            mib(f.memory_after.peak_rss_kib),
+            mib(f.memory_after.rss_anon_kib),
+        );
+    }
+    let _ = writeln!(s);
+    for e in &r.engines {
+        let _ = writeln!(s, "- {} index: {}", e.name, e.build.settings);
+        if let Some(x) = e.exhaustive_recall_at_10 {
+            let _ = writeln!(
+                s,
+                "- {} exhaustive search over its compressed vectors (codec ceiling, {} queries): recall@10 {x:.3}",
+                e.name, e.exhaustive_queries
+            );
+        }
+    }
+    for e in &r.engines {
+        if let Some(st) = &e.default.stages {
+            let other = st.total_ms - st.centroid_ms - st.approx_ms - st.rerank_ms;
+            let pct = |x: f64| 100.0 * x / st.total_ms.max(1e-9);
+            let _ = writeln!(
+                s,
+                "\nWhere {}'s default top-10 search spends its time (one thread, mean per query, from `SearchStats`):\n",
+                e.name
+            );
+            let _ = writeln!(
+                s,
+                "| stage | ms | share | work |\n| --- | ---: | ---: | --- |"
+            );
+            let _ = writeln!(
+                s,
+                "| centroid scores + probe choice | {:.2} | {:.0}% | {:.0} centroids probed |",
+                st.centroid_ms,
+                pct(st.centroid_ms),
+                st.probed_centroids
+            );
+            let _ = writeln!(
+                s,
+                "| candidate gathering + approximate scoring | {:.2} | {:.0}% | {:.0} candidates |",
+                st.approx_ms,
+                pct(st.approx_ms),
+                st.candidates
+            );
+            let _ = writeln!(
+                s,
+                "| decompression + exact re-rank | {:.2} | {:.0}% | {:.0} documents |",
+                st.rerank_ms,
+                pct(st.rerank_ms),
+                st.reranked
+            );
+            let _ = writeln!(
+                s,
+                "| outside the counted stages | {:.2} | {:.0}% | |",
+                other,
+                pct(other)
+            );
+            let _ = writeln!(s, "| total | {:.2} | 100% | |", st.total_ms);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "\nRecall–latency sweep (top-10, one thread):\n\n| engine | probe | re-rank | recall@10 | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for e in &r.engines {
+        for p in &e.sweep {
+            let _ = writeln!(
+                s,
+                "| {} | {} {} | {} {} | {:.3} | {:.2} | {:.2} |",
+                e.name,
+                e.knob_names.0,
+                p.knobs.probe,
+                e.knob_names.1,
+                p.rerank_effective,
+                p.recall_at_10,
+                p.latency.p50_ms,
+                p.latency.p95_ms
+            );
+        }
+    }
+    if let Some(t) = &r.token_stats {
+        let _ = writeln!(
+            s,
+            "\nToken statistics: {:.1} tokens/document ({}–{}), norm {:.3} ± {:.3}, cosine same document {:.3} vs other documents {:.3}, largest 10% of 256 k-means clusters hold {:.1}% of tokens (largest {:.1}%, {} empty)",
+            t.tokens_per_doc_mean,
+            t.tokens_per_doc_min,
+            t.tokens_per_doc_max,
+            t.norm_mean,
+            t.norm_std,
+            t.cos_same_doc,
+            t.cos_other_doc,
+            100.0 * t.top10pct_cluster_share,
+            100.0 * t.largest_cluster_share,
+            t.empty_clusters
+        );
+    }
+    if let Some(dr) = &r.drift {
+        let _ = writeln!(
+            s,
+            "\n| codec drift | recall@10 |\n| --- | ---: |\n| in distribution (codec trained on these clusters) | {:.3} |\n| drifted (new clusters, old codec) | {:.3} |\n| same data, codec trained on it | {:.3} |",
+            dr.recall_in_distribution, dr.recall_drifted, dr.recall_after_retrain
+        );
+    }
+    s
+}
