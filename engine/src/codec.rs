@@ -177,18 +177,25 @@ impl Codec {
         let mut codes = vec![0u32; n];
         let mut packed = vec![0u8; n * rb];
         let mut norms = vec![0f32; n];
+        let mut scales = vec![0u16; n];
         const CHUNK: usize = 2048;
-        let work = |(((tok, codes), packed), norms): EncodeChunk<'_>| {
+        let work = |((((tok, codes), packed), norms), scales): EncodeChunk<'_>| {
             let assigned = self.assign(tok);
             let mut residual = vec![0f32; dim];
+            let mut recon = vec![0f32; dim];
             for (i, (&c, t)) in assigned.iter().zip(tok.chunks_exact(dim)).enumerate() {
                 let centroid = &self.data.centroids[c as usize * dim..(c as usize + 1) * dim];
                 for d in 0..dim {
                     residual[d] = t[d] - centroid[d];
                 }
                 norms[i] = tessera_kernels::dot(&residual, &residual).sqrt();
-                self.residual
-                    .encode(&residual, &mut packed[i * rb..(i + 1) * rb]);
+                let p = &mut packed[i * rb..(i + 1) * rb];
+                self.residual.encode(&residual, p);
+                self.residual.decode(centroid, p, &mut recon);
+                scales[i] = token_scale(
+                    tessera_kernels::dot(t, t).sqrt(),
+                    tessera_kernels::dot(&recon, &recon).sqrt(),
+                );
             }
             codes.copy_from_slice(&assigned);
         };
@@ -196,12 +203,14 @@ impl Codec {
             .chunks(CHUNK * dim)
             .zip(codes.chunks_mut(CHUNK))
             .zip(packed.chunks_mut(CHUNK * rb))
-            .zip(norms.chunks_mut(CHUNK));
+            .zip(norms.chunks_mut(CHUNK))
+            .zip(scales.chunks_mut(CHUNK));
         run_parallel(threads, chunks, work);
         Encoded {
             codes,
             packed,
             norms,
+            scales,
         }
     }
 
@@ -224,8 +233,30 @@ impl Codec {
     }
 }
 
-/// One parallel work unit of [`Codec::encode`]: tokens in, codes, residuals and norms out.
-type EncodeChunk<'a> = (((&'a [f32], &'a mut [u32]), &'a mut [u8]), &'a mut [f32]);
+/// One parallel work unit of [`Codec::encode`]: tokens in; codes, residuals, residual norms
+/// and norm scales out.
+type EncodeChunk<'a> = (
+    (((&'a [f32], &'a mut [u32]), &'a mut [u8]), &'a mut [f32]),
+    &'a mut [u16],
+);
+
+/// The stored scale of a token (binary16 bits): its norm over its reconstruction's, so the
+/// search scores `s · (centroid + residual)`, a vector as long as the input. Quantised
+/// residuals shrink reconstructions unevenly; without this, tokens lose different fractions
+/// of their scores and documents reorder (FORMAT.md, `TOKEN_SCALES`).
+fn token_scale(input_norm: f32, recon_norm: f32) -> u16 {
+    let s = if recon_norm > 0.0 {
+        input_norm / recon_norm
+    } else {
+        1.0
+    };
+    let s = half::f16::from_f32(s);
+    if s.is_finite() {
+        s.to_bits()
+    } else {
+        half::f16::ONE.to_bits()
+    }
+}
 
 /// Codes, packed residuals and residual norms of encoded tokens.
 pub struct Encoded {
@@ -235,6 +266,8 @@ pub struct Encoded {
     pub packed: Vec<u8>,
     /// L2 norm of each token's residual (before quantisation).
     pub norms: Vec<f32>,
+    /// Norm scale of each token (binary16 bits; see [`token_scale`]).
+    pub scales: Vec<u16>,
 }
 
 /// Residual-norm ratio (batch mean over the codec's training mean) above which a batch is

@@ -789,7 +789,7 @@ impl Collection {
                 encoded = codec.encode(flat, opts.threads);
             }
         }
-        let (codes, residuals) = (encoded.codes, encoded.packed);
+        let (codes, residuals, scales) = (encoded.codes, encoded.packed, encoded.scales);
         let seg_id = manifest.next_file_id;
         manifest.next_file_id += 1;
         let file = format!("seg-{seg_id:06}.tsg");
@@ -807,6 +807,7 @@ impl Collection {
                     codes: &codes,
                     residuals: &residuals,
                     ids,
+                    token_scales: &scales,
                 },
             )
         })?;

@@ -11,7 +11,8 @@
 //!
 //! Stage 4 does not materialise vectors when the query's residual table is small enough to
 //! stay in cache: `q · (c + r)` is a row of `S` plus one table row per residual byte
-//! ([`QueryLut`]). Otherwise it decompresses blocks of documents and multiplies them.
+//! ([`QueryLut`]). Otherwise it decompresses blocks of documents and multiplies them. Either
+//! way a stored token is `s · (c + r)`, `s` its norm scale (FORMAT.md, `TOKEN_SCALES`).
 
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -289,6 +290,7 @@ fn decompress_into(codec: &Codec, seg: &SegmentReader, local: u32, out: &mut Vec
     );
     let residuals = seg.residuals();
     let codes = seg.codes();
+    let scales = token_scales(seg);
     let base = out.len();
     out.resize(base + (hi - lo) * dim, 0.0);
     for (j, t) in (lo..hi).enumerate() {
@@ -296,13 +298,20 @@ fn decompress_into(codec: &Codec, seg: &SegmentReader, local: u32, out: &mut Vec
             Codes::U16(cs) => u32::from(cs[t]),
             Codes::U32(cs) => cs[t],
         };
-        codec.decode(
-            code,
-            &residuals[t * rb..(t + 1) * rb],
-            &mut out[base + j * dim..base + (j + 1) * dim],
-        );
+        let row = &mut out[base + j * dim..base + (j + 1) * dim];
+        codec.decode(code, &residuals[t * rb..(t + 1) * rb], row);
+        if let Some(s) = scales {
+            let s = s[t].to_f32();
+            row.iter_mut().for_each(|v| *v *= s);
+        }
     }
     hi - lo
+}
+
+/// A segment's per-token norm scales (FORMAT.md, `TOKEN_SCALES`); `None` for segments
+/// written before they existed, whose tokens then count unscaled.
+fn token_scales(seg: &SegmentReader) -> Option<&[half::f16]> {
+    seg.token_scales().map(bytemuck::cast_slice)
 }
 
 /// The probed centroids of a query.
@@ -399,9 +408,10 @@ fn exact_scores(
                 off[c.local as usize + 1] as usize,
             );
             let packed = &seg.residuals()[lo * rb..hi * rb];
+            let scales = token_scales(seg).map(|s| &s[lo..hi]);
             match seg.codes() {
-                Codes::U16(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed),
-                Codes::U32(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed),
+                Codes::U16(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed, scales),
+                Codes::U32(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed, scales),
             }
         })
         .collect()

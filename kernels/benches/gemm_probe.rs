@@ -109,7 +109,7 @@ fn main() {
         check = 0.0;
         for d in 0..n_docs {
             let (lo, hi) = (offs[d], offs[d + 1]);
-            let s = lut.maxsim(&table, &codes[lo..hi], &packed[lo * 32..hi * 32]);
+            let s = lut.maxsim(&table, &codes[lo..hi], &packed[lo * 32..hi * 32], None);
             check += (s - scores[d]).abs();
         }
         lut_s = lut_s.min(t.elapsed().as_secs_f64());

@@ -127,7 +127,8 @@ impl QueryLut {
     }
 
     /// MaxSim of the query against one document given as its tokens' centroid `codes` and
-    /// `packed` residuals (`codes.len() * packed_len` bytes). `centroid_scores` is the
+    /// `packed` residuals (`codes.len() * packed_len` bytes), each token scaled by its
+    /// entry of `scales` when given (one per token). `centroid_scores` is the
     /// `[n_centroids, stride]` table of query × centroid dot products, padding columns
     /// zero. A document with no tokens scores 0.
     pub fn maxsim<C: Copy + Into<u32>>(
@@ -135,11 +136,12 @@ impl QueryLut {
         centroid_scores: &[f32],
         codes: &[C],
         packed: &[u8],
+        scales: Option<&[half::f16]>,
     ) -> f32 {
         if codes.is_empty() {
             return 0.0;
         }
-        crate::simd::maxsim_compressed(self, centroid_scores, codes, packed)
+        crate::simd::maxsim_compressed(self, centroid_scores, codes, packed, scales)
     }
 }
 
@@ -158,19 +160,28 @@ pub(crate) fn maxsim_compressed_body<C: Copy + Into<u32>>(
     centroid_scores: &[f32],
     codes: &[C],
     packed: &[u8],
+    scales: Option<&[half::f16]>,
 ) -> f32 {
     let stride = lut.stride;
     let nb = lut.n_bytes;
     let mut total = 0f32;
     let mut acc = [[0f32; LANES]; TOKEN_BLOCK];
+    let mut block_scales = [1f32; TOKEN_BLOCK];
     for chunk in 0..stride / LANES {
         let lane0 = chunk * LANES;
         let mut best = [f32::NEG_INFINITY; LANES];
-        for (block, bytes) in codes
+        for (b, (block, bytes)) in codes
             .chunks(TOKEN_BLOCK)
             .zip(packed.chunks(TOKEN_BLOCK * nb))
+            .enumerate()
         {
             let acc = &mut acc[..block.len()];
+            if let Some(s) = scales {
+                let s = &s[b * TOKEN_BLOCK..b * TOKEN_BLOCK + block.len()];
+                for (d, v) in block_scales.iter_mut().zip(s) {
+                    *d = v.to_f32();
+                }
+            }
             for (a, &code) in acc.iter_mut().zip(block) {
                 let c: u32 = code.into();
                 let start = c as usize * stride + lane0;
@@ -190,9 +201,10 @@ pub(crate) fn maxsim_compressed_body<C: Copy + Into<u32>>(
                     }
                 }
             }
-            for a in acc.iter() {
+            for (a, &sc) in acc.iter().zip(&block_scales) {
                 for l in 0..LANES {
-                    best[l] = if a[l] > best[l] { a[l] } else { best[l] };
+                    let v = a[l] * sc;
+                    best[l] = if v > best[l] { v } else { best[l] };
                 }
             }
         }
@@ -238,15 +250,18 @@ mod tests {
             for b in packed.iter_mut() {
                 *b = rng.random();
             }
-            // Plain path: decompress every token, then brute-force MaxSim.
+            let scales: Vec<half::f16> = (0..nd).map(|_| half::f16::from_f32(rng.random_range(0.5..1.5))).collect();
+            // Plain path: decompress and scale every token, then brute-force MaxSim.
             let mut doc = vec![0f32; nd * dim];
             for (t, &c) in codes.iter().enumerate() {
                 let pl = codec.packed_len();
+                let row = &mut doc[t * dim..(t + 1) * dim];
                 codec.decode(
                     &centroids[c as usize * dim..(c as usize + 1) * dim],
                     &packed[t * pl..(t + 1) * pl],
-                    &mut doc[t * dim..(t + 1) * dim],
+                    row,
                 );
+                row.iter_mut().for_each(|v| *v *= scales[t].to_f32());
             }
             let expected = reference::maxsim(&query, &doc, dim);
 
@@ -255,10 +270,13 @@ mod tests {
             padded.resize(lut.stride() * dim, 0.0);
             let mut table = vec![0f32; kc * lut.stride()];
             matmul_nt(&centroids, &padded, dim, &mut table, 1);
-            let got = lut.maxsim(&table, &codes, &packed);
+            let got = lut.maxsim(&table, &codes, &packed, Some(&scales));
             prop_assert!((got - expected).abs() <= 1e-4 * (1.0 + expected.abs()), "got {got}, expected {expected}");
             let codes16: Vec<u16> = codes.iter().map(|&c| c as u16).collect();
-            prop_assert_eq!(got, lut.maxsim(&table, &codes16, &packed));
+            prop_assert_eq!(got, lut.maxsim(&table, &codes16, &packed, Some(&scales)));
+            // Without scales, the unscaled reconstruction.
+            let unit = vec![half::f16::ONE; nd];
+            prop_assert_eq!(lut.maxsim(&table, &codes, &packed, None), lut.maxsim(&table, &codes, &packed, Some(&unit)));
         }
     }
 }

@@ -42,20 +42,23 @@ pub(crate) fn maxsim_compressed<C: Copy + Into<u32>>(
     centroid_scores: &[f32],
     codes: &[C],
     packed: &[u8],
+    scales: Option<&[half::f16]>,
 ) -> f32 {
     use crate::compressed::maxsim_compressed_body as body;
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: AVX-512F was detected on this CPU just above.
-            return unsafe { maxsim_compressed_avx512(lut, centroid_scores, codes, packed) };
+            return unsafe {
+                maxsim_compressed_avx512(lut, centroid_scores, codes, packed, scales)
+            };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: AVX2 was detected on this CPU just above.
-            return unsafe { maxsim_compressed_avx2(lut, centroid_scores, codes, packed) };
+            return unsafe { maxsim_compressed_avx2(lut, centroid_scores, codes, packed, scales) };
         }
     }
-    body(lut, centroid_scores, codes, packed)
+    body(lut, centroid_scores, codes, packed, scales)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -65,8 +68,9 @@ fn maxsim_compressed_avx512<C: Copy + Into<u32>>(
     centroid_scores: &[f32],
     codes: &[C],
     packed: &[u8],
+    scales: Option<&[half::f16]>,
 ) -> f32 {
-    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed)
+    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed, scales)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -76,8 +80,9 @@ fn maxsim_compressed_avx2<C: Copy + Into<u32>>(
     centroid_scores: &[f32],
     codes: &[C],
     packed: &[u8],
+    scales: Option<&[half::f16]>,
 ) -> f32 {
-    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed)
+    crate::compressed::maxsim_compressed_body(lut, centroid_scores, codes, packed, scales)
 }
 
 /// Sum over query tokens of the best byte score over `codes` (see

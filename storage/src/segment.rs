@@ -25,6 +25,9 @@ pub mod section {
     pub const POSTINGS: u32 = 5;
     /// zstd: external id of every local document.
     pub const EXTERNAL_IDS: u32 = 6;
+    /// Optional, `u16[n_tokens]` IEEE binary16 bits: per-token scale restoring the input
+    /// vector's norm to its reconstruction (`|x| / |centroid + residual|`).
+    pub const TOKEN_SCALES: u32 = 7;
 }
 
 const META_LEN: usize = 64;
@@ -136,6 +139,9 @@ pub struct SegmentInput<'a> {
     pub residuals: &'a [u8],
     /// External id per document.
     pub ids: &'a [ExternalId],
+    /// Per-token norm scale as IEEE binary16 bits (finite, non-negative), or empty to store
+    /// none (readers then use 1).
+    pub token_scales: &'a [u16],
 }
 
 /// Sizes of what [`write_segment`] wrote, for reporting compression savings.
@@ -228,7 +234,7 @@ pub fn write_segment(
     for id in input.ids {
         id.encode_into(&mut ids);
     }
-    let sections = vec![
+    let mut sections = vec![
         SectionData::raw(section::META, meta.encode()),
         SectionData::raw(
             section::DOC_OFFSETS,
@@ -243,6 +249,16 @@ pub fn write_segment(
         SectionData::zstd(section::POSTINGS, &postings)?,
         SectionData::zstd(section::EXTERNAL_IDS, &ids)?,
     ];
+    if !input.token_scales.is_empty() {
+        sections.push(SectionData::raw(
+            section::TOKEN_SCALES,
+            input
+                .token_scales
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        ));
+    }
     let sizes = SegmentSizes {
         file_bytes: 0,
         postings_raw: postings.len() as u64,
@@ -361,6 +377,23 @@ impl SegmentReader {
                 ids.len()
             )));
         }
+        if container.section_sizes(section::TOKEN_SCALES).is_some() {
+            let scales: &[u16] = container.typed_section(section::TOKEN_SCALES, "token scales")?;
+            if scales.len() != n_tokens {
+                return Err(corrupt(format!(
+                    "{} token scales for {n_tokens} tokens",
+                    scales.len()
+                )));
+            }
+            // Sign bit clear and exponent not all ones: finite and non-negative (a zero
+            // input vector has scale 0).
+            if scales
+                .iter()
+                .any(|&b| b & 0x8000 != 0 || b & 0x7c00 == 0x7c00)
+            {
+                return Err(corrupt("a token scale is negative or not finite".into()));
+            }
+        }
         Ok(SegmentReader {
             postings_offsets: postings_offsets.to_vec(),
             container,
@@ -410,6 +443,14 @@ impl SegmentReader {
         }
     }
 
+    /// Per-token norm scales (IEEE binary16 bits, validated finite and non-negative at open),
+    /// or `None` for a segment written without them.
+    pub fn token_scales(&self) -> Option<&[u16]> {
+        self.container
+            .typed_section(section::TOKEN_SCALES, "token scales")
+            .ok()
+    }
+
     /// Packed residuals of every token.
     pub fn residuals(&self) -> &[u8] {
         self.container
@@ -444,5 +485,79 @@ impl SegmentReader {
         self.container
             .section_sizes(section::POSTINGS)
             .unwrap_or((0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, scales: &[u16]) -> std::path::PathBuf {
+        // Two documents of 2 and 1 tokens, dim 4 at 2 bits (1 byte per token), 3 centroids.
+        let ids = [ExternalId::Int(7), ExternalId::Str("b".into())];
+        let input = SegmentInput {
+            dim: 4,
+            nbits: 2,
+            n_centroids: 3,
+            codec_id: 1,
+            doc_offsets: &[0, 2, 3],
+            codes: &[0, 2, 1],
+            residuals: &[0x1b, 0xe4, 0x00],
+            ids: &ids,
+            token_scales: scales,
+        };
+        let path = dir.join(name);
+        let mut bytes = Vec::new();
+        write_segment(&mut bytes, &input).expect("serialise");
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    #[test]
+    fn token_scales_round_trip_and_are_optional() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 1.0, 0.5 and 0 (a zero input vector) in binary16.
+        let scales = [0x3c00, 0x3800, 0x0000];
+        let with = SegmentReader::open(&write(dir.path(), "with.tsg", &scales)).expect("open");
+        assert_eq!(with.token_scales(), Some(&scales[..]));
+        let without = SegmentReader::open(&write(dir.path(), "without.tsg", &[])).expect("open");
+        assert_eq!(without.token_scales(), None);
+        assert_eq!(without.meta().n_tokens, 3);
+    }
+
+    #[test]
+    fn negative_or_non_finite_token_scales_are_rejected_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, bad) in [("neg", 0xbc00u16), ("inf", 0x7c00), ("nan", 0x7e00)] {
+            let path = write(dir.path(), name, &[0x3c00, bad, 0x3c00]);
+            let err = SegmentReader::open(&path).expect_err("must be rejected");
+            assert!(err.to_string().contains("token scale"), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_scale_count_must_match_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ids = [ExternalId::Int(1)];
+        let input = SegmentInput {
+            dim: 4,
+            nbits: 2,
+            n_centroids: 3,
+            codec_id: 1,
+            doc_offsets: &[0, 2],
+            codes: &[0, 1],
+            residuals: &[0, 0],
+            ids: &ids,
+            token_scales: &[0x3c00],
+        };
+        let path = dir.path().join("short.tsg");
+        let mut bytes = Vec::new();
+        write_segment(&mut bytes, &input).expect("serialise");
+        std::fs::write(&path, bytes).expect("write");
+        let err = SegmentReader::open(&path).expect_err("must be rejected");
+        assert!(
+            err.to_string().contains("1 token scales for 2 tokens"),
+            "{err}"
+        );
     }
 }

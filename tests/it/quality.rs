@@ -137,6 +137,40 @@ proptest! {
     }
 }
 
+/// Stored tokens keep their input's norm: the per-token scale undoes the shrinkage of
+/// quantised residuals (unit-norm inputs come back with norm 1, to binary16 precision).
+#[test]
+fn stored_tokens_keep_the_input_norm() {
+    let corpus = SyntheticCorpus::generate(&SyntheticSpec {
+        n_docs: 200,
+        dim: 64,
+        min_tokens: 4,
+        max_tokens: 40,
+        n_clusters: 64,
+        seed: 9,
+        ..SyntheticSpec::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_or_create(dir.path()).expect("create");
+    let coll = db
+        .create_collection("c", CollectionConfig::new(64).with_nbits(2))
+        .expect("collection");
+    coll.ingest(&documents(&corpus), &IngestOptions::default())
+        .expect("ingest");
+    let mut worst = 0f32;
+    for i in 0..200u64 {
+        let v = coll
+            .vectors(&ExternalId::Int(i))
+            .expect("vectors")
+            .expect("live");
+        for row in v.chunks_exact(64) {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            worst = worst.max((n - 1.0).abs());
+        }
+    }
+    assert!(worst < 2e-3, "a stored token's norm is off by {worst}");
+}
+
 /// The exact stage scores through a per-query residual table when it fits in cache and by
 /// decompressing otherwise (wide vectors, 8-bit residuals); both must equal brute force on
 /// the stored vectors, on query and document shapes of real models (32 query tokens,
