@@ -171,7 +171,15 @@ fn search_with_tables(
         );
         stats.probed_centroids = probes.centroids.len();
         stats.centroid_us += micros(t);
-        approximate_candidates(snap, tables, nq, &probes, params.rerank_budget(k), stats)
+        approximate_candidates(
+            snap,
+            codec,
+            tables,
+            nq,
+            &probes,
+            params.rerank_budget(k),
+            stats,
+        )
     };
     let t = Instant::now();
     let scores = exact_scores(snap, codec, tables, &survivors);
@@ -190,6 +198,7 @@ fn prefilter_size(budget: usize) -> usize {
 
 fn approximate_candidates(
     snap: &SnapshotInner,
+    codec: &Codec,
     tables: &mut QueryTables<'_>,
     nq: usize,
     probes: &Probes,
@@ -252,18 +261,15 @@ fn approximate_candidates(
     tables.bytes.rebuild(tables.scores, tables.stride, nq);
     let bytes = &*tables.bytes;
     approx.clear();
-    approx.extend(cands.iter().map(|c| {
-        let seg = &snap.segments[c.seg as usize].reader;
-        let offsets = seg.doc_offsets();
-        let (lo, hi) = (
-            offsets[c.local as usize] as usize,
-            offsets[c.local as usize + 1] as usize,
-        );
-        match seg.codes() {
-            Codes::U16(cs) => bytes.estimate(&cs[lo..hi]),
-            Codes::U32(cs) => bytes.estimate(&cs[lo..hi]),
-        }
-    }));
+    let segs = SegSlices::all(snap, codec);
+    approx.extend(
+        cands
+            .iter()
+            .map(|c| match segs[c.seg as usize].doc(c.local).codes {
+                Codes::U16(cs) => bytes.estimate(cs),
+                Codes::U32(cs) => bytes.estimate(cs),
+            }),
+    );
     let kept = top_k(&approx, budget)
         .into_iter()
         .map(|i| cands[i as usize])
@@ -275,43 +281,84 @@ fn approximate_candidates(
 /// Decompressed token vectors of one document, row-major.
 pub(crate) fn decompress_doc(codec: &Codec, seg: &SegmentReader, local: u32) -> Vec<f32> {
     let mut out = Vec::new();
-    decompress_into(codec, seg, local, &mut out);
+    decompress_into(codec, &SegSlices::new(seg, codec).doc(local), &mut out);
     out
 }
 
 /// Appends the decompressed token vectors of one document to `out` (row-major).
-fn decompress_into(codec: &Codec, seg: &SegmentReader, local: u32, out: &mut Vec<f32>) -> usize {
+fn decompress_into(codec: &Codec, doc: &DocSlices<'_>, out: &mut Vec<f32>) -> usize {
     let dim = codec.dim();
-    let rb = codec.residual_bytes();
-    let off = seg.doc_offsets();
-    let (lo, hi) = (
-        off[local as usize] as usize,
-        off[local as usize + 1] as usize,
-    );
-    let residuals = seg.residuals();
-    let codes = seg.codes();
-    let scales = token_scales(seg);
+    let n = doc.packed.len() / codec.residual_bytes().max(1);
     let base = out.len();
-    out.resize(base + (hi - lo) * dim, 0.0);
-    for (j, t) in (lo..hi).enumerate() {
-        let code = match codes {
-            Codes::U16(cs) => u32::from(cs[t]),
-            Codes::U32(cs) => cs[t],
+    out.resize(base + n * dim, 0.0);
+    for ((j, row), packed) in out[base..]
+        .chunks_exact_mut(dim)
+        .enumerate()
+        .zip(doc.packed.chunks_exact(codec.residual_bytes()))
+    {
+        let code = match doc.codes {
+            Codes::U16(cs) => u32::from(cs[j]),
+            Codes::U32(cs) => cs[j],
         };
-        let row = &mut out[base + j * dim..base + (j + 1) * dim];
-        codec.decode(code, &residuals[t * rb..(t + 1) * rb], row);
-        if let Some(s) = scales {
-            let s = s[t].to_f32();
+        codec.decode(code, packed, row);
+        if let Some(s) = doc.scales {
+            let s = s[j].to_f32();
             row.iter_mut().for_each(|v| *v *= s);
         }
     }
-    hi - lo
+    n
 }
 
-/// A segment's per-token norm scales (FORMAT.md, `TOKEN_SCALES`); `None` for segments
-/// written before they existed, whose tokens then count unscaled.
-fn token_scales(seg: &SegmentReader) -> Option<&[half::f16]> {
-    seg.token_scales().map(bytemuck::cast_slice)
+/// A segment's sections, looked up once per search stage rather than once per document.
+struct SegSlices<'a> {
+    offsets: &'a [u64],
+    codes: Codes<'a>,
+    residuals: &'a [u8],
+    /// Per-token norm scales (FORMAT.md, `TOKEN_SCALES`); `None` for segments written
+    /// before they existed, whose tokens then count unscaled.
+    scales: Option<&'a [half::f16]>,
+    rb: usize,
+}
+
+/// One document's stored tokens.
+struct DocSlices<'a> {
+    codes: Codes<'a>,
+    packed: &'a [u8],
+    scales: Option<&'a [half::f16]>,
+}
+
+impl<'a> SegSlices<'a> {
+    fn new(seg: &'a SegmentReader, codec: &Codec) -> Self {
+        SegSlices {
+            offsets: seg.doc_offsets(),
+            codes: seg.codes(),
+            residuals: seg.residuals(),
+            scales: seg.token_scales().map(bytemuck::cast_slice),
+            rb: codec.residual_bytes(),
+        }
+    }
+
+    fn all(snap: &'a SnapshotInner, codec: &Codec) -> Vec<Self> {
+        snap.segments
+            .iter()
+            .map(|s| SegSlices::new(&s.reader, codec))
+            .collect()
+    }
+
+    fn doc(&self, local: u32) -> DocSlices<'a> {
+        let (lo, hi) = (
+            self.offsets[local as usize] as usize,
+            self.offsets[local as usize + 1] as usize,
+        );
+        DocSlices {
+            codes: match self.codes {
+                Codes::U16(c) => Codes::U16(&c[lo..hi]),
+                Codes::U32(c) => Codes::U32(&c[lo..hi]),
+            },
+            packed: &self.residuals[lo * self.rb..hi * self.rb],
+            scales: self.scales.map(|s| &s[lo..hi]),
+        }
+    }
 }
 
 /// The probed centroids of a query.
@@ -397,21 +444,14 @@ fn exact_scores(
     let Some(lut) = tables.lut else {
         return decompressed_scores(snap, codec, tables.query, cands);
     };
-    let rb = codec.residual_bytes();
+    let segs = SegSlices::all(snap, codec);
     cands
         .iter()
         .map(|c| {
-            let seg: &SegmentReader = &snap.segments[c.seg as usize].reader;
-            let off = seg.doc_offsets();
-            let (lo, hi) = (
-                off[c.local as usize] as usize,
-                off[c.local as usize + 1] as usize,
-            );
-            let packed = &seg.residuals()[lo * rb..hi * rb];
-            let scales = token_scales(seg).map(|s| &s[lo..hi]);
-            match seg.codes() {
-                Codes::U16(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed, scales),
-                Codes::U32(cs) => lut.maxsim(tables.scores, &cs[lo..hi], packed, scales),
+            let d = segs[c.seg as usize].doc(c.local);
+            match d.codes {
+                Codes::U16(cs) => lut.maxsim(tables.scores, cs, d.packed, d.scales),
+                Codes::U32(cs) => lut.maxsim(tables.scores, cs, d.packed, d.scales),
             }
         })
         .collect()
@@ -434,13 +474,9 @@ fn decompressed_scores(
         buf.clear();
         offsets.truncate(1);
     };
+    let segs = SegSlices::all(snap, codec);
     for (i, c) in cands.iter().enumerate() {
-        let rows = decompress_into(
-            codec,
-            &snap.segments[c.seg as usize].reader,
-            c.local,
-            &mut buf,
-        );
+        let rows = decompress_into(codec, &segs[c.seg as usize].doc(c.local), &mut buf);
         offsets.push(offsets[offsets.len() - 1] + rows);
         if buf.len() >= RERANK_BLOCK_TOKENS * dim {
             flush(&mut buf, &mut offsets, &mut scores[start..=i]);
