@@ -87,8 +87,8 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Writes a 2-D f32 `.npy` array.
-pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
+/// Writes an `.npy` array of `shape` (row-major `data`).
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) -> Result<()> {
     use npyz::WriterBuilder;
     let f = fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
     let mut w = npyz::WriteOptions::new()
@@ -104,21 +104,14 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// Writes a 1-D i64 `.npy` array.
+/// Writes an f32 `.npy` array.
+pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
+    write_npy(path, shape, data)
+}
+
+/// Writes an i64 `.npy` vector.
 pub fn write_npy_i64(path: &Path, data: &[i64]) -> Result<()> {
-    use npyz::WriterBuilder;
-    let f = fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[data.len() as u64])
-        .writer(BufWriter::new(f))
-        .begin_nd()
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    w.extend(data.iter().copied())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    w.finish()
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    write_npy(path, &[data.len() as u64], data)
 }
 
 /// Inputs of [`prepare`].

@@ -16,8 +16,8 @@ fn create(path: &Path) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(1 << 20, f))
 }
 
-/// Writes an f32 `.npy` array.
-pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
+/// Writes an `.npy` array of `shape` (row-major `data`).
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], data: &[T]) -> Result<()> {
     use npyz::WriterBuilder;
     let mut w = npyz::WriteOptions::new()
         .default_dtype()
@@ -32,20 +32,14 @@ pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
     Ok(())
 }
 
+/// Writes an f32 `.npy` array.
+pub fn write_npy_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
+    write_npy(path, shape, data)
+}
+
 /// Writes an i64 `.npy` vector.
 pub fn write_npy_i64(path: &Path, data: &[i64]) -> Result<()> {
-    use npyz::WriterBuilder;
-    let mut w = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(&[data.len() as u64])
-        .writer(create(path)?)
-        .begin_nd()
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    w.extend(data.iter().copied())
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    w.finish()
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
+    write_npy(path, &[data.len() as u64], data)
 }
 
 #[derive(serde::Serialize)]

@@ -233,15 +233,8 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let buckets = 1usize << nbits;
-            let mut cutoffs = Vec::new();
-            let mut weights = Vec::new();
-            for _ in 0..dim {
-                let mut c: Vec<f32> = (0..buckets - 1).map(|_| rng.random_range(-0.3..0.3)).collect();
-                c.sort_by(f32::total_cmp);
-                cutoffs.extend(c);
-                weights.extend((0..buckets).map(|_| rng.random_range(-0.3f32..0.3)));
-            }
+            let (cutoffs, weights) =
+                crate::residual::tests::random_quantiser(&mut rng, dim, nbits, 0.3);
             let codec = ResidualCodec::new(dim, nbits, &cutoffs, &weights);
             let centroids: Vec<f32> = (0..kc * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
             let query: Vec<f32> = (0..nq * dim).map(|_| rng.random_range(-1.0..1.0)).collect();

@@ -125,7 +125,7 @@ impl ResidualCodec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -149,6 +149,28 @@ mod tests {
             .collect()
     }
 
+    /// Random ascending cutoffs and weights in `-range..range` for `dim` dimensions:
+    /// `([dim, 2^nbits - 1], [dim, 2^nbits])`, the arguments of [`ResidualCodec::new`].
+    pub(crate) fn random_quantiser(
+        rng: &mut impl rand::Rng,
+        dim: usize,
+        nbits: u32,
+        range: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let buckets = 1usize << nbits;
+        let mut cutoffs = Vec::new();
+        let mut weights = Vec::new();
+        for _ in 0..dim {
+            let mut c: Vec<f32> = (0..buckets - 1)
+                .map(|_| rng.random_range(-range..range))
+                .collect();
+            c.sort_by(f32::total_cmp);
+            cutoffs.extend(c);
+            weights.extend((0..buckets).map(|_| rng.random_range(-range..range)));
+        }
+        (cutoffs, weights)
+    }
+
     proptest! {
         #[test]
         fn decode_of_encode_matches_plain_bucketing(
@@ -158,15 +180,7 @@ mod tests {
         ) {
             use rand::{Rng, SeedableRng};
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-            let buckets = 1usize << nbits;
-            let mut cutoffs = Vec::new();
-            let mut weights = Vec::new();
-            for _ in 0..dim {
-                let mut c: Vec<f32> = (0..buckets - 1).map(|_| rng.random_range(-1.0..1.0)).collect();
-                c.sort_by(f32::total_cmp);
-                cutoffs.extend(c);
-                weights.extend((0..buckets).map(|_| rng.random_range(-1.0f32..1.0)));
-            }
+            let (cutoffs, weights) = random_quantiser(&mut rng, dim, nbits, 1.0);
             let codec = ResidualCodec::new(dim, nbits, &cutoffs, &weights);
             let x: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.2..1.2)).collect();
             let centroid: Vec<f32> = (0..dim).map(|_| rng.random_range(-1.0..1.0)).collect();
