@@ -195,13 +195,8 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
             while let Some(d) = stream.next_doc()? {
                 tokens += check_doc(&d, dim, max_tokens)? as u64;
                 seen.check(&d, &plan)?;
-                if check_existing && coll.contains(&d.id)? {
-                    bail!(
-                        "{}: id {} already exists in collection {:?} (pass --upsert to replace it)",
-                        d.describe(),
-                        d.id,
-                        coll.name()
-                    );
+                if check_existing {
+                    refuse_existing(coll, &d.id, &d.describe())?;
                 }
                 docs += 1;
                 pb.inc(1);
@@ -212,12 +207,7 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
             Ok(())
         })();
         pb.finish_and_clear();
-        if let Err(e) = result {
-            if e.is::<interrupt::Interrupted>() {
-                return Err(e);
-            }
-            return Err(anyhow!("{e:#}; nothing committed"));
-        }
+        result.map_err(|e| validation_failed(e, "nothing committed"))?;
         total_docs = Some(docs);
         total_tokens = Some(tokens);
         summary.validate_seconds = start.elapsed().as_secs_f64();
@@ -337,5 +327,27 @@ pub(crate) fn engine_error(e: tessera::Error, places: &[String]) -> anyhow::Erro
     match at {
         Some(place) => anyhow!("{place}: {e}"),
         None => anyhow::Error::new(e),
+    }
+}
+
+/// Refuses an id the collection already holds (an ingest without `--upsert`); `place` says
+/// where the document came from.
+pub(crate) fn refuse_existing(coll: &Collection, id: &ExternalId, place: &str) -> Result<()> {
+    if coll.contains(id)? {
+        bail!(
+            "{place}: id {id} already exists in collection {:?} (pass --upsert to replace it)",
+            coll.name()
+        );
+    }
+    Ok(())
+}
+
+/// The error of a failed validation pass: an interruption as it is, anything else with what
+/// was (not) done appended.
+pub(crate) fn validation_failed(e: anyhow::Error, nothing_done: &str) -> anyhow::Error {
+    if e.is::<interrupt::Interrupted>() {
+        e
+    } else {
+        anyhow!("{e:#}; {nothing_done}")
     }
 }

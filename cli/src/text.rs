@@ -324,15 +324,8 @@ fn validate(
                     first.unwrap_or_else(|| "an earlier line".into())
                 );
             }
-            if let Some(c) = existing
-                && c.contains(&d.id)?
-            {
-                bail!(
-                    "{}: id {} already exists in collection {:?} (pass --upsert to replace it)",
-                    d.describe(),
-                    d.id,
-                    c.name()
-                );
+            if let Some(c) = existing {
+                crate::ingest::refuse_existing(c, &d.id, &d.describe())?;
             }
             docs += 1;
             pb.inc(1);
@@ -346,8 +339,7 @@ fn validate(
     match result {
         Ok(()) if docs == 0 => bail!("the input holds no documents; {nothing_done}"),
         Ok(()) => Ok(Checked { docs }),
-        Err(e) if e.is::<interrupt::Interrupted>() => Err(e),
-        Err(e) => Err(anyhow!("{e:#}; {nothing_done}")),
+        Err(e) => Err(crate::ingest::validation_failed(e, nothing_done)),
     }
 }
 
