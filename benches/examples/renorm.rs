@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
         let v = dataset::Dataset { flat, ..ds.clone() };
         let mut r = 0.0;
         for q in 0..nq {
-            let got: Vec<u64> = truth::exact_top_k(&v, &ds.queries[q], 10)
+            let got: Vec<u64> = truth::exact_top_k(&v, &ds.queries[q], 10)?
                 .iter()
                 .map(|x| x.0)
                 .collect();

@@ -1,12 +1,15 @@
-//! Datasets: token vectors of every document in one row-major array, queries, and (for real
-//! corpora) relevance judgments. Document ids are row indices `0..n`.
+//! Datasets: token vectors of every document (in one row-major array, or regenerated block
+//! by block when a synthetic corpus is larger than memory), queries, and (for real corpora)
+//! relevance judgments. Document ids are row indices `0..n`.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
+use tessera::synthetic::{
+    QuerySpec, SyntheticCorpus, SyntheticSpec, SyntheticStream, queries_from,
+};
 
 use crate::pydoc::{LAYOUT_VERSION, Manifest, sha256_file};
 
@@ -23,8 +26,11 @@ pub struct Dataset {
     pub key: String,
     /// Dimension.
     pub dim: usize,
-    /// Token rows of all documents, row-major.
+    /// Token rows of all documents, row-major; empty when `stream` is set.
     pub flat: Vec<f32>,
+    /// The generator of a streamed synthetic corpus: documents are regenerated on demand by
+    /// [`Dataset::for_each_block`] instead of held in `flat`.
+    pub stream: Option<SyntheticSpec>,
     /// `n_docs + 1` row offsets.
     pub offsets: Vec<usize>,
     /// Queries, each row-major `[tokens, dim]`.
@@ -44,9 +50,81 @@ impl Dataset {
         self.offsets[self.offsets.len() - 1]
     }
 
-    /// Token rows of document `i`.
+    /// Token rows of document `i` (in-memory datasets only).
     pub fn doc(&self, i: usize) -> &[f32] {
         &self.flat[self.offsets[i] * self.dim..self.offsets[i + 1] * self.dim]
+    }
+
+    /// Calls `f(first_doc, offsets, rows)` for consecutive blocks of at most `block`
+    /// documents in id order: `offsets` are the block's `len + 1` absolute row offsets and
+    /// `rows` its token rows (row `offsets[0]` first). A streamed corpus is regenerated here,
+    /// in the calling thread, so callers can time their own work apart from generation.
+    pub fn for_each_block(
+        &self,
+        block: usize,
+        mut f: impl FnMut(usize, &[usize], &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let (n, dim, block) = (self.n_docs(), self.dim, block.max(1));
+        let mut stream = self.stream.as_ref().map(SyntheticStream::new);
+        if stream.is_none() && self.flat.len() != self.n_tokens() * dim {
+            bail!("{}: the document vectors were already freed", self.name);
+        }
+        let mut buf = Vec::new();
+        let mut first = 0;
+        while first < n {
+            let end = (first + block).min(n);
+            let offs = &self.offsets[first..=end];
+            let rows = match &mut stream {
+                None => &self.flat[offs[0] * dim..offs[end - first] * dim],
+                Some(s) => {
+                    buf.clear();
+                    for d in first..end {
+                        let len = s.next_doc(&mut buf).with_context(|| {
+                            format!("{}: the generator ended at document {d}", self.name)
+                        })?;
+                        if len != self.offsets[d + 1] - self.offsets[d] {
+                            bail!(
+                                "{}: document {d} regenerated with another length",
+                                self.name
+                            );
+                        }
+                    }
+                    &buf[..]
+                }
+            };
+            f(first, offs, rows)?;
+            first = end;
+        }
+        Ok(())
+    }
+
+    /// The first `n` documents in memory (all of them when `n` is larger), with no queries:
+    /// a sample of a streamed corpus for statistics.
+    pub fn head(&self, n: usize) -> Result<Dataset> {
+        let n = n.min(self.n_docs());
+        let mut flat = Vec::with_capacity(self.offsets[n] * self.dim);
+        match &self.stream {
+            None => flat.extend_from_slice(&self.flat[..self.offsets[n] * self.dim]),
+            Some(spec) => {
+                let mut s = SyntheticStream::new(spec);
+                for d in 0..n {
+                    s.next_doc(&mut flat).with_context(|| {
+                        format!("{}: the generator ended at document {d}", self.name)
+                    })?;
+                }
+            }
+        }
+        flat.truncate(self.offsets[n] * self.dim);
+        Ok(Dataset {
+            name: self.name.clone(),
+            key: format!("{} head {n}", self.key),
+            dim: self.dim,
+            flat,
+            stream: None,
+            offsets: self.offsets[..=n].to_vec(),
+            queries: Vec::new(),
+            qrels: None,
+        })
     }
 
     /// Frees the document vectors (indexes and ground truth are built; searching needs only
@@ -56,20 +134,147 @@ impl Dataset {
     }
 }
 
-/// The synthetic corpus of `spec` with `n_queries` queries of 32 tokens (noise 0.3).
+/// Generator settings fitted to a real corpus.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Preset {
+    /// The token statistics of python-doc (ColBERT all-MiniLM-L6-v2, 128-d).
+    Minilm,
+}
+
+impl Preset {
+    /// The settings, fitted with `tessera-bench synthetic --stats-only` to the statistics
+    /// the python-doc reports print (and checked by a test below).
+    pub fn spec(self) -> SyntheticSpec {
+        match self {
+            Preset::Minilm => SyntheticSpec {
+                min_tokens: 8,
+                max_tokens: 180,
+                clusters_per_doc: 3,
+                noise: 0.6,
+                n_clusters: 8192,
+                zipf_exponent: 0.65,
+                shared: 0.27,
+                ..SyntheticSpec::default()
+            },
+        }
+    }
+}
+
+/// The ground-truth cache key of a synthetic corpus. The knobs added after the first
+/// version appear only when they differ from its behaviour, so earlier caches stay valid.
+fn synthetic_key(spec: &SyntheticSpec, n_queries: usize, q: &QuerySpec) -> String {
+    let SyntheticSpec {
+        n_docs,
+        dim,
+        min_tokens,
+        max_tokens,
+        n_clusters,
+        clusters_per_doc,
+        noise,
+        zipf_exponent,
+        shared,
+        seed,
+    } = spec;
+    let mut fields = format!(
+        "n_docs: {n_docs}, dim: {dim}, min_tokens: {min_tokens}, max_tokens: {max_tokens}, \
+         n_clusters: {n_clusters}, clusters_per_doc: {clusters_per_doc}, noise: {noise:?}, \
+         seed: {seed}"
+    );
+    if *zipf_exponent != 1.0 || *shared != 0.0 {
+        fields += &format!(", zipf_exponent: {zipf_exponent:?}, shared: {shared:?}");
+    }
+    format!(
+        "synthetic-v1 SyntheticSpec {{ {fields} }} queries {n_queries}x{} noise {} seed {}",
+        q.tokens, q.noise, q.seed
+    )
+}
+
+fn query_spec(spec: &SyntheticSpec, n: usize) -> QuerySpec {
+    QuerySpec {
+        n,
+        tokens: 32,
+        noise: 0.3,
+        seed: spec.seed + 1,
+    }
+}
+
+/// The synthetic corpus of `spec` with `n_queries` queries of 32 tokens (noise 0.3), held
+/// in memory.
 pub fn synthetic(name: &str, spec: &SyntheticSpec, n_queries: usize) -> Dataset {
     let corpus = SyntheticCorpus::generate(spec);
-    let query_seed = spec.seed + 1;
-    let queries = corpus.queries(n_queries, 32, 0.3, query_seed);
+    let q = query_spec(spec, n_queries);
+    let queries = corpus.queries(q.n, q.tokens, q.noise, q.seed);
     Dataset {
         name: name.to_string(),
-        key: format!("synthetic-v1 {spec:?} queries {n_queries}x32 noise 0.3 seed {query_seed}"),
+        key: synthetic_key(spec, n_queries, &q),
         dim: corpus.dim,
         offsets: corpus.offsets,
         flat: corpus.flat,
+        stream: None,
         queries,
         qrels: None,
     }
+}
+
+/// The same corpus and queries as [`synthetic`] without holding the vectors: two generator
+/// passes (one for the document lengths, one for the queries' source documents), after which
+/// every use regenerates the documents block by block.
+pub fn synthetic_streamed(name: &str, spec: &SyntheticSpec, n_queries: usize) -> Result<Dataset> {
+    let mut stream = SyntheticStream::new(spec);
+    let dim = stream.dim();
+    let mut buf = Vec::new();
+    let mut offsets = vec![0usize];
+    while let Some(len) = stream.next_doc(&mut buf) {
+        offsets.push(offsets[offsets.len() - 1] + len);
+        buf.clear();
+    }
+    let n = offsets.len() - 1;
+    let q = query_spec(spec, n_queries);
+    // Which documents the queries come from depends on lengths only (see `queries_from`).
+    let mut sources = Vec::new();
+    queries_from(n, dim, q, |i| {
+        sources.push(i);
+        vec![0.0; (offsets[i + 1] - offsets[i]) * dim]
+    });
+    sources.sort_unstable();
+    sources.dedup();
+    let mut wanted: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut stream = SyntheticStream::new(spec);
+    let mut next = sources.iter().peekable();
+    for d in 0..n {
+        if next.peek().is_none() {
+            break;
+        }
+        buf.clear();
+        stream
+            .next_doc(&mut buf)
+            .with_context(|| format!("{name}: the generator ended at document {d}"))?;
+        if next.peek() == Some(&&d) {
+            wanted.insert(d, buf.clone());
+            next.next();
+        }
+    }
+    let mut missing = None;
+    let queries = queries_from(n, dim, q, |i| match wanted.get(&i) {
+        Some(v) => v.clone(),
+        None => {
+            missing = Some(i);
+            vec![0.0; (offsets[i + 1] - offsets[i]) * dim]
+        }
+    });
+    if let Some(i) = missing {
+        bail!("{name}: query source document {i} was not captured");
+    }
+    Ok(Dataset {
+        name: name.to_string(),
+        key: synthetic_key(spec, n_queries, &q),
+        dim,
+        flat: Vec::new(),
+        stream: Some(spec.clone()),
+        offsets,
+        queries,
+        qrels: None,
+    })
 }
 
 /// Parses `qrels.tsv` (query id, document id, grade; tab-separated), checking ids.
@@ -205,8 +410,97 @@ pub fn load_flat(dir: &Path) -> Result<Dataset> {
         key: format!("flat {} docs.npy {}", m.name, m.files["docs.npy"]),
         dim: m.dim,
         flat,
+        stream: None,
         offsets,
         queries,
         qrels: Some(qrels),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minilm_preset_matches_the_real_corpus_token_statistics() {
+        // python-doc's statistics, as its reports print them (BENCHMARKS.md).
+        let spec = SyntheticSpec {
+            n_docs: 5000,
+            ..Preset::Minilm.spec()
+        };
+        let s = crate::stats::token_stats(&synthetic("t", &spec, 0));
+        let near = |got: f64, want: f64, tol: f64, what: &str| {
+            assert!(
+                (got - want).abs() <= tol,
+                "{what}: {got:.3}, python-doc {want:.3}"
+            );
+        };
+        near(s.tokens_per_doc_mean, 95.3, 5.0, "tokens per document");
+        near(s.cos_same_doc, 0.293, 0.03, "cosine within a document");
+        near(s.cos_other_doc, 0.051, 0.01, "cosine across documents");
+        near(
+            s.top10pct_cluster_share,
+            0.185,
+            0.03,
+            "largest-decile cluster share",
+        );
+        near(s.norm_mean, 1.0, 1e-3, "norm");
+    }
+
+    #[test]
+    fn default_synthetic_key_is_the_first_versions() {
+        let spec = SyntheticSpec {
+            n_docs: 10_000,
+            n_clusters: 8192,
+            ..SyntheticSpec::default()
+        };
+        // The key under which the recorded 10K run's ground truth is cached.
+        assert_eq!(
+            synthetic_key(&spec, 100, &query_spec(&spec, 100)),
+            "synthetic-v1 SyntheticSpec { n_docs: 10000, dim: 128, min_tokens: 32, \
+             max_tokens: 256, n_clusters: 8192, clusters_per_doc: 8, noise: 0.6, seed: 1 } \
+             queries 100x32 noise 0.3 seed 2"
+        );
+        let other = SyntheticSpec {
+            shared: 0.3,
+            ..spec.clone()
+        };
+        assert_ne!(
+            synthetic_key(&other, 100, &query_spec(&other, 100)),
+            synthetic_key(&spec, 100, &query_spec(&spec, 100))
+        );
+    }
+
+    #[test]
+    fn streamed_synthetic_dataset_equals_the_in_memory_one() {
+        let spec = SyntheticSpec {
+            n_docs: 120,
+            dim: 8,
+            min_tokens: 2,
+            max_tokens: 9,
+            n_clusters: 16,
+            ..SyntheticSpec::default()
+        };
+        let mem = synthetic("t", &spec, 7);
+        let st = synthetic_streamed("t", &spec, 7).expect("streamed");
+        assert!(st.flat.is_empty());
+        assert_eq!(st.key, mem.key, "one corpus, one ground-truth cache key");
+        assert_eq!(st.offsets, mem.offsets);
+        assert_eq!(st.queries, mem.queries);
+        let mut rows = Vec::new();
+        let mut firsts = Vec::new();
+        st.for_each_block(50, |first, offs, r| {
+            assert_eq!(offs[0], st.offsets[first]);
+            assert_eq!(r.len(), (offs[offs.len() - 1] - offs[0]) * 8);
+            firsts.push(first);
+            rows.extend_from_slice(r);
+            Ok(())
+        })
+        .expect("blocks");
+        assert_eq!(firsts, vec![0, 50, 100]);
+        assert_eq!(rows, mem.flat);
+        let head = st.head(30).expect("head");
+        assert_eq!(head.n_docs(), 30);
+        assert_eq!(head.flat[..], mem.flat[..mem.offsets[30] * 8]);
+    }
 }

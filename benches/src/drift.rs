@@ -30,7 +30,7 @@ fn recall(coll: &tessera::Collection, ds: &Dataset, id_offset: u64) -> Result<f6
                 _ => None,
             })
             .collect();
-        let truth: Vec<u64> = exact_top_k(ds, q, 10).iter().map(|(i, _)| *i).collect();
+        let truth: Vec<u64> = exact_top_k(ds, q, 10)?.iter().map(|(i, _)| *i).collect();
         r.push(metrics::recall_at(&got, &truth, 10));
     }
     Ok(metrics::mean(&r))

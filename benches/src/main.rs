@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tessera::synthetic::SyntheticSpec;
+use tessera_bench::dataset::Preset;
 use tessera_bench::engines::Knobs;
 use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
-use tessera_bench::{dataset, drift, pydoc, report, run, truth};
+use tessera_bench::{dataset, drift, pydoc, report, run, stats, truth};
 
 mod gpu;
 
@@ -95,15 +96,36 @@ struct SyntheticArgs {
     /// Dimension.
     #[arg(long, default_value_t = 128)]
     dim: usize,
-    /// Fewest tokens per document.
-    #[arg(long, default_value_t = 32)]
-    min_tokens: usize,
-    /// Most tokens per document.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    /// Fewest tokens per document [default: 32, or the preset's].
+    #[arg(long)]
+    min_tokens: Option<usize>,
+    /// Most tokens per document [default: 256, or the preset's].
+    #[arg(long)]
+    max_tokens: Option<usize>,
     /// Cluster centres of the generator.
     #[arg(long, default_value_t = 8192)]
     clusters: usize,
+    /// Clusters each document draws its tokens from [default: 8, or the preset's].
+    #[arg(long)]
+    clusters_per_doc: Option<usize>,
+    /// Norm of the noise added to each token [default: 0.6, or the preset's].
+    #[arg(long)]
+    noise: Option<f32>,
+    /// Exponent of the clusters' Zipf popularity [default: 1, or the preset's].
+    #[arg(long)]
+    zipf: Option<f64>,
+    /// Norm of the corpus-wide direction added to every token, i.e. anisotropy
+    /// [default: 0, or the preset's].
+    #[arg(long)]
+    shared: Option<f32>,
+    /// Generator settings fitted to real embeddings: `minilm` matches the python-doc
+    /// corpus's token statistics (BENCHMARKS.md, "Synthetic corpora against real
+    /// embeddings"); the flags above override single settings.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
+    /// Print the corpus's token statistics (over its first 20K documents) and stop.
+    #[arg(long)]
+    stats_only: bool,
     /// Queries (32 tokens each), all with exhaustive ground truth.
     #[arg(long, default_value_t = 100)]
     queries: usize,
@@ -113,6 +135,10 @@ struct SyntheticArgs {
     /// Also measure codec drift (two corpora of docs/4 documents).
     #[arg(long)]
     drift: bool,
+    /// Regenerate the documents block by block instead of holding them (same corpus, same
+    /// queries); the default streams when the vectors would take more than 12 GiB.
+    #[arg(long)]
+    stream: Option<bool>,
     #[command(flatten)]
     common: Common,
 }
@@ -151,6 +177,9 @@ struct PrepareArgs {
     #[arg(long, default_value_t = 64)]
     batch: usize,
 }
+
+/// Synthetic corpora whose vectors would take more than this are streamed by default.
+const STREAM_ABOVE_BYTES: f64 = 12.0 * (1u64 << 30) as f64;
 
 fn cross(probes: &[u32], reranks: &[usize]) -> Vec<Knobs> {
     probes
@@ -204,24 +233,63 @@ fn write(out: &PathBuf, name: &str, r: &report::Report) -> Result<()> {
 }
 
 fn synthetic(a: &SyntheticArgs) -> Result<()> {
+    let base = a.preset.map_or(
+        SyntheticSpec {
+            min_tokens: 32,
+            max_tokens: 256,
+            ..SyntheticSpec::default()
+        },
+        Preset::spec,
+    );
     let spec = SyntheticSpec {
         n_docs: a.docs,
         dim: a.dim,
-        min_tokens: a.min_tokens,
-        max_tokens: a.max_tokens,
+        min_tokens: a.min_tokens.unwrap_or(base.min_tokens),
+        max_tokens: a.max_tokens.unwrap_or(base.max_tokens),
         n_clusters: a.clusters,
+        clusters_per_doc: a.clusters_per_doc.unwrap_or(base.clusters_per_doc),
+        noise: a.noise.unwrap_or(base.noise),
+        zipf_exponent: a.zipf.unwrap_or(base.zipf_exponent),
+        shared: a.shared.unwrap_or(base.shared),
         seed: a.seed,
-        ..SyntheticSpec::default()
     };
     let name = a.common.name.clone().unwrap_or_else(|| {
+        let preset = a
+            .preset
+            .map(|p| format!("{p:?}-").to_lowercase())
+            .unwrap_or_default();
         if a.docs.is_multiple_of(1000) {
-            format!("synthetic-{}k", a.docs / 1000)
+            format!("synthetic-{preset}{}k", a.docs / 1000)
         } else {
-            format!("synthetic-{}", a.docs)
+            format!("synthetic-{preset}{}", a.docs)
         }
     });
+    if a.stats_only {
+        let head = SyntheticSpec {
+            n_docs: a.docs.min(20_000),
+            ..spec.clone()
+        };
+        let ds = dataset::synthetic(&name, &head, 0);
+        println!("{spec:?}");
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&stats::token_stats(&ds))?
+        );
+        return Ok(());
+    }
     let t = std::time::Instant::now();
-    let ds = dataset::synthetic(&name, &spec, a.queries);
+    let approx_bytes =
+        a.docs as f64 * (spec.min_tokens + spec.max_tokens) as f64 / 2.0 * a.dim as f64 * 4.0;
+    let stream = a.stream.unwrap_or(approx_bytes > STREAM_ABOVE_BYTES);
+    let ds = if stream {
+        eprintln!(
+            "streaming the corpus (about {:.1} GiB of vectors): documents are regenerated per use",
+            approx_bytes / (1u64 << 30) as f64
+        );
+        dataset::synthetic_streamed(&name, &spec, a.queries)?
+    } else {
+        dataset::synthetic(&name, &spec, a.queries)
+    };
     eprintln!(
         "generated {} documents, {} tokens in {:.1} s",
         ds.n_docs(),
@@ -283,13 +351,13 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         ds.queries
             .iter()
             .map(|q| {
-                truth::exact_top_k(&ds, q, 3)
+                Ok(truth::exact_top_k(&ds, q, 3)?
                     .iter()
                     .enumerate()
                     .map(|(i, (id, _))| (*id, 3 - i as u32))
-                    .collect()
+                    .collect())
             })
-            .collect(),
+            .collect::<Result<_>>()?,
     );
     let common = Common {
         nbits: 2,

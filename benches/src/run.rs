@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub exhaustive_queries: usize,
 }
 
+/// Documents of a streamed corpus that token statistics are computed over.
+const STATS_HEAD_DOCS: usize = 20_000;
+
 /// Whether this build can measure next-plaid.
 pub const PEER_AVAILABLE: bool = cfg!(feature = "peer-next-plaid");
 
@@ -113,12 +116,28 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
             "next-plaid was requested but this binary was built without --features peer-next-plaid"
         );
     }
+    if o.peer && ds.stream.is_some() {
+        bail!(
+            "{}: next-plaid indexes a corpus held in memory, and this one is streamed \
+             ({} tokens); run with --peer false",
+            ds.name,
+            ds.n_tokens()
+        );
+    }
     if ds.queries.is_empty() || ds.n_docs() == 0 {
         bail!("{}: the dataset has no documents or no queries", ds.name);
     }
     let machine = metrics::machine();
     let started_utc = utc_now();
-    let token_stats = o.stats.then(|| stats::token_stats(&ds));
+    let token_stats = if !o.stats {
+        None
+    } else if ds.stream.is_some() {
+        // A streamed corpus is sampled from its head; the generator is stationary, so the
+        // head's statistics are the corpus's.
+        Some(stats::token_stats(&ds.head(STATS_HEAD_DOCS)?))
+    } else {
+        Some(stats::token_stats(&ds))
+    };
     let t0 = Instant::now();
     let (t, cached) = truth::cached(&ds, 100, o.truth_cache.as_deref())?;
     eprintln!(

@@ -31,57 +31,80 @@ impl Truth {
     }
 }
 
-/// Exact top-`k` of `query` over `ds`, on all cores.
-pub fn exact_top_k(ds: &Dataset, query: &[f32], k: usize) -> Vec<(u64, f32)> {
-    let n = ds.n_docs();
-    let dim = ds.dim;
-    let chunk = 256;
-    let mut scores: Vec<(f32, u64)> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .flat_map_iter(|c| {
-            let lo = c * chunk;
-            let hi = ((c + 1) * chunk).min(n);
-            let base = ds.offsets[lo];
-            let offsets: Vec<usize> = ds.offsets[lo..=hi].iter().map(|o| o - base).collect();
-            let rows = &ds.flat[base * dim..ds.offsets[hi] * dim];
-            let mut s = vec![0f32; hi - lo];
-            tessera_kernels::maxsim_many(query, rows, &offsets, dim, &mut s);
-            s.into_iter()
-                .enumerate()
-                .map(move |(i, v)| (v, (lo + i) as u64))
-        })
-        .collect();
-    let top = k.min(scores.len());
-    let order = |a: &(f32, u64), b: &(f32, u64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-    if top > 0 && top < scores.len() {
-        scores.select_nth_unstable_by(top - 1, order);
+/// Documents scored per pass over the corpus: every query is scored against one block
+/// before the next is read (or regenerated, for a streamed corpus).
+const BLOCK_DOCS: usize = 16_384;
+
+type Scored = (f32, u64);
+
+fn best_first(a: &Scored, b: &Scored) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+/// Keeps the best `k` of `v`, best first (ties by lower id).
+fn keep_top(v: &mut Vec<Scored>, k: usize) {
+    if k > 0 && k < v.len() {
+        v.select_nth_unstable_by(k - 1, best_first);
     }
-    scores.truncate(top);
-    scores.sort_by(order);
-    scores.into_iter().map(|(s, i)| (i, s)).collect()
+    v.truncate(k);
+    v.sort_by(best_first);
+}
+
+/// Exact top-`k` of each of `queries` over `ds`, on all cores, in one pass over the corpus.
+fn top_k_all(ds: &Dataset, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<(u64, f32)>>> {
+    let (n, dim, chunk) = (ds.n_docs(), ds.dim, 256);
+    let t = Instant::now();
+    let mut best: Vec<Vec<Scored>> = vec![Vec::new(); queries.len()];
+    ds.for_each_block(BLOCK_DOCS, |first, offs, rows| {
+        let nb = offs.len() - 1;
+        for (query, best) in queries.iter().zip(best.iter_mut()) {
+            let scored: Vec<Scored> = (0..nb.div_ceil(chunk))
+                .into_par_iter()
+                .flat_map_iter(|c| {
+                    let (lo, hi) = (c * chunk, ((c + 1) * chunk).min(nb));
+                    let base = offs[lo];
+                    let local: Vec<usize> = offs[lo..=hi].iter().map(|o| o - base).collect();
+                    let r = &rows[(base - offs[0]) * dim..(offs[hi] - offs[0]) * dim];
+                    let mut s = vec![0f32; hi - lo];
+                    tessera_kernels::maxsim_many(query, r, &local, dim, &mut s);
+                    s.into_iter()
+                        .enumerate()
+                        .map(move |(i, v)| (v, (first + lo + i) as u64))
+                })
+                .collect();
+            best.extend(scored);
+            keep_top(best, k);
+        }
+        let done = first + nb;
+        if n > BLOCK_DOCS && queries.len() > 1 {
+            let s = t.elapsed().as_secs_f64();
+            eprintln!(
+                "  ground truth: {done}/{n} documents, {s:.0} s, ETA {:.0} s",
+                s / done as f64 * (n - done) as f64
+            );
+        }
+        Ok(())
+    })?;
+    Ok(best
+        .into_iter()
+        .map(|v| v.into_iter().map(|(s, i)| (i, s)).collect())
+        .collect())
+}
+
+/// Exact top-`k` of `query` over `ds`, on all cores.
+pub fn exact_top_k(ds: &Dataset, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
+    Ok(top_k_all(ds, &[query.to_vec()], k)?.remove(0))
 }
 
 /// Exact top-`k` of every query of `ds`.
-pub fn compute(ds: &Dataset, k: usize) -> Truth {
+pub fn compute(ds: &Dataset, k: usize) -> Result<Truth> {
     let t = Instant::now();
-    let mut ranked = Vec::with_capacity(ds.queries.len());
-    for (i, q) in ds.queries.iter().enumerate() {
-        ranked.push(exact_top_k(ds, q, k));
-        if (i + 1) % 25 == 0 || i + 1 == ds.queries.len() {
-            let s = t.elapsed().as_secs_f64();
-            eprintln!(
-                "  ground truth {}/{} queries, {s:.0} s, ETA {:.0} s",
-                i + 1,
-                ds.queries.len(),
-                s / (i + 1) as f64 * (ds.queries.len() - i - 1) as f64
-            );
-        }
-    }
-    Truth {
+    let ranked = top_k_all(ds, &ds.queries, k)?;
+    Ok(Truth {
         k,
         ranked,
         seconds: t.elapsed().as_secs_f64(),
-    }
+    })
 }
 
 /// Where ground truth is cached: `$TESSERA_BENCH_CACHE/truth`, else
@@ -111,7 +134,7 @@ pub fn cache_key(ds: &Dataset, k: usize) -> String {
 /// Ground truth from the cache when present (`cached` = true), else computed and stored.
 pub fn cached(ds: &Dataset, k: usize, dir: Option<&Path>) -> Result<(Truth, bool)> {
     let Some(dir) = dir else {
-        return Ok((compute(ds, k), false));
+        return Ok((compute(ds, k)?, false));
     };
     let path = dir.join(format!("{}-{}.json", ds.name, cache_key(ds, k)));
     if path.is_file() {
@@ -127,7 +150,7 @@ pub fn cached(ds: &Dataset, k: usize, dir: Option<&Path>) -> Result<(Truth, bool
         }
         return Ok((t, true));
     }
-    let t = compute(ds, k);
+    let t = compute(ds, k)?;
     fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     // Written beside and renamed: a crash never leaves a truncated cache entry.
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -153,7 +176,7 @@ mod tests {
             ..Default::default()
         };
         let ds = crate::dataset::synthetic("t", &spec, 5);
-        let truth = compute(&ds, 20);
+        let truth = compute(&ds, 20).expect("truth");
         for (qi, q) in ds.queries.iter().enumerate() {
             let mut all: Vec<(u64, f32)> = (0..ds.n_docs())
                 .map(|d| {
@@ -173,6 +196,25 @@ mod tests {
             let ids = truth.ids(qi, 20);
             assert_eq!(recall_at(&ids, &ids, 10), 1.0);
         }
+    }
+
+    #[test]
+    fn streamed_and_in_memory_corpora_give_the_same_truth() {
+        let spec = tessera::synthetic::SyntheticSpec {
+            n_docs: BLOCK_DOCS + 700,
+            dim: 8,
+            min_tokens: 1,
+            max_tokens: 4,
+            n_clusters: 64,
+            ..Default::default()
+        };
+        let mem = crate::dataset::synthetic("t", &spec, 3);
+        let st = crate::dataset::synthetic_streamed("t", &spec, 3).expect("streamed");
+        let a = compute(&mem, 15).expect("in memory");
+        let b = compute(&st, 15).expect("streamed");
+        assert_eq!(a.ranked, b.ranked);
+        let one = exact_top_k(&mem, &mem.queries[1], 15).expect("one query");
+        assert_eq!(one, a.ranked[1]);
     }
 
     #[test]
