@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use tessera::{CollectionConfig, Database, Document, ExternalId, IngestOptions, SearchParams};
+use tessera::{
+    CollectionConfig, Database, Device, Document, ExternalId, IngestOptions, SearchParams,
+};
 
 use crate::dataset::Dataset;
 
@@ -75,10 +77,12 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Tessera, opened from a database directory.
+/// Tessera, opened from a database directory, searching on one device.
 pub struct TesseraEngine {
     _db: Database,
     coll: tessera::Collection,
+    device: Device,
+    label: String,
 }
 
 /// Collection name inside a benchmark database.
@@ -139,12 +143,22 @@ impl TesseraEngine {
         })
     }
 
-    /// Opens a database built by [`TesseraEngine::build`].
-    pub fn open(dir: &Path) -> Result<Self> {
+    /// Opens a database built by [`TesseraEngine::build`], to search on `device` (named in
+    /// reports as `tessera` on the CPU, `tessera (cuda:N)` on a GPU).
+    pub fn open(dir: &Path, device: Device) -> Result<Self> {
         let db = Database::open_read_only(dir)
             .with_context(|| format!("{}: cannot open the database", dir.display()))?;
         let coll = db.collection(COLLECTION)?;
-        Ok(TesseraEngine { _db: db, coll })
+        let label = match device {
+            Device::Cpu => "tessera".to_string(),
+            d => format!("tessera ({d})"),
+        };
+        Ok(TesseraEngine {
+            _db: db,
+            coll,
+            device,
+            label,
+        })
     }
 
     /// Top-`k` by exact MaxSim over every document's decompressed vectors: what the codec
@@ -153,12 +167,14 @@ impl TesseraEngine {
         Ok(ids(&self.coll.search(
             query,
             k,
-            &SearchParams::exhaustive(),
+            &SearchParams::exhaustive().with_device(self.device),
         )?))
     }
 
-    fn params(knobs: Knobs) -> SearchParams {
-        let p = SearchParams::default().with_nprobe(knobs.probe);
+    fn params(&self, knobs: Knobs) -> SearchParams {
+        let p = SearchParams::default()
+            .with_nprobe(knobs.probe)
+            .with_device(self.device);
         if knobs.rerank > 0 {
             p.with_n_rerank(knobs.rerank)
         } else {
@@ -179,7 +195,7 @@ fn ids(hits: &[tessera::Hit]) -> Vec<u64> {
 
 impl Engine for TesseraEngine {
     fn name(&self) -> &str {
-        "tessera"
+        &self.label
     }
 
     fn knob_names(&self) -> (&'static str, &'static str) {
@@ -195,20 +211,20 @@ impl Engine for TesseraEngine {
         let (hits, stats) =
             self.coll
                 .snapshot()
-                .search_with_stats(query, k, &Self::params(knobs))?;
+                .search_with_stats(query, k, &self.params(knobs))?;
         Ok((ids(&hits), Some(stats)))
     }
 
     fn search_batch(&self, queries: &[Vec<f32>], k: usize, knobs: Knobs) -> Result<Vec<Vec<u64>>> {
         Ok(self
             .coll
-            .search_batch(queries, k, &Self::params(knobs))?
+            .search_batch(queries, k, &self.params(knobs))?
             .iter()
             .map(|h| ids(h))
             .collect())
     }
 
     fn rerank_budget(&self, k: usize, knobs: Knobs) -> usize {
-        Self::params(knobs).rerank_budget(k)
+        self.params(knobs).rerank_budget(k)
     }
 }

@@ -58,6 +58,10 @@ struct Common {
     /// Tessera sweep: n_rerank values (0 = default budget).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     sweep_rerank: Vec<usize>,
+    /// Devices to measure Tessera's search on, a row each (cpu, cuda, cuda:N); a device this
+    /// machine cannot use is skipped, with the reason in the report.
+    #[arg(long, value_delimiter = ',', default_value = "cpu,cuda")]
+    devices: Vec<tessera::Device>,
     /// Measure next-plaid too (default: yes when built with --features peer-next-plaid).
     #[arg(long)]
     peer: Option<bool>,
@@ -202,6 +206,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
             rerank: c.rerank,
         },
         sweep: cross(&c.sweep_nprobe, &c.sweep_rerank),
+        devices: c.devices.clone(),
         peer: c.peer.unwrap_or(PEER_AVAILABLE),
         peer_default: Knobs {
             probe: 8,
@@ -366,6 +371,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         rerank: 0,
         sweep_nprobe: vec![1, 4],
         sweep_rerank: vec![0, 400],
+        devices: vec![tessera::Device::Cpu, tessera::Device::Cuda(0)],
         peer: Some(false),
         peer_sweep_probe: vec![],
         peer_sweep_full: vec![],

@@ -91,8 +91,10 @@ pub struct Report {
     pub token_stats: Option<TokenStats>,
     /// Ground truth.
     pub truth: TruthInfo,
-    /// Engines, Tessera first.
+    /// Engines, Tessera first (one row per device it was measured on).
     pub engines: Vec<EngineReport>,
+    /// Engine rows that were asked for but not measured, with the reason.
+    pub skipped: Vec<String>,
     /// Codec drift, when measured.
     pub drift: Option<Drift>,
 }
@@ -188,6 +190,9 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     let _ = writeln!(s);
+    for why in &r.skipped {
+        let _ = writeln!(s, "- {why}");
+    }
     for e in &r.engines {
         let _ = writeln!(s, "- {} index: {}", e.name, e.build.settings);
         if let Some(x) = e.exhaustive_recall_at_10 {

@@ -27,6 +27,9 @@ pub struct RunOptions {
     pub default_knobs: Knobs,
     /// Tessera's sweep.
     pub sweep: Vec<Knobs>,
+    /// Devices Tessera is measured on, each a row of its own; one that this machine cannot
+    /// use is skipped and the reason recorded.
+    pub devices: Vec<tessera::Device>,
     /// Also build and measure next-plaid (needs the `peer-next-plaid` feature).
     pub peer: bool,
     /// next-plaid's default setting.
@@ -199,10 +202,21 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     };
     ds.drop_vectors();
     let mut engines = Vec::new();
-    {
-        let engine = TesseraEngine::open(&tdir)?;
-        let mut rep = measure_engine(&engine, &ds, &t, o.default_knobs, &o.sweep, tbuild)?;
-        let n = ds.queries.len().min(o.exhaustive_queries);
+    let mut skipped = Vec::new();
+    for &device in &o.devices {
+        if let Err(e) = tessera::resolve_device(device) {
+            eprintln!("tessera on {device}: not measured: {e}");
+            skipped.push(format!("tessera on {device}: not measured: {e}"));
+            continue;
+        }
+        let engine = TesseraEngine::open(&tdir, device)?;
+        let mut rep = measure_engine(&engine, &ds, &t, o.default_knobs, &o.sweep, tbuild.clone())?;
+        // The codec's ceiling does not depend on the device: measured once.
+        let n = if engines.is_empty() {
+            ds.queries.len().min(o.exhaustive_queries)
+        } else {
+            0
+        };
         let mut r = Vec::with_capacity(n);
         for (i, q) in ds.queries.iter().take(n).enumerate() {
             r.push(metrics::recall_at(
@@ -255,6 +269,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
             judged_recall_at_100: jr,
         },
         engines,
+        skipped,
         drift: None,
     })
 }

@@ -50,6 +50,20 @@ fn smoke_run_reports_every_metric_with_exact_properties() {
 
     let engines = r["engines"].as_array().expect("engines");
     assert_eq!(engines[0]["name"], "tessera");
+    // The GPU row is measured where a device is usable, else skipped with its reason.
+    let skipped = r["skipped"].as_array().expect("skipped");
+    match engines.get(1) {
+        Some(gpu) => {
+            assert_eq!(gpu["name"], "tessera (cuda:0)");
+            assert!(skipped.is_empty());
+        }
+        None => {
+            assert_eq!(skipped.len(), 1);
+            let why = skipped[0].as_str().expect("reason");
+            assert!(why.starts_with("tessera on cuda:0: not measured: "), "{why}");
+            assert!(md.contains(why), "the markdown report names the skipped device");
+        }
+    }
     let e = &engines[0];
     let d = &e["default"];
     for m in [
