@@ -79,7 +79,7 @@ pub struct Report {
     pub scenario: String,
     /// The command line.
     pub command: String,
-    /// `git describe --always --dirty` of the working tree.
+    /// `git describe --always --dirty` of the working tree when the run started.
     pub git_commit: String,
     /// UTC time the run started.
     pub started_utc: String,

@@ -132,6 +132,8 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     }
     let machine = metrics::machine();
     let started_utc = utc_now();
+    // Read now: a long run must report the tree it started from, not one committed since.
+    let commit = git_commit();
     let token_stats = if !o.stats {
         None
     } else if ds.stream.is_some() {
@@ -256,7 +258,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     Ok(Report {
         scenario: o.scenario.clone(),
         command: o.command.clone(),
-        git_commit: git_commit(),
+        git_commit: commit,
         started_utc,
         machine,
         dataset: info,

@@ -60,8 +60,14 @@ fn smoke_run_reports_every_metric_with_exact_properties() {
         None => {
             assert_eq!(skipped.len(), 1);
             let why = skipped[0].as_str().expect("reason");
-            assert!(why.starts_with("tessera on cuda:0: not measured: "), "{why}");
-            assert!(md.contains(why), "the markdown report names the skipped device");
+            assert!(
+                why.starts_with("tessera on cuda:0: not measured: "),
+                "{why}"
+            );
+            assert!(
+                md.contains(why),
+                "the markdown report names the skipped device"
+            );
         }
     }
     let e = &engines[0];

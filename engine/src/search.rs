@@ -37,8 +37,9 @@ struct Cand {
 const RERANK_BLOCK_TOKENS: usize = 4096;
 
 /// Largest residual table ([`QueryLut`]) worth building: beyond this it falls out of the
-/// per-core L2 cache and decompression plus GEMM is as fast (dims of 768 at 2 bits, or
-/// 8-bit residuals, take that path).
+/// per-core L2 cache and decompression plus GEMM is as fast. With half-byte tables, 1-4 bit
+/// residuals stay under it up to dim 2048 for 32 query tokens; 8-bit residuals (whole-byte
+/// tables, 4 MiB at dim 128) take the decompression path.
 const LUT_MAX_BYTES: usize = 2 << 20;
 
 /// Where one search spent its time, from the engine's own counters.

@@ -4,9 +4,12 @@
 //! token `q`: `q · x = q · centroid + q · r`. The first term is a row of the query ×
 //! centroid score table that the search computes anyway; the second is a sum over the
 //! packed residual's bytes of "this byte's contribution to `q`", which depends only on the
-//! byte's position and value. [`QueryLut`] tabulates those contributions once per query
-//! (`[packed_len, 256, stride]` floats), so scoring a token costs one table row per byte
-//! instead of decompressing `dim` values and a `dim`-long dot product per query token.
+//! byte's position and value. [`QueryLut`] tabulates those contributions once per query,
+//! per half byte when a byte holds two or more dimensions (`[2 packed_len, 16, stride]`
+//! floats: 128 KiB at dim 128 and 32 query tokens, so it stays in L2 and each position's
+//! 16 rows in L1) and per byte at 8 bits (`[packed_len, 256, stride]`). Scoring a token
+//! then costs one or two table rows per byte instead of decompressing `dim` values and a
+//! `dim`-long dot product per query token.
 //!
 //! The result equals MaxSim over the decompressed vectors up to float rounding (the terms
 //! are summed in a different order); tests check it against [`crate::reference::maxsim`].
@@ -22,8 +25,12 @@ pub struct QueryLut {
     nq: usize,
     stride: usize,
     n_bytes: usize,
-    /// `[n_bytes, 256, stride]`: contribution of byte value `v` at position `p` to each
-    /// query token (zero for the padding tokens).
+    /// Whether `rows` holds half-byte tables (2 or more dimensions per byte) or whole-byte
+    /// tables (8 bits).
+    nibbles: bool,
+    /// Half-byte tables: `[2 n_bytes, 16, stride]`, the contribution of the low (row `2p`)
+    /// or high (row `2p + 1`) half of byte `p` having value `u`. Whole-byte tables:
+    /// `[n_bytes, 256, stride]`. Zero for padding tokens and for dimensions past `dim`.
     rows: Vec<f32>,
 }
 
@@ -42,7 +49,7 @@ impl QueryLut {
     }
 
     /// Like [`QueryLut::new`], reusing this table's memory: a search thread keeps one
-    /// table, so the per-query megabyte is neither allocated nor page-faulted again.
+    /// table, so the per-query table is neither allocated nor page-faulted again.
     pub fn rebuild(&mut self, codec: &ResidualCodec, query: &[f32]) {
         let dim = codec.dim();
         let nq = query.len() / dim.max(1);
@@ -57,9 +64,10 @@ impl QueryLut {
                 qt[d * stride + i] = v;
             }
         }
+        let nibbles = per_byte >= 2;
         let rows = &mut self.rows;
         rows.clear();
-        rows.resize(n_bytes * 256 * stride, 0.0);
+        rows.resize(Self::table_len(n_bytes, per_byte, stride), 0.0);
         // Adds `w * q_d` for every dimension `d` of byte `p` in `dims` (weights read at
         // byte value `v`) to `row`.
         let add = |row: &mut [f32], p: usize, v: usize, dims: std::ops::Range<usize>| {
@@ -74,14 +82,10 @@ impl QueryLut {
                 }
             }
         };
-        if per_byte >= 2 {
-            // A byte's contribution is its low nibble's plus its high nibble's: two tables
-            // of 16 rows, then one add per byte value, instead of `per_byte` products.
+        if nibbles {
             let half = per_byte / 2;
-            let mut nibbles = vec![0f32; 32 * stride];
-            for (p, table) in rows.chunks_exact_mut(256 * stride).enumerate() {
-                nibbles.fill(0.0);
-                let (low, high) = nibbles.split_at_mut(16 * stride);
+            for (p, table) in rows.chunks_exact_mut(32 * stride).enumerate() {
+                let (low, high) = table.split_at_mut(16 * stride);
                 for u in 0..16 {
                     add(&mut low[u * stride..(u + 1) * stride], p, u, 0..half);
                     add(
@@ -91,20 +95,13 @@ impl QueryLut {
                         half..per_byte,
                     );
                 }
-                for (v, row) in table.chunks_exact_mut(stride).enumerate() {
-                    let (lo, hi) = (v & 15, v >> 4);
-                    let a = &low[lo * stride..(lo + 1) * stride];
-                    let b = &high[hi * stride..(hi + 1) * stride];
-                    for ((r, &x), &y) in row.iter_mut().zip(a).zip(b) {
-                        *r = x + y;
-                    }
-                }
             }
         } else {
             for (pv, row) in rows.chunks_exact_mut(stride).enumerate() {
                 add(row, pv / 256, pv % 256, 0..per_byte);
             }
         }
+        self.nibbles = nibbles;
         self.nq = nq;
         self.stride = stride;
         self.n_bytes = n_bytes;
@@ -123,7 +120,18 @@ impl QueryLut {
     /// Bytes of the table; callers fall back to decompression when it would not stay in
     /// cache.
     pub fn table_bytes(codec: &ResidualCodec, nq: usize) -> usize {
-        codec.packed_len() * 256 * padded_tokens(nq) * std::mem::size_of::<f32>()
+        let (_, per_byte) = codec.byte_weights();
+        Self::table_len(codec.packed_len(), per_byte, padded_tokens(nq))
+            * std::mem::size_of::<f32>()
+    }
+
+    /// Floats of the table for `n_bytes` packed bytes of `per_byte` dimensions each.
+    fn table_len(n_bytes: usize, per_byte: usize, stride: usize) -> usize {
+        if per_byte >= 2 {
+            n_bytes * 2 * 16 * stride
+        } else {
+            n_bytes * 256 * stride
+        }
     }
 
     /// MaxSim of the query against one document given as its tokens' centroid `codes` and
@@ -145,17 +153,86 @@ impl QueryLut {
     }
 }
 
-/// Tokens scored together: their accumulators (`TOKEN_BLOCK x LANES` floats, 4 KiB) stay in
-/// L1 while one byte position's slice of the table is streamed over them.
-const TOKEN_BLOCK: usize = 256;
-
 /// The portable body; `simd` compiles it once per instruction set and dispatches.
 ///
-/// Loops run byte position outermost within a block of tokens: each position reads a
-/// 16 KiB slice of the table, which stays in L1 across the block, and the per-token
-/// accumulators are independent, so the adds do not form one long dependency chain.
+/// The common row lengths (16 to 64 query tokens) with half-byte tables get a fixed-length
+/// body in which every table index is provably in bounds, so a byte costs its two row
+/// loads and adds and little else; other shapes take the general body.
 #[inline(always)]
 pub(crate) fn maxsim_compressed_body<C: Copy + Into<u32>>(
+    lut: &QueryLut,
+    centroid_scores: &[f32],
+    codes: &[C],
+    packed: &[u8],
+    scales: Option<&[half::f16]>,
+) -> f32 {
+    if lut.nibbles {
+        match lut.stride {
+            16 => return nibble_body::<1, C>(lut, centroid_scores, codes, packed, scales),
+            32 => return nibble_body::<2, C>(lut, centroid_scores, codes, packed, scales),
+            48 => return nibble_body::<3, C>(lut, centroid_scores, codes, packed, scales),
+            64 => return nibble_body::<4, C>(lut, centroid_scores, codes, packed, scales),
+            _ => {}
+        }
+    }
+    general_body(lut, centroid_scores, codes, packed, scales)
+}
+
+/// Half-byte tables with rows of exactly `K` x [`LANES`] floats.
+///
+/// Token-major: the token's accumulators stay in registers while its bytes' two rows are
+/// added; the whole table (128 KiB at dim 128 and 32 query tokens) stays in L2. (Measured
+/// against byte-position-major blocks and against split even/odd sums, which LLVM compiled
+/// to slower code: `PROBE=rerank cargo bench -p tessera-kernels --bench gemm_probe`.)
+#[inline(always)]
+fn nibble_body<const K: usize, C: Copy + Into<u32>>(
+    lut: &QueryLut,
+    centroid_scores: &[f32],
+    codes: &[C],
+    packed: &[u8],
+    scales: Option<&[half::f16]>,
+) -> f32 {
+    type Lanes = [f32; LANES];
+    let (lanes, _) = lut.rows.as_chunks::<LANES>();
+    let (rows, _) = lanes.as_chunks::<K>();
+    // One `[32, K]` block of lane groups per byte position: 16 low-half rows, then 16
+    // high-half rows.
+    let (positions, _) = rows.as_chunks::<32>();
+    let (base_lanes, _) = centroid_scores.as_chunks::<LANES>();
+    let (base, _) = base_lanes.as_chunks::<K>();
+    let mut best: [Lanes; K] = [[f32::NEG_INFINITY; LANES]; K];
+    for (t, (&code, token)) in codes
+        .iter()
+        .zip(packed.chunks_exact(lut.n_bytes))
+        .enumerate()
+    {
+        let c: u32 = code.into();
+        let mut acc: [Lanes; K] = base.get(c as usize).copied().unwrap_or([[0f32; LANES]; K]);
+        // `u8 & 15` and `16 + (u8 >> 4)` index 32-row arrays: no bounds checks.
+        for (tab, &byte) in positions.iter().zip(token) {
+            let lo = &tab[(byte & 15) as usize];
+            let hi = &tab[16 + (byte >> 4) as usize];
+            for k in 0..K {
+                for l in 0..LANES {
+                    acc[k][l] += lo[k][l] + hi[k][l];
+                }
+            }
+        }
+        let sc = scales.map_or(1.0, |s| s[t].to_f32());
+        for k in 0..K {
+            for l in 0..LANES {
+                let v = acc[k][l] * sc;
+                best[k][l] = if v > best[k][l] { v } else { best[k][l] };
+            }
+        }
+    }
+    // Padding lanes score 0 for every token (zero query rows), so they add nothing.
+    best.iter().flatten().take(lut.nq).sum()
+}
+
+/// Any row length and both table kinds, [`LANES`] query tokens at a time.
+#[inline(always)]
+fn general_body<C: Copy + Into<u32>>(
     lut: &QueryLut,
     centroid_scores: &[f32],
     codes: &[C],
@@ -165,50 +242,45 @@ pub(crate) fn maxsim_compressed_body<C: Copy + Into<u32>>(
     let stride = lut.stride;
     let nb = lut.n_bytes;
     let mut total = 0f32;
-    let mut acc = [[0f32; LANES]; TOKEN_BLOCK];
-    let mut block_scales = [1f32; TOKEN_BLOCK];
     for chunk in 0..stride / LANES {
         let lane0 = chunk * LANES;
         let mut best = [f32::NEG_INFINITY; LANES];
-        for (b, (block, bytes)) in codes
-            .chunks(TOKEN_BLOCK)
-            .zip(packed.chunks(TOKEN_BLOCK * nb))
-            .enumerate()
-        {
-            let acc = &mut acc[..block.len()];
-            if let Some(s) = scales {
-                let s = &s[b * TOKEN_BLOCK..b * TOKEN_BLOCK + block.len()];
-                for (d, v) in block_scales.iter_mut().zip(s) {
-                    *d = v.to_f32();
-                }
+        for (t, (&code, token)) in codes.iter().zip(packed.chunks_exact(nb)).enumerate() {
+            let c: u32 = code.into();
+            let start = c as usize * stride + lane0;
+            let mut acc = [0f32; LANES];
+            if let Ok(base) = <&[f32; LANES]>::try_from(&centroid_scores[start..start + LANES]) {
+                acc = *base;
             }
-            for (a, &code) in acc.iter_mut().zip(block) {
-                let c: u32 = code.into();
-                let start = c as usize * stride + lane0;
-                if let Ok(base) = <&[f32; LANES]>::try_from(&centroid_scores[start..start + LANES])
-                {
-                    *a = *base;
+            if lut.nibbles {
+                for (tables, &byte) in lut.rows.chunks_exact(32 * stride).zip(token) {
+                    let lo = (byte & 15) as usize * stride + lane0;
+                    let hi = (16 + (byte >> 4) as usize) * stride + lane0;
+                    if let (Ok(a), Ok(b)) = (
+                        <&[f32; LANES]>::try_from(&tables[lo..lo + LANES]),
+                        <&[f32; LANES]>::try_from(&tables[hi..hi + LANES]),
+                    ) {
+                        for l in 0..LANES {
+                            acc[l] += a[l] + b[l];
+                        }
+                    }
                 }
-            }
-            for p in 0..nb {
-                let table = &lut.rows[p * 256 * stride..(p + 1) * 256 * stride];
-                for (a, token) in acc.iter_mut().zip(bytes.chunks_exact(nb)) {
-                    let off = token[p] as usize * stride + lane0;
+            } else {
+                for (table, &byte) in lut.rows.chunks_exact(256 * stride).zip(token) {
+                    let off = byte as usize * stride + lane0;
                     if let Ok(row) = <&[f32; LANES]>::try_from(&table[off..off + LANES]) {
                         for l in 0..LANES {
-                            a[l] += row[l];
+                            acc[l] += row[l];
                         }
                     }
                 }
             }
-            for (a, &sc) in acc.iter().zip(&block_scales) {
-                for l in 0..LANES {
-                    let v = a[l] * sc;
-                    best[l] = if v > best[l] { v } else { best[l] };
-                }
+            let sc = scales.map_or(1.0, |s| s[t].to_f32());
+            for l in 0..LANES {
+                let v = acc[l] * sc;
+                best[l] = if v > best[l] { v } else { best[l] };
             }
         }
-        // Padding lanes score 0 for every token (zero query rows), so they add nothing.
         let real = lut.nq.saturating_sub(lane0).min(LANES);
         total += best[..real].iter().sum::<f32>();
     }

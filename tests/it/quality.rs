@@ -16,6 +16,7 @@ fn corpus(noise: f32) -> SyntheticCorpus {
         clusters_per_doc: 4,
         noise,
         seed: 11,
+        ..SyntheticSpec::default()
     })
 }
 
@@ -231,6 +232,7 @@ fn drifted_batches_grow_the_codec_and_stay_searchable() {
             clusters_per_doc: 4,
             noise: 0.3,
             seed,
+            ..SyntheticSpec::default()
         })
     };
     // Different seeds draw unrelated cluster centres: B lies outside A's distribution.
