@@ -258,7 +258,9 @@ fn synthetic(a: &SyntheticArgs) -> Result<()> {
         shared: a.shared.unwrap_or(base.shared),
         seed: a.seed,
     };
-    let name = a.common.name.clone().unwrap_or_else(|| {
+    // The dataset's name (also the ground-truth cache's file prefix) follows the corpus;
+    // `--name` renames only the report, so differently named runs share one cache entry.
+    let dataset_name = {
         let preset = a
             .preset
             .map(|p| format!("{p:?}-").to_lowercase())
@@ -268,13 +270,18 @@ fn synthetic(a: &SyntheticArgs) -> Result<()> {
         } else {
             format!("synthetic-{preset}{}", a.docs)
         }
-    });
+    };
+    let name = a
+        .common
+        .name
+        .clone()
+        .unwrap_or_else(|| dataset_name.clone());
     if a.stats_only {
         let head = SyntheticSpec {
             n_docs: a.docs.min(20_000),
             ..spec.clone()
         };
-        let ds = dataset::synthetic(&name, &head, 0);
+        let ds = dataset::synthetic(&dataset_name, &head, 0);
         println!("{spec:?}");
         println!(
             "{}",
@@ -291,9 +298,9 @@ fn synthetic(a: &SyntheticArgs) -> Result<()> {
             "streaming the corpus (about {:.1} GiB of vectors): documents are regenerated per use",
             approx_bytes / (1u64 << 30) as f64
         );
-        dataset::synthetic_streamed(&name, &spec, a.queries)?
+        dataset::synthetic_streamed(&dataset_name, &spec, a.queries)?
     } else {
-        dataset::synthetic(&name, &spec, a.queries)
+        dataset::synthetic(&dataset_name, &spec, a.queries)
     };
     eprintln!(
         "generated {} documents, {} tokens in {:.1} s",
