@@ -58,6 +58,27 @@ pub struct BuildInfo {
     pub settings: String,
 }
 
+impl BuildInfo {
+    /// The figures of an index of `tokens` tokens built at `dir` in `seconds`.
+    pub fn measured(
+        dir: &Path,
+        seconds: f64,
+        tokens: usize,
+        engine_bytes_per_token: Option<f64>,
+        settings: String,
+    ) -> Self {
+        let bytes = dir_bytes(dir);
+        BuildInfo {
+            seconds,
+            tokens_per_s: tokens as f64 / seconds,
+            dir_bytes: bytes,
+            dir_bytes_per_token: bytes as f64 / tokens as f64,
+            engine_bytes_per_token,
+            settings,
+        }
+    }
+}
+
 /// Total size of the files under `dir`.
 pub fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
@@ -129,18 +150,16 @@ impl TesseraEngine {
         let info = coll.info();
         drop(coll);
         drop(db);
-        let bytes = dir_bytes(dir);
-        Ok(BuildInfo {
+        Ok(BuildInfo::measured(
+            dir,
             seconds,
-            tokens_per_s: ds.n_tokens() as f64 / seconds,
-            dir_bytes: bytes,
-            dir_bytes_per_token: bytes as f64 / ds.n_tokens() as f64,
-            engine_bytes_per_token: Some(info.bytes_per_token),
-            settings: format!(
+            ds.n_tokens(),
+            Some(info.bytes_per_token),
+            format!(
                 "nbits {nbits}, {} centroids, ingest batches of {batch} documents",
                 info.centroids
             ),
-        })
+        ))
     }
 
     /// Opens a database built by [`TesseraEngine::build`], to search on `device` (named in

@@ -11,7 +11,7 @@ use ndarray::Array2;
 use next_plaid::{IndexConfig, MmapIndex, SearchParameters};
 
 use crate::dataset::Dataset;
-use crate::engines::{BuildInfo, Engine, Knobs, dir_bytes};
+use crate::engines::{BuildInfo, Engine, Knobs};
 
 /// next-plaid's memory-mapped index.
 pub struct NextPlaid {
@@ -63,15 +63,13 @@ impl NextPlaid {
         let partitions = index.num_partitions();
         drop(index);
         drop(docs);
-        let bytes = dir_bytes(dir);
-        Ok(BuildInfo {
+        Ok(BuildInfo::measured(
+            dir,
             seconds,
-            tokens_per_s: tokens as f64 / seconds,
-            dir_bytes: bytes,
-            dir_bytes_per_token: bytes as f64 / tokens as f64,
-            engine_bytes_per_token: None,
-            settings: format!("nbits {nbits}, {partitions} partitions, other IndexConfig defaults"),
-        })
+            tokens,
+            None,
+            format!("nbits {nbits}, {partitions} partitions, other IndexConfig defaults"),
+        ))
     }
 
     /// Loads an index built by [`NextPlaid::build`].

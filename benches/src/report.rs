@@ -216,33 +216,27 @@ pub fn markdown(r: &Report) -> String {
                 s,
                 "| stage | ms | share | work |\n| --- | ---: | ---: | --- |"
             );
-            let _ = writeln!(
-                s,
-                "| centroid scores + probe choice | {:.2} | {:.0}% | {:.0} centroids probed |",
-                st.centroid_ms,
-                pct(st.centroid_ms),
-                st.probed_centroids
-            );
-            let _ = writeln!(
-                s,
-                "| candidate gathering + approximate scoring | {:.2} | {:.0}% | {:.0} candidates |",
-                st.approx_ms,
-                pct(st.approx_ms),
-                st.candidates
-            );
-            let _ = writeln!(
-                s,
-                "| decompression + exact re-rank | {:.2} | {:.0}% | {:.0} documents |",
-                st.rerank_ms,
-                pct(st.rerank_ms),
-                st.reranked
-            );
-            let _ = writeln!(
-                s,
-                "| outside the counted stages | {:.2} | {:.0}% | |",
-                other,
-                pct(other)
-            );
+            let rows = [
+                (
+                    "centroid scores + probe choice",
+                    st.centroid_ms,
+                    format!("{:.0} centroids probed", st.probed_centroids),
+                ),
+                (
+                    "candidate gathering + approximate scoring",
+                    st.approx_ms,
+                    format!("{:.0} candidates", st.candidates),
+                ),
+                (
+                    "decompression + exact re-rank",
+                    st.rerank_ms,
+                    format!("{:.0} documents", st.reranked),
+                ),
+                ("outside the counted stages", other, String::new()),
+            ];
+            for (stage, ms, work) in rows {
+                let _ = writeln!(s, "| {stage} | {ms:.2} | {:.0}% | {work} |", pct(ms));
+            }
             let _ = writeln!(s, "| total | {:.2} | 100% | |", st.total_ms);
         }
     }

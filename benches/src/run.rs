@@ -112,6 +112,17 @@ fn measure_engine(
     })
 }
 
+/// `dir`, if nothing is there yet: an index is never built over an earlier one.
+fn unused(dir: PathBuf) -> Result<PathBuf> {
+    if dir.exists() {
+        bail!(
+            "{}: already exists (remove it or pick another --work-dir)",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// Runs a scenario on `ds` (its vectors are freed once the indexes are built).
 pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     if o.peer && !PEER_AVAILABLE {
@@ -160,13 +171,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
-    let tdir = work.join("tessera.db");
-    if tdir.exists() {
-        bail!(
-            "{}: already exists (remove it or pick another --work-dir)",
-            tdir.display()
-        );
-    }
+    let tdir = unused(work.join("tessera.db"))?;
     eprintln!("tessera: ingesting {} documents", ds.n_docs());
     let tbuild = TesseraEngine::build(&ds, &tdir, o.nbits, o.batch)?;
     eprintln!(
@@ -177,13 +182,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     );
     #[cfg(feature = "peer-next-plaid")]
     let pbuild = if o.peer {
-        let pdir = work.join("next-plaid");
-        if pdir.exists() {
-            bail!(
-                "{}: already exists (remove it or pick another --work-dir)",
-                pdir.display()
-            );
-        }
+        let pdir = unused(work.join("next-plaid"))?;
         eprintln!("next-plaid: indexing {} documents", ds.n_docs());
         let b = crate::peer::NextPlaid::build(&mut ds, &pdir, o.nbits)?;
         eprintln!(
