@@ -12,6 +12,53 @@ use crate::common::*;
 #[path = "../../../engine/encoder/tests/common/mod.rs"]
 mod model_cache;
 
+/// Arguments of `tessera ingest DB docs --text CORPUS --model MODEL`.
+fn ingest_text<'a>(db: &'a Path, corpus: &'a Path, model: &'a Path) -> Vec<&'a str> {
+    vec![
+        "ingest",
+        s(db),
+        "docs",
+        "--text",
+        s(corpus),
+        "--model",
+        s(model),
+    ]
+}
+
+/// Arguments of `tessera encode --model MODEL --input INPUT --out OUT`.
+fn encode<'a>(model: &'a Path, input: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "encode",
+        "--model",
+        s(model),
+        "--input",
+        s(input),
+        "--out",
+        s(out),
+    ]
+}
+
+/// Arguments of `tessera ingest DB docs` over the flat layout `encode` wrote to `out`.
+fn ingest_encoded(db: &Path, out: &Path, model: &Path) -> Vec<String> {
+    let flat = |f: &str| s(&out.join(f)).to_string();
+    vec![
+        "ingest".into(),
+        s(db).into(),
+        "docs".into(),
+        flat("flat.npy"),
+        "--doclens".into(),
+        flat("doclens.npy"),
+        "--ids".into(),
+        flat("ids.txt"),
+        "--model".into(),
+        s(model).into(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// The PyLate ColBERT model directory (dimension 128).
 fn model() -> PathBuf {
     model_cache::colbert_dir()
@@ -149,16 +196,7 @@ fn text_ingest_then_text_search_ranks_the_matching_passage_first() {
     let db = t.p("db");
     let m = model();
     // The collection does not exist: --text creates it with the model's dimension.
-    let o = run(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&corpus),
-        "--model",
-        s(&m),
-        "--json",
-    ]);
+    let o = run(&[ingest_text(&db, &corpus, &m), vec!["--json"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = &json_lines(&stdout(&o))[0];
     assert_eq!(summary["documents"], PASSAGES.len() as u64);
@@ -263,39 +301,12 @@ fn encode_then_ingest_gives_the_same_results_as_ingest_text() {
     write_corpus(&corpus);
     let m = model();
     let direct = t.p("direct");
-    ok(&[
-        "ingest",
-        s(&direct),
-        "docs",
-        "--text",
-        s(&corpus),
-        "--model",
-        s(&m),
-    ]);
+    ok(&ingest_text(&direct, &corpus, &m));
     let out = t.p("enc");
-    ok(&[
-        "encode",
-        "--model",
-        s(&m),
-        "--input",
-        s(&corpus),
-        "--out",
-        s(&out),
-    ]);
+    ok(&encode(&m, &corpus, &out));
     let two_step = t.p("two-step");
     create(&two_step, "docs", 128);
-    ok(&[
-        "ingest",
-        s(&two_step),
-        "docs",
-        s(&out.join("flat.npy")),
-        "--doclens",
-        s(&out.join("doclens.npy")),
-        "--ids",
-        s(&out.join("ids.txt")),
-        "--model",
-        s(&m),
-    ]);
+    ok(&strs(&ingest_encoded(&two_step, &out, &m)));
     assert_eq!(info(&two_step)["model_hash"], info(&direct)["model_hash"]);
     for extra in [&[][..], &["--exhaustive"][..]] {
         let a = hits(&search_text(&direct, extra));
@@ -314,15 +325,7 @@ fn another_model_warns_on_queries_and_is_refused_for_ingest() {
     let corpus = t.p("corpus.jsonl");
     write_corpus(&corpus);
     let db = t.p("db");
-    ok(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&corpus),
-        "--model",
-        s(&model()),
-    ]);
+    ok(&ingest_text(&db, &corpus, &model()));
     let other = other_model(&t);
     let o = run(&[
         "search",
@@ -347,42 +350,15 @@ fn another_model_warns_on_queries_and_is_refused_for_ingest() {
 
     let more = t.p("more.jsonl");
     std::fs::write(&more, "{\"id\": \"new\", \"text\": \"a new passage\"}\n").expect("write");
-    let err = fails(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&more),
-        "--model",
-        s(&other),
-    ]);
+    let err = fails(&ingest_text(&db, &more, &other));
     assert!(
         err.contains("mixing models") && err.contains("nothing was committed"),
         "{err}"
     );
     // Vectors declared as coming from another model are refused by the engine too.
     let out = t.p("enc");
-    ok(&[
-        "encode",
-        "--model",
-        s(&other),
-        "--input",
-        s(&more),
-        "--out",
-        s(&out),
-    ]);
-    let err = fails(&[
-        "ingest",
-        s(&db),
-        "docs",
-        s(&out.join("flat.npy")),
-        "--doclens",
-        s(&out.join("doclens.npy")),
-        "--ids",
-        s(&out.join("ids.txt")),
-        "--model",
-        s(&other),
-    ]);
+    ok(&encode(&other, &more, &out));
+    let err = fails(&strs(&ingest_encoded(&db, &out, &other)));
     assert!(err.contains("mixing models"), "{err}");
     assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64);
 }
@@ -395,15 +371,7 @@ fn a_changed_recorded_model_directory_is_an_error_not_a_silent_default() {
     let db = t.p("db");
     let moved = t.p("model-copy");
     copy_dir(&model(), &moved);
-    ok(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&corpus),
-        "--model",
-        s(&moved),
-    ]);
+    ok(&ingest_text(&db, &corpus, &moved));
     let cfg_path = moved.join("config_sentence_transformers.json");
     let mut cfg: Value =
         serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("json");
@@ -428,15 +396,7 @@ fn a_model_of_another_dimension_is_refused_before_anything_is_written() {
     write_corpus(&corpus);
     let db = t.p("db");
     create(&db, "docs", 64);
-    let err = fails(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&corpus),
-        "--model",
-        s(&model()),
-    ]);
+    let err = fails(&ingest_text(&db, &corpus, &model()));
     assert!(
         err.contains("128-dimensional") && err.contains("dimension 64"),
         "{err}"
@@ -453,15 +413,7 @@ fn malformed_text_corpora_name_file_line_and_id_and_commit_nothing() {
     let m = model();
     let good = t.p("good.jsonl");
     std::fs::write(&good, "{\"id\": \"a\", \"text\": \"first passage\"}\n").expect("write");
-    ok(&[
-        "ingest",
-        s(&db),
-        "docs",
-        "--text",
-        s(&good),
-        "--model",
-        s(&m),
-    ]);
+    ok(&ingest_text(&db, &good, &m));
     let ok_line = "{\"id\": \"b\", \"text\": \"fine\"}";
     let cases: &[(&str, &str, &[&str])] = &[
         (
@@ -499,15 +451,7 @@ fn malformed_text_corpora_name_file_line_and_id_and_commit_nothing() {
     for (name, bad, needles) in cases {
         let path = t.p(&format!("{name}.jsonl"));
         std::fs::write(&path, format!("{ok_line}\n{bad}\n{ok_line}\n")).expect("write");
-        let err = fails(&[
-            "ingest",
-            s(&db),
-            "docs",
-            "--text",
-            s(&path),
-            "--model",
-            s(&m),
-        ]);
+        let err = fails(&ingest_text(&db, &path, &m));
         assert!(err.contains(s(&path)), "{name}: {err}");
         for n in *needles {
             assert!(err.contains(n), "{name}: no {n:?} in {err}");
