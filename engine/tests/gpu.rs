@@ -72,6 +72,12 @@ fn collection(
                 .with_n_centroids(128),
         )
         .expect("create collection");
+    ingest_numbered(&coll, docs);
+    (db, coll)
+}
+
+/// Ingests `docs` with ids `0..n`.
+fn ingest_numbered(coll: &tessera::Collection, docs: &[Vec<f32>]) {
     let batch: Vec<Document> = docs
         .iter()
         .enumerate()
@@ -79,7 +85,6 @@ fn collection(
         .collect();
     coll.ingest(&batch, &IngestOptions::default())
         .expect("ingest");
-    (db, coll)
 }
 
 /// Queries: 1-token, 32-token, and one taken from a long document.
@@ -299,13 +304,7 @@ fn gpu_parity_with_four_byte_codes() {
             CollectionConfig::new(dim as u32).with_n_centroids(66_000),
         )
         .expect("create collection");
-    let batch: Vec<Document> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Document::new(i as u64, v.clone()))
-        .collect();
-    coll.ingest(&batch, &IngestOptions::default())
-        .expect("ingest");
+    ingest_numbered(&coll, &docs);
     assert!(
         coll.info().centroids > 65_536,
         "the codec must need u32 codes"
