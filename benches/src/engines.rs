@@ -52,8 +52,13 @@ pub struct BuildInfo {
     pub dir_bytes: u64,
     /// `dir_bytes` per token.
     pub dir_bytes_per_token: f64,
-    /// The engine's own size figure per token (Tessera: segments only), when it has one.
+    /// The engine's own size figure per token (Tessera: segments only, the index that must
+    /// stay in memory for speed), when it has one.
     pub engine_bytes_per_token: Option<f64>,
+    /// Bytes per token of kept original vectors (Tessera; read per query only for the
+    /// refined candidates).
+    #[serde(default)]
+    pub originals_bytes_per_token: Option<f64>,
     /// Settings, in words.
     pub settings: String,
 }
@@ -74,6 +79,7 @@ impl BuildInfo {
             dir_bytes: bytes,
             dir_bytes_per_token: bytes as f64 / tokens as f64,
             engine_bytes_per_token,
+            originals_bytes_per_token: None,
             settings,
         }
     }
@@ -103,6 +109,8 @@ pub struct TesseraEngine {
     _db: Database,
     coll: tessera::Collection,
     device: Device,
+    /// `Some(0)`: the refine stage off, for the side-by-side row; `None`: the default.
+    refine: Option<usize>,
     label: String,
 }
 
@@ -150,55 +158,73 @@ impl TesseraEngine {
         let info = coll.info();
         drop(coll);
         drop(db);
-        Ok(BuildInfo::measured(
+        let mut built = BuildInfo::measured(
             dir,
             seconds,
             ds.n_tokens(),
             Some(info.bytes_per_token),
             format!(
-                "nbits {nbits}, {} centroids, ingest batches of {batch} documents",
-                info.centroids
+                "nbits {nbits}, {} centroids, originals {}, ingest batches of {batch} documents",
+                info.centroids, info.config.originals
             ),
-        ))
+        );
+        built.originals_bytes_per_token = Some(info.originals_bytes_per_token);
+        Ok(built)
     }
 
     /// Opens a database built by [`TesseraEngine::build`], to search on `device` (named in
     /// reports as `tessera` on the CPU, `tessera (cuda:N)` on a GPU).
     pub fn open(dir: &Path, device: Device) -> Result<Self> {
+        Self::open_with_refine(dir, device, None)
+    }
+
+    /// Like [`TesseraEngine::open`], with the refine budget fixed (`Some(0)`: refine off,
+    /// named `tessera, refine off` in reports).
+    pub fn open_with_refine(dir: &Path, device: Device, refine: Option<usize>) -> Result<Self> {
         let db = Database::open_read_only(dir)
             .with_context(|| format!("{}: cannot open the database", dir.display()))?;
         let coll = db.collection(COLLECTION)?;
-        let label = match device {
+        let mut label = match device {
             Device::Cpu => "tessera".to_string(),
             d => format!("tessera ({d})"),
         };
+        match refine {
+            Some(0) => label.push_str(", refine off"),
+            Some(n) => label.push_str(&format!(", refine {n}")),
+            None => {}
+        }
         Ok(TesseraEngine {
             _db: db,
             coll,
             device,
+            refine,
             label,
         })
     }
 
-    /// Top-`k` by exact MaxSim over every document's decompressed vectors: what the codec
-    /// alone loses, with no pruning.
+    /// Top-`k` by exact MaxSim over every document's decompressed vectors, originals
+    /// unused: what the codec alone loses, with no pruning.
     pub fn search_exhaustive(&self, query: &[f32], k: usize) -> Result<Vec<u64>> {
         Ok(ids(&self.coll.search(
             query,
             k,
-            &SearchParams::exhaustive().with_device(self.device),
+            &SearchParams::exhaustive()
+                .with_n_refine(0)
+                .with_device(self.device),
         )?))
     }
 
     fn params(&self, knobs: Knobs) -> SearchParams {
-        let p = SearchParams::default()
+        let mut p = SearchParams::default()
             .with_nprobe(knobs.probe)
             .with_device(self.device);
-        if knobs.rerank > 0 {
-            p.with_n_rerank(knobs.rerank)
-        } else {
-            p
+        if let Some(r) = self.refine {
+            p = p.with_n_refine(r);
         }
+        if knobs.rerank > 0 {
+            p = p.with_n_rerank(knobs.rerank);
+        }
+        p
     }
 }
 

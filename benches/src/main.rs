@@ -90,6 +90,9 @@ struct Common {
     /// Queries searched exhaustively over Tessera's compressed vectors (its codec's ceiling).
     #[arg(long, default_value_t = 20)]
     exhaustive_queries: usize,
+    /// Also measure the same build with the refine stage off (a row of its own).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    refine_off: bool,
 }
 
 #[derive(Args, Clone)]
@@ -221,6 +224,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
         },
         stats: true,
         exhaustive_queries: c.exhaustive_queries,
+        refine_off_row: c.refine_off,
     }
 }
 
@@ -388,6 +392,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         truth_cache: None,
         no_truth_cache: true,
         exhaustive_queries: 16,
+        refine_off: true,
     };
     let r = run::run(ds, &options("smoke", &common))?;
     write(&a.out, "smoke", &r)

@@ -42,6 +42,15 @@ pub struct Stages {
     pub approx_ms: f64,
     /// Decompression and exact re-ranking, ms.
     pub rerank_ms: f64,
+    /// Documents refined with their original vectors.
+    #[serde(default)]
+    pub refined: f64,
+    /// Bytes of original vectors read by the refine stage.
+    #[serde(default)]
+    pub refine_bytes: f64,
+    /// Refine stage (originals read, full-precision MaxSim, final ranking), ms.
+    #[serde(default)]
+    pub refine_ms: f64,
     /// Mean wall time of the whole search, ms (includes what no stage counts).
     pub total_ms: f64,
 }
@@ -118,6 +127,9 @@ fn sequential(
                 a.centroid_ms += s.centroid_us as f64 / 1e3;
                 a.approx_ms += s.approx_us as f64 / 1e3;
                 a.rerank_ms += s.rerank_us as f64 / 1e3;
+                a.refined += s.refined as f64;
+                a.refine_bytes += s.refine_bytes as f64;
+                a.refine_ms += s.refine_us as f64 / 1e3;
                 a.total_ms += el;
             }
         }
@@ -130,6 +142,9 @@ fn sequential(
                 &mut a.centroid_ms,
                 &mut a.approx_ms,
                 &mut a.rerank_ms,
+                &mut a.refined,
+                &mut a.refine_bytes,
+                &mut a.refine_ms,
                 &mut a.total_ms,
             ] {
                 *v /= n;

@@ -157,9 +157,16 @@ pub fn markdown(r: &Report) -> String {
     );
     for e in &r.engines {
         let f = &e.default;
-        let bpt = match e.build.engine_bytes_per_token {
-            Some(x) => format!("{x:.1} ({:.1} dir)", e.build.dir_bytes_per_token),
-            None => format!("{:.1}", e.build.dir_bytes_per_token),
+        let bpt = match (
+            e.build.engine_bytes_per_token,
+            e.build.originals_bytes_per_token,
+        ) {
+            (Some(x), Some(o)) if o > 0.0 => format!(
+                "{x:.1} index + {o:.1} originals ({:.1} dir)",
+                e.build.dir_bytes_per_token
+            ),
+            (Some(x), _) => format!("{x:.1} ({:.1} dir)", e.build.dir_bytes_per_token),
+            (None, _) => format!("{:.1}", e.build.dir_bytes_per_token),
         };
         let _ = writeln!(
             s,
@@ -205,7 +212,7 @@ pub fn markdown(r: &Report) -> String {
     }
     for e in &r.engines {
         if let Some(st) = &e.default.stages {
-            let other = st.total_ms - st.centroid_ms - st.approx_ms - st.rerank_ms;
+            let other = st.total_ms - st.centroid_ms - st.approx_ms - st.rerank_ms - st.refine_ms;
             let pct = |x: f64| 100.0 * x / st.total_ms.max(1e-9);
             let _ = writeln!(
                 s,
@@ -228,9 +235,18 @@ pub fn markdown(r: &Report) -> String {
                     format!("{:.0} candidates", st.candidates),
                 ),
                 (
-                    "decompression + exact re-rank",
+                    "exact re-rank over compressed vectors",
                     st.rerank_ms,
                     format!("{:.0} documents", st.reranked),
+                ),
+                (
+                    "refine over originals + final ranking",
+                    st.refine_ms,
+                    format!(
+                        "{:.0} documents, {:.0} KiB of originals read",
+                        st.refined,
+                        st.refine_bytes / 1024.0
+                    ),
                 ),
                 ("outside the counted stages", other, String::new()),
             ];

@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub stats: bool,
     /// Queries searched exhaustively over Tessera's compressed vectors (codec ceiling).
     pub exhaustive_queries: usize,
+    /// Also measure the CPU build with the refine stage off, as a row of its own.
+    pub refine_off_row: bool,
 }
 
 /// Documents of a streamed corpus that token statistics are computed over.
@@ -235,6 +237,19 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
             );
         }
         engines.push(rep);
+        if device == tessera::Device::Cpu && o.refine_off_row {
+            // The same build with the refine stage off, in the same run: what refining costs
+            // and what it buys.
+            let off = TesseraEngine::open_with_refine(&tdir, device, Some(0))?;
+            engines.push(measure_engine(
+                &off,
+                &ds,
+                &t,
+                o.default_knobs,
+                &[],
+                tbuild.clone(),
+            )?);
+        }
     }
     #[cfg(feature = "peer-next-plaid")]
     if let Some((pdir, b)) = pbuild {

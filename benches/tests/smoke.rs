@@ -50,9 +50,17 @@ fn smoke_run_reports_every_metric_with_exact_properties() {
 
     let engines = r["engines"].as_array().expect("engines");
     assert_eq!(engines[0]["name"], "tessera");
+    // The same build with the refine stage off, measured in the same run.
+    let off = &engines[1];
+    assert_eq!(off["name"], "tessera, refine off");
+    assert_eq!(f(&off["default"], "stages.refined"), 0.0);
+    assert!(
+        f(&engines[0]["default"], "recall_at_10") >= f(&off["default"], "recall_at_10"),
+        "refining with the originals never loses recall here"
+    );
     // The GPU row is measured where a device is usable, else skipped with its reason.
     let skipped = r["skipped"].as_array().expect("skipped");
-    match engines.get(1) {
+    match engines.get(2) {
         Some(gpu) => {
             assert_eq!(gpu["name"], "tessera (cuda:0)");
             assert!(skipped.is_empty());
@@ -100,6 +108,10 @@ fn smoke_run_reports_every_metric_with_exact_properties() {
         "bytes/token {bpt} vs 128 B of raw f32"
     );
     assert!(f(&e["build"], "dir_bytes") > 0.0);
+    // f16 originals: 2 bytes per value of each 32-dimensional token, plus per-document
+    // offsets and checksums.
+    let obpt = f(&e["build"], "originals_bytes_per_token");
+    assert!((64.0..80.0).contains(&obpt), "originals bytes/token {obpt}");
     let mem = &d["memory_after"];
     if std::path::Path::new("/proc/self/status").exists() {
         assert!(f(mem, "peak_rss_kib") > 0.0);
@@ -108,8 +120,14 @@ fn smoke_run_reports_every_metric_with_exact_properties() {
     // The engine's own stage counters explain the search.
     let st = &d["stages"];
     assert!(f(st, "candidates") > 0.0);
-    let counted = f(st, "centroid_ms") + f(st, "approx_ms") + f(st, "rerank_ms");
+    let counted =
+        f(st, "centroid_ms") + f(st, "approx_ms") + f(st, "rerank_ms") + f(st, "refine_ms");
     assert!(counted <= f(st, "total_ms") * 1.01 + 0.01);
+    // The default refines max(64, 4k) = 64 candidates at top-10 (fewer only when fewer
+    // survive the re-rank), reading 2 bytes per value of each of their tokens.
+    let refined = f(st, "refined");
+    assert!(refined > 10.0 && refined <= 64.0, "refined {refined}");
+    assert!(f(st, "refine_bytes") >= refined * 8.0 * 32.0 * 2.0);
 
     // Sweep: nprobe {1, 4} x n_rerank {default, 400}; probing more never loses recall.
     let sweep = e["sweep"].as_array().expect("sweep");

@@ -119,6 +119,10 @@ pub struct CreateArgs {
     /// Most token vectors a document may have.
     #[arg(long)]
     pub max_tokens: Option<u32>,
+    /// Precision of the kept original vectors, used to refine search results and returned
+    /// by `vectors`: f16, bf16, f32, or none (codes only, the smallest footprint).
+    #[arg(long, default_value = "f16", value_name = "PRECISION")]
+    pub originals: tessera::Precision,
 }
 
 /// Inputs and options of an ingest.
@@ -203,6 +207,10 @@ pub struct SearchOpts {
     /// Documents re-ranked exactly.
     #[arg(long)]
     pub rerank: Option<usize>,
+    /// Candidates re-scored with the original vectors (0: off; default max(64, 4k); in the
+    /// shell, the `.refine` setting).
+    #[arg(long, value_name = "N")]
+    pub refine: Option<usize>,
     /// Score every document exactly (slow; for verification).
     #[arg(long)]
     pub exhaustive: bool,

@@ -30,6 +30,9 @@ pub struct Session {
     pub model_cache: Option<Arc<Model>>,
     /// Device of searches without `--device` (the shell's `.device`).
     pub device: tessera::Device,
+    /// Refine budget of searches without `--refine` (the shell's `.refine`; `None`: the
+    /// engine's default).
+    pub refine: Option<usize>,
 }
 
 impl Session {
@@ -150,7 +153,9 @@ pub fn open_or_create(path: &Path) -> Result<Database> {
 
 /// Creates a collection from command-line settings.
 pub fn create(db: &Database, a: &CreateArgs) -> Result<Collection> {
-    let mut cfg = CollectionConfig::new(a.dim).with_nbits(a.nbits);
+    let mut cfg = CollectionConfig::new(a.dim)
+        .with_nbits(a.nbits)
+        .originals(a.originals);
     if let Some(k) = a.centroids {
         cfg = cfg.with_n_centroids(k);
     }
@@ -159,10 +164,11 @@ pub fn create(db: &Database, a: &CreateArgs) -> Result<Collection> {
     }
     let coll = db.create_collection(&a.collection, cfg)?;
     eprintln!(
-        "created collection {:?} (dim {}, nbits {}) in {}",
+        "created collection {:?} (dim {}, nbits {}, originals {}) in {}",
         a.collection,
         a.dim,
         a.nbits,
+        a.originals,
         db.path().display()
     );
     Ok(coll)
@@ -180,6 +186,9 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     }
     if let Some(r) = o.rerank {
         p = p.with_n_rerank(r);
+    }
+    if let Some(r) = o.refine {
+        p = p.with_n_refine(r);
     }
     if let Some(d) = o.device {
         p = p.with_device(d);

@@ -155,6 +155,12 @@ enum ShellCmd {
         /// auto, cpu, cuda or cuda:N.
         device: Option<tessera::Device>,
     },
+    /// Set how many candidates searches refine with the original vectors (a number, 0 for
+    /// off, or auto for the engine's default); no argument: show it.
+    Refine {
+        /// N, 0 or auto.
+        value: Option<String>,
+    },
     /// Show the current settings.
     Show,
     /// Leave the shell.
@@ -179,6 +185,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
     ("model", ".model [DIR]"),
     ("device", ".device [auto|cpu|cuda|cuda:N]"),
+    ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME]"),
@@ -269,6 +276,18 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+fn refine_setting(r: Option<usize>) -> String {
+    match r {
+        None => format!(
+            "auto (max({}, {} k) candidates)",
+            tessera::REFINE_FLOOR,
+            tessera::REFINE_PER_K
+        ),
+        Some(0) => "off".into(),
+        Some(n) => format!("{n} candidates"),
+    }
+}
+
 fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
@@ -284,6 +303,7 @@ impl Shell {
                 model_dir: None,
                 model_cache: None,
                 device: tessera::Device::Auto,
+                refine: None,
             },
             bail,
             echo,
@@ -417,6 +437,7 @@ impl Shell {
                 words,
             } => {
                 opts.device = opts.device.or(Some(s.device));
+                opts.refine = opts.refine.or(s.refine);
                 let coll = s.collection()?;
                 let m = s.query_model(&coll, model.as_deref())?;
                 let queries = text::text_queries(&m, &[words.join(" ")])?;
@@ -444,6 +465,7 @@ impl Shell {
                 mut opts,
             } => {
                 opts.device = opts.device.or(Some(s.device));
+                opts.refine = opts.refine.or(s.refine);
                 let coll = s.collection()?;
                 let queries = match (query, like) {
                     (_, Some(id)) => vec![commands::like_query(&coll, &id)?],
@@ -474,6 +496,18 @@ impl Shell {
                 // the next search.
                 let resolved = tessera::resolve_device(s.device)?;
                 println!("device: {} -> {resolved}", s.device);
+            }
+            ShellCmd::Refine { value } => {
+                match value.as_deref() {
+                    None => {}
+                    Some("auto") => s.refine = None,
+                    Some(v) => {
+                        s.refine = Some(v.parse().with_context(|| {
+                            format!("refine: {v:?} is not a number, 0 (off) or auto")
+                        })?)
+                    }
+                }
+                println!("refine: {}", refine_setting(s.refine));
             }
             ShellCmd::Output { file } => s.printer.redirect(file.as_deref())?,
             ShellCmd::Read { file } => return self.read_file(&file),
@@ -507,6 +541,7 @@ impl Shell {
                 );
                 println!("     timer: {}", on(s.timer));
                 println!("    device: {}", s.device);
+                println!("    refine: {}", refine_setting(s.refine));
                 println!("      bail: {}", on(self.bail));
                 println!("      echo: {}", on(self.echo));
             }

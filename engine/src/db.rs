@@ -4,7 +4,7 @@
 //! ```text
 //! DB/LOCK                        writer lock (advisory, held by the one writer)
 //! DB/catalog/                    RocksDB: collections, manifests, id map, tombstones, metadata
-//! DB/collections/<id>/codec-<n>.tcd, seg-<n>.tsg   immutable data files
+//! DB/collections/<id>/codec-<n>.tcd, seg-<n>.tsg, vec-<n>.tov   immutable data files
 //! ```
 //! A commit writes its data files first (temp file, fsync, rename, fsync directory), then
 //! makes them part of the collection in one synced RocksDB write batch. Files that no
@@ -19,9 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use tessera_storage::catalog::{
-    Catalog, CatalogBatch, CodecRef, CollectionRecord, DocLocation, Manifest, SegmentRef,
+    Catalog, CatalogBatch, CodecRef, CollectionRecord, DocLocation, Manifest, OriginalsRef,
+    SegmentRef,
 };
 use tessera_storage::fsutil::{DirLock, fsync_dir, remove_tmp_files, write_durably};
+use tessera_storage::originals::{OriginalsInput, OriginalsReader, Precision, write_originals};
 use tessera_storage::segment::{SegmentInput, SegmentReader, write_segment};
 use tessera_storage::{ExternalId, codec as codec_file};
 
@@ -116,10 +118,15 @@ pub struct CollectionInfo {
     pub centroids: u32,
     /// Token vectors the codec was trained on.
     pub codec_trained_tokens: u64,
-    /// Bytes of segment and codec files.
+    /// Bytes of segment, codec and originals files.
     pub disk_bytes: u64,
-    /// Segment bytes per stored token vector (deleted ones included until compaction).
+    /// Segment bytes per stored token vector (deleted ones included until compaction): the
+    /// index, what must stay in memory for fast search.
     pub bytes_per_token: f64,
+    /// Bytes of originals files (read per query only for the refined candidates).
+    pub originals_bytes: u64,
+    /// Originals bytes per stored token vector (0 without originals).
+    pub originals_bytes_per_token: f64,
     /// Postings: bytes stored (zstd) and uncompressed.
     pub postings_bytes: (u64, u64),
     /// Commits so far.
@@ -321,6 +328,20 @@ fn mean(v: &[f32]) -> f32 {
     (v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64) as f32
 }
 
+fn per_token(bytes: u64, tokens: u64) -> f64 {
+    if tokens == 0 {
+        0.0
+    } else {
+        bytes as f64 / tokens as f64
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn collection_dir(db: &Path, id: u32) -> PathBuf {
     db.join(COLLECTIONS_DIR).join(id.to_string())
 }
@@ -360,9 +381,14 @@ fn load_collection(
             }
             .into());
         }
+        let originals = match &s.originals {
+            Some(o) => Some(Arc::new(open_originals(&dir.join(&o.file), &reader, s.id)?)),
+            None => None,
+        };
         segments.push(SegmentView {
             id: s.id,
             reader: Arc::new(reader),
+            originals,
             tombstones: Arc::new(tombstones.get(&s.id).cloned().unwrap_or_default()),
         });
     }
@@ -381,10 +407,41 @@ fn load_collection(
     })
 }
 
+/// Opens a segment's originals file and checks that it holds the same documents: the
+/// segment it names, its dimension, and token offsets equal to the segment's.
+fn open_originals(path: &Path, seg: &SegmentReader, seg_id: u64) -> Result<OriginalsReader> {
+    let originals = OriginalsReader::open(path)?;
+    let (m, sm) = (originals.meta(), seg.meta());
+    if m.segment_id != seg_id
+        || m.dim != sm.dim
+        || m.n_docs != sm.n_docs
+        || originals.doc_offsets() != seg.doc_offsets()
+    {
+        return Err(tessera_storage::Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "originals do not match segment {seg_id} ({}): segment {}, dim {}, {} documents",
+                seg.path().display(),
+                m.segment_id,
+                m.dim,
+                m.n_docs
+            ),
+        }
+        .into());
+    }
+    Ok(originals)
+}
+
 /// Deletes data files of a collection that its manifest does not reference: files published
 /// by a commit that crashed before its catalog write.
 fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
     let mut keep: HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    keep.extend(
+        manifest
+            .segments
+            .iter()
+            .filter_map(|s| s.originals.as_ref().map(|o| o.file.as_str())),
+    );
     if let Some(c) = &manifest.codec {
         keep.insert(c.file.as_str());
     }
@@ -402,7 +459,7 @@ fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
     let mut removed = false;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name.ends_with(".tsg") || name.ends_with(".tcd");
+        let ours = name.ends_with(".tsg") || name.ends_with(".tcd") || name.ends_with(".tov");
         if ours && !keep.contains(name.as_str()) {
             std::fs::remove_file(entry.path()).map_err(|e| tessera_storage::Error::Io {
                 path: entry.path(),
@@ -497,7 +554,10 @@ impl Collection {
         }
     }
 
-    /// The stored (decompressed) token vectors of live document `id`, row-major.
+    /// The token vectors of live document `id`, row-major `[tokens, dim]`: the originals as
+    /// stored (exactly the collection's [`Precision`], widened to `f32` without loss), or,
+    /// for a segment without originals (`Precision::None`, or written before originals
+    /// existed), the decompressed approximation from the codes.
     pub fn vectors(&self, id: &ExternalId) -> Result<Option<Vec<f32>>> {
         self.check_live()?;
         let Some(loc) = self
@@ -514,6 +574,9 @@ impl Collection {
         ) else {
             return Ok(None);
         };
+        if let Some(o) = &seg.originals {
+            return Ok(Some(o.doc(loc.local)?.to_f32()));
+        }
         Ok(Some(crate::search::decompress_doc(
             codec,
             &seg.reader,
@@ -536,6 +599,11 @@ impl Collection {
         let snap = self.state.current.read().clone();
         let m = self.state.manifest.lock().clone();
         let seg_bytes: u64 = snap.segments.iter().map(|s| s.reader.file_len()).sum();
+        let originals_bytes: u64 = snap
+            .segments
+            .iter()
+            .filter_map(|s| s.originals.as_ref().map(|o| o.file_len()))
+            .sum();
         let seg_tokens: u64 = snap.segments.iter().map(|s| s.reader.meta().n_tokens).sum();
         let codec_bytes = m
             .codec
@@ -554,12 +622,10 @@ impl Collection {
             segments: snap.segments.len(),
             centroids: snap.codec.as_ref().map_or(0, |c| c.n_centroids()),
             codec_trained_tokens: snap.codec.as_ref().map_or(0, |c| c.data().trained_tokens),
-            disk_bytes: seg_bytes + codec_bytes,
-            bytes_per_token: if seg_tokens == 0 {
-                0.0
-            } else {
-                seg_bytes as f64 / seg_tokens as f64
-            },
+            disk_bytes: seg_bytes + codec_bytes + originals_bytes,
+            bytes_per_token: per_token(seg_bytes, seg_tokens),
+            originals_bytes,
+            originals_bytes_per_token: per_token(originals_bytes, seg_tokens),
             postings_bytes,
             commits: m.commits,
             model: self.model().ok().flatten(),
@@ -813,6 +879,7 @@ impl Collection {
         })?;
         // Read back through the validating reader before the commit makes it visible.
         let reader = Arc::new(SegmentReader::open(&path)?);
+        let originals = self.write_originals(seg_id, doc_offsets, flat, &reader, written)?;
 
         let mut batch = CatalogBatch::default();
         let mut tombstones = NewTombstones::default();
@@ -843,6 +910,10 @@ impl Collection {
             n_docs: docs.len() as u32,
             n_tokens: (flat.len() / dim) as u64,
             bytes: sizes.file_bytes,
+            originals: originals.as_ref().map(|o| OriginalsRef {
+                file: file_name(o.path()),
+                bytes: o.file_len(),
+            }),
         });
         manifest.live_docs += docs.len() as u64;
         manifest.live_tokens += (flat.len() / dim) as u64;
@@ -864,6 +935,7 @@ impl Collection {
         segments.push(SegmentView {
             id: seg_id,
             reader,
+            originals,
             tombstones: Arc::new(RoaringBitmap::new()),
         });
         Ok((
@@ -881,6 +953,37 @@ impl Collection {
                 segments,
             },
         ))
+    }
+
+    /// Writes the batch's originals file beside segment `seg_id` when the collection keeps
+    /// originals, and reads it back through the validating reader.
+    fn write_originals(
+        &self,
+        seg_id: u64,
+        doc_offsets: &[u64],
+        flat: &[f32],
+        segment: &SegmentReader,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<Option<Arc<OriginalsReader>>> {
+        let cfg = &self.state.config;
+        if cfg.originals == Precision::None {
+            return Ok(None);
+        }
+        let path = self.state.dir.join(format!("vec-{seg_id:06}.tov"));
+        written.push(path.clone());
+        write_durably(&path, |w| {
+            write_originals(
+                w,
+                &OriginalsInput {
+                    dim: cfg.dim,
+                    precision: cfg.originals,
+                    segment_id: seg_id,
+                    doc_offsets,
+                    vectors: flat,
+                },
+            )
+        })?;
+        Ok(Some(Arc::new(open_originals(&path, segment, seg_id)?)))
     }
 
     /// Deletes documents by id, atomically and durably. Unknown ids are reported, not errors.

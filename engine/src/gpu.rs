@@ -7,6 +7,14 @@
 //! tombstone bitmap) built on its first GPU search. Device memory is released when the
 //! last snapshot using it is gone, at the next GPU search (entries are purged then).
 //!
+//! Refinement runs on the CPU: the device returns its best `max(k, refine budget)`
+//! candidates with their compressed scores, and the host re-scores them over their
+//! originals (`search::refine_and_rank`), the same code as the CPU path. Why not on the
+//! device: the originals are 7x the index at f16 and would have to be resident to be read
+//! there, while the refined candidates' originals are a few hundred kilobytes per query
+//! that the host reads in place from the memory map; the refine work per query is well
+//! under a millisecond of one core (BENCHMARKS.md, "Exact answers").
+//!
 //! Fallback: `auto` uses the GPU when it works and otherwise the CPU, printing the reason on
 //! stderr once per process and reason; `cuda[:N]` turns every such reason into
 //! [`Error::Device`]. The CPU path stays the reference: same top-k, scores within 1e-4.
@@ -24,7 +32,7 @@ use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::{Error, Result};
 use crate::options::{Device, SearchParams};
-use crate::search::SearchStats;
+use crate::search::{Cand, SearchStats, refine_and_rank};
 use crate::snapshot::SnapshotInner;
 
 /// What a [`Device`] setting resolves to on this machine.
@@ -156,8 +164,17 @@ pub(crate) fn search_batch(
         Ok(i) => i,
         Err(e) => return fail(e),
     };
+    let refine = if params.exhaustive && params.n_refine.is_none() {
+        usize::MAX
+    } else {
+        params.refine_budget(k)
+    };
+    let refinable = snap.segments.iter().any(|s| s.originals.is_some());
+    let want = if refinable { k.max(refine) } else { k };
     let p = DeviceSearch {
-        k,
+        k: want
+            .min(usize::try_from(snap.live_docs()).unwrap_or(usize::MAX))
+            .max(k),
         nprobe: params.nprobe.max(1),
         n_rerank: params.rerank_budget(k),
         exhaustive: params.exhaustive,
@@ -169,36 +186,34 @@ pub(crate) fn search_batch(
     };
     count(queries.len() as u64, &traffic);
     let per_query_us = t.elapsed().as_micros() as u64 / queries.len().max(1) as u64;
-    Ok(Some(
-        found
-            .into_iter()
-            .map(|d| {
-                let mut hits: Vec<Hit> = d
-                    .hits
-                    .iter()
-                    .filter_map(|&(seg, local, score)| {
-                        snap.segments
-                            .get(seg as usize)
-                            .and_then(|s| s.reader.external_id(local))
-                            .map(|id| Hit {
-                                id: id.clone(),
-                                score,
-                            })
-                    })
-                    .collect();
-                // The CPU's final order: score, then external id.
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-                let stats = SearchStats {
-                    candidates: d.candidates as usize,
-                    reranked: d.reranked as usize,
-                    // The device pipeline is timed as a whole (one synchronisation per batch).
-                    rerank_us: per_query_us,
-                    ..SearchStats::default()
-                };
-                (hits, stats)
-            })
-            .collect(),
-    ))
+    found
+        .into_iter()
+        .zip(queries)
+        .map(|(d, query)| {
+            let mut stats = SearchStats {
+                candidates: d.candidates as usize,
+                reranked: d.reranked as usize,
+                // The device pipeline is timed as a whole (one synchronisation per batch).
+                rerank_us: per_query_us,
+                ..SearchStats::default()
+            };
+            let (cands, scores): (Vec<Cand>, Vec<f32>) = d
+                .hits
+                .iter()
+                .filter(|&&(seg, local, _)| {
+                    snap.segments
+                        .get(seg as usize)
+                        .is_some_and(|s| local < s.reader.meta().n_docs)
+                })
+                .map(|&(seg, local, score)| (Cand { seg, local }, score))
+                .unzip();
+            let dim = snap.codec.as_ref().map_or(1, |c| c.dim());
+            // The CPU's final stage: refine, then order by score and external id.
+            let hits = refine_and_rank(snap, query, dim, &cands, &scores, k, refine, &mut stats)?;
+            Ok((hits, stats))
+        })
+        .collect::<Result<Vec<Answer>>>()
+        .map(Some)
 }
 
 /// Totals over all GPU searches of this process (for benchmarks and monitoring).

@@ -40,7 +40,8 @@ pub use error::{Error, Result};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
-    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, SearchParams,
+    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, Precision, REFINE_FLOOR,
+    REFINE_PER_K, SearchParams,
 };
 pub use search::SearchStats;
 pub use snapshot::Snapshot;

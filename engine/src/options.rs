@@ -1,6 +1,7 @@
 //! Settings of collections, ingest and search. Every field has a measured default.
 
 use serde::{Deserialize, Serialize};
+pub use tessera_storage::originals::Precision;
 
 /// Settings fixed when a collection is created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,16 @@ pub struct CollectionConfig {
     pub kmeans_iters: u32,
     /// Seed of codec training; the same data and seed give the same codec.
     pub seed: u64,
+    /// Precision at which each segment keeps the ingested vectors (FORMAT.md, "Originals"):
+    /// `F16` by default, read by search only for the candidates it refines
+    /// ([`SearchParams::n_refine`]) and returned by `Collection::vectors`. `None` keeps only
+    /// the compressed codes. Collections created before originals existed read as `None`.
+    #[serde(default = "no_originals")]
+    pub originals: Precision,
+}
+
+fn no_originals() -> Precision {
+    Precision::None
 }
 
 impl CollectionConfig {
@@ -31,7 +42,14 @@ impl CollectionConfig {
             max_tokens_per_doc: 65_536,
             kmeans_iters: 8,
             seed: 42,
+            originals: Precision::F16,
         }
+    }
+
+    /// Sets the precision of the kept original vectors ([`Precision::None`]: keep none).
+    pub fn originals(mut self, precision: Precision) -> Self {
+        self.originals = precision;
+        self
     }
 
     /// Sets the residual bits per dimension.
@@ -149,6 +167,18 @@ pub struct SearchParams {
     /// real ColBERT vectors from 0.682 to 0.734 over 128 for about 3 ms (BENCHMARKS.md,
     /// python-doc run 4).
     pub rerank_floor: usize,
+    /// Candidates re-scored with full-precision MaxSim over their original vectors after
+    /// the compressed exact stage; the final ranking and the returned scores come from these
+    /// scores. `Some(0)` turns the stage off; `None` (the default) refines
+    /// [`SearchParams::refine_budget`] candidates. Segments without originals (collections
+    /// created with `Precision::None`, or before originals existed) keep their compressed
+    /// scores.
+    #[serde(default)]
+    pub n_refine: Option<usize>,
+    /// Candidates kept by the postings-only estimate for the centroid-code estimate;
+    /// `None`: [`SearchParams::prefilter_budget`]'s rule, which grows with the collection.
+    #[serde(default)]
+    pub prefilter: Option<usize>,
     /// Score every live document exactly (slow; for verification).
     pub exhaustive: bool,
     /// Where the search runs (default `auto`: the first CUDA device when one is usable).
@@ -156,12 +186,24 @@ pub struct SearchParams {
     pub device: Device,
 }
 
+/// Lower bound of the default prefilter budget ([`SearchParams::prefilter_budget`]).
+pub const PREFILTER_FLOOR: usize = 4096;
+/// The default prefilter budget keeps at least one in this many live documents.
+pub const PREFILTER_DIVISOR: u64 = 64;
+
+/// Lower bound of the default refine budget ([`SearchParams::refine_budget`]).
+pub const REFINE_FLOOR: usize = 64;
+/// Candidates refined per requested hit by default.
+pub const REFINE_PER_K: usize = 4;
+
 impl Default for SearchParams {
     fn default() -> Self {
         SearchParams {
             nprobe: 16,
             n_rerank: None,
             rerank_floor: 256,
+            n_refine: None,
+            prefilter: None,
             exhaustive: false,
             device: Device::Auto,
         }
@@ -195,11 +237,44 @@ impl SearchParams {
         self
     }
 
+    /// Sets the number of candidates refined with the original vectors (`0`: off).
+    pub fn with_n_refine(mut self, n: usize) -> Self {
+        self.n_refine = Some(n);
+        self
+    }
+
     /// Documents re-ranked exactly for a top-`k` search with these parameters.
     pub fn rerank_budget(&self, k: usize) -> usize {
         self.n_rerank
             .unwrap_or_else(|| self.rerank_floor.max(8 * k))
             .max(k)
+    }
+
+    /// Sets the number of candidates kept by the postings-only estimate.
+    pub fn with_prefilter(mut self, n: usize) -> Self {
+        self.prefilter = Some(n);
+        self
+    }
+
+    /// Candidates kept by the postings-only estimate for a top-`k` search over `live_docs`
+    /// documents: `prefilter` when set, else `max(PREFILTER_FLOOR, 16 * rerank budget,
+    /// live_docs / PREFILTER_DIVISOR)`. The last term makes the budget grow with the
+    /// collection: the pool it is cut from (every document that shares a probed centroid
+    /// with the query) grows linearly with the collection, and a fixed cut loses recall as
+    /// it does (BENCHMARKS.md, "Budgets that scale").
+    pub fn prefilter_budget(&self, k: usize, live_docs: u64) -> usize {
+        self.prefilter.unwrap_or_else(|| {
+            let by_size = usize::try_from(live_docs / PREFILTER_DIVISOR).unwrap_or(usize::MAX);
+            PREFILTER_FLOOR.max(16 * self.rerank_budget(k)).max(by_size)
+        })
+    }
+
+    /// Candidates refined with original vectors for a top-`k` search: `n_refine` when set,
+    /// else `max(REFINE_FLOOR, REFINE_PER_K * k)`, never more than the re-rank budget.
+    pub fn refine_budget(&self, k: usize) -> usize {
+        self.n_refine
+            .unwrap_or_else(|| REFINE_FLOOR.max(REFINE_PER_K * k))
+            .min(self.rerank_budget(k))
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use roaring::RoaringBitmap;
+use tessera_storage::originals::OriginalsReader;
 use tessera_storage::segment::SegmentReader;
 
 use crate::codec::Codec;
@@ -17,6 +18,8 @@ use crate::search::SearchStats;
 pub(crate) struct SegmentView {
     pub(crate) id: u64,
     pub(crate) reader: Arc<SegmentReader>,
+    /// The segment's original vectors, when the collection keeps them.
+    pub(crate) originals: Option<Arc<OriginalsReader>>,
     pub(crate) tombstones: Arc<RoaringBitmap>,
 }
 
@@ -62,7 +65,7 @@ impl Snapshot {
             return Ok(found.pop().unwrap_or_default());
         }
         let mut stats = SearchStats::default();
-        let hits = crate::search::search(&self.inner, query, k, params, &mut stats);
+        let hits = crate::search::search(&self.inner, query, k, params, &mut stats)?;
         Ok((hits, stats))
     }
 
@@ -82,13 +85,13 @@ impl Snapshot {
         if let Some(found) = crate::gpu::search_batch(&self.inner, &refs, k, params)? {
             return Ok(found.into_iter().map(|(hits, _)| hits).collect());
         }
-        Ok(queries
+        queries
             .par_iter()
             .map(|q| {
                 let mut stats = SearchStats::default();
                 crate::search::search(&self.inner, q, k, params, &mut stats)
             })
-            .collect())
+            .collect()
     }
 
     /// Live documents in this view.

@@ -7,11 +7,15 @@ mod approx;
 mod compressed;
 pub mod gpu;
 pub mod reference;
+mod refine;
 mod residual;
 mod simd;
 
 pub use approx::CentroidScores8;
 pub use compressed::{LANES, QueryLut, padded_tokens};
+pub use refine::{
+    RefinePath, StoredVectors, maxsim_stored, maxsim_stored_with, refine_paths_available,
+};
 pub use residual::{ResidualCodec, packed_len};
 pub use simd::{dot, max_into};
 

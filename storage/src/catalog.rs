@@ -64,6 +64,19 @@ pub struct SegmentRef {
     pub n_tokens: u64,
     /// File size.
     pub bytes: u64,
+    /// The segment's original vectors, when the collection keeps them (absent in
+    /// manifests written before originals existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub originals: Option<OriginalsRef>,
+}
+
+/// A published originals file (FORMAT.md, "Originals").
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OriginalsRef {
+    /// File name inside the collection directory.
+    pub file: String,
+    /// File size.
+    pub bytes: u64,
 }
 
 /// The set of files that make up a collection at one commit.

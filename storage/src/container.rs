@@ -29,6 +29,8 @@ pub enum FileKind {
     Segment = 1,
     /// A codec: centroids and residual quantiser of one collection.
     Codec = 2,
+    /// The original (full-precision) vectors of one segment's documents.
+    Originals = 3,
 }
 
 /// How a section's bytes are stored.
@@ -39,6 +41,9 @@ pub enum Encoding {
     Raw = 0,
     /// Compressed with zstd; must be decompressed before use.
     Zstd = 1,
+    /// Stored as is, but too large to checksum at open: its table CRC is zero and the file
+    /// kind defines finer checksums (one per document) that readers verify before use.
+    BlockChecked = 2,
 }
 
 /// Zstd level for compressed sections: they are small, so a high level costs little.
@@ -58,6 +63,17 @@ impl SectionData {
         SectionData {
             id,
             encoding: Encoding::Raw,
+            raw_len: bytes.len() as u64,
+            stored: bytes,
+        }
+    }
+
+    /// A section stored uncompressed whose checksums live elsewhere in the file (see
+    /// [`Encoding::BlockChecked`]).
+    pub fn block_checked(id: u32, bytes: Vec<u8>) -> Self {
+        SectionData {
+            id,
+            encoding: Encoding::BlockChecked,
             raw_len: bytes.len() as u64,
             stored: bytes,
         }
@@ -101,7 +117,11 @@ pub fn write_container(
         table.extend_from_slice(&(offset as u64).to_le_bytes());
         table.extend_from_slice(&(s.stored.len() as u64).to_le_bytes());
         table.extend_from_slice(&s.raw_len.to_le_bytes());
-        table.extend_from_slice(&crc32c::crc32c(&s.stored).to_le_bytes());
+        let crc = match s.encoding {
+            Encoding::BlockChecked => 0,
+            _ => crc32c::crc32c(&s.stored),
+        };
+        table.extend_from_slice(&crc.to_le_bytes());
         table.extend_from_slice(&0u32.to_le_bytes());
         offset = align_up(offset + s.stored.len());
     }
@@ -226,6 +246,7 @@ impl Container {
             let encoding = match le_u32(e, 4) {
                 0 => Encoding::Raw,
                 1 => Encoding::Zstd,
+                2 => Encoding::BlockChecked,
                 other => return Err(corrupt(format!("section {id}: unknown encoding {other}"))),
             };
             let offset = le_u64(e, 8);
@@ -242,10 +263,17 @@ impl Container {
                 )));
             }
             let (offset, stored_len) = (offset as usize, stored_len as usize);
-            if crc32c::crc32c(&b[offset..offset + stored_len]) != crc {
+            if encoding == Encoding::BlockChecked {
+                // Checked per block by the file kind's reader, before each block is used.
+                if crc != 0 {
+                    return Err(corrupt(format!(
+                        "section {id}: a block-checked section must have a zero table checksum"
+                    )));
+                }
+            } else if crc32c::crc32c(&b[offset..offset + stored_len]) != crc {
                 return Err(corrupt(format!("section {id}: checksum mismatch")));
             }
-            if encoding == Encoding::Raw && raw_len != stored_len as u64 {
+            if encoding != Encoding::Zstd && raw_len != stored_len as u64 {
                 return Err(corrupt(format!("section {id}: raw length mismatch")));
             }
             sections.push(SectionEntry {
@@ -293,12 +321,32 @@ impl Container {
         Ok(&self.bytes[e.offset..e.offset + e.stored_len])
     }
 
+    /// The bytes of block-checked section `id`, viewed in place and **not yet verified**:
+    /// the caller checks each block against the checksums its file kind defines before
+    /// using it (FORMAT.md, "Originals").
+    pub fn block_checked_section(&self, id: u32, what: &str) -> Result<&[u8]> {
+        let e = self.entry(id, what)?;
+        if e.encoding != Encoding::BlockChecked {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("section {id} ({what}) must be stored block-checked"),
+            ));
+        }
+        Ok(&self.bytes[e.offset..e.offset + e.stored_len])
+    }
+
     /// The bytes of section `id`, decompressed if needed.
     pub fn section_bytes(&self, id: u32, what: &str) -> Result<Vec<u8>> {
         let e = self.entry(id, what)?;
         let stored = &self.bytes[e.offset..e.offset + e.stored_len];
         match e.encoding {
             Encoding::Raw => Ok(stored.to_vec()),
+            // Its checksums are not the container's: only the file kind's reader may hand
+            // out its bytes, block by block, after checking them.
+            Encoding::BlockChecked => Err(Error::corrupt(
+                &self.path,
+                format!("section {id} ({what}) is block-checked, not a whole section"),
+            )),
             Encoding::Zstd => {
                 let out = zstd::bulk::decompress(stored, e.raw_len).map_err(|err| {
                     Error::corrupt(&self.path, format!("section {id} ({what}): zstd: {err}"))

@@ -3,6 +3,7 @@
 //! * [`container`]: the checksummed, sectioned file container every data file uses.
 //! * [`segment`]: segment files (compressed documents of one commit) and their reader.
 //! * [`codec`]: codec files (centroids and residual quantiser).
+//! * [`originals`]: originals files (a segment's ingested vectors at f16, bf16 or f32).
 //! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata).
 //! * [`fsutil`]: durable publication of files and the writer lock.
 //!
@@ -26,6 +27,7 @@ mod error;
 pub mod fsutil;
 mod ids;
 mod mmap;
+pub mod originals;
 pub mod segment;
 
 pub use error::{Error, Result};

@@ -1,0 +1,119 @@
+//! Databases already on disk: a frozen database of on-disk format 1, written before
+//! originals existed (`tests/fixtures/format-v1`, see its README), must open, search and
+//! answer exactly as the build that wrote it did.
+
+use std::path::{Path, PathBuf};
+
+use tessera::{Database, ExternalId, IngestOptions, Precision, SearchParams};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/format-v1")
+}
+
+/// A private copy of the frozen database: opening for writing may clean up, and the
+/// fixture itself must never change.
+fn copy_of_fixture(to: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read fixture").flatten() {
+            let target = to.join(e.file_name());
+            if e.path().is_dir() {
+                copy(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).expect("copy");
+            }
+        }
+    }
+    copy(&fixture().join("db"), to);
+}
+
+fn queries() -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(fixture().join("queries.f32")).expect("queries");
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    values.chunks(32 * 16).map(<[f32]>::to_vec).collect()
+}
+
+/// `(query, id, score)` rows of a saved `tessera search --json` output.
+fn expected(name: &str) -> Vec<(usize, String, f32)> {
+    std::fs::read_to_string(fixture().join(name))
+        .expect("expected results")
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            (
+                v["query"].as_u64().expect("query") as usize,
+                v["id"].as_str().expect("id").to_owned(),
+                v["score"].as_f64().expect("score") as f32,
+            )
+        })
+        .collect()
+}
+
+fn check(db: &Database, params: &SearchParams, name: &str) {
+    let coll = db.collection("docs").expect("collection");
+    let want = expected(name);
+    for (qi, q) in queries().iter().enumerate() {
+        let got = coll.search(q, 5, params).expect("search");
+        let rows: Vec<&(usize, String, f32)> = want.iter().filter(|r| r.0 == qi).collect();
+        assert_eq!(got.len(), rows.len(), "{name} query {qi}");
+        for (h, (_, id, score)) in got.iter().zip(rows) {
+            assert_eq!(h.id, ExternalId::Str(id.clone()), "{name} query {qi}");
+            assert!(
+                (h.score - score).abs() <= 1e-5 * score.abs().max(1.0),
+                "{name} query {qi}: {} vs {score}",
+                h.score
+            );
+        }
+    }
+}
+
+#[test]
+fn a_format_1_database_without_originals_opens_and_answers_as_when_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_of_fixture(dir.path());
+    {
+        let db = Database::open_read_only(dir.path()).expect("read-only open");
+        let coll = db.collection("docs").expect("collection");
+        let info = coll.info();
+        assert_eq!((info.documents, info.segments), (38, 3));
+        assert_eq!(
+            info.config.originals,
+            Precision::None,
+            "written before originals"
+        );
+        assert_eq!(info.originals_bytes, 0);
+        check(&db, &SearchParams::default(), "expected-default.jsonl");
+        check(
+            &db,
+            &SearchParams::exhaustive(),
+            "expected-exhaustive.jsonl",
+        );
+        // No originals: vectors are the decompressed approximation, one row per token.
+        let v = coll
+            .vectors(&ExternalId::Str("doc-000006".into()))
+            .expect("vectors")
+            .expect("present");
+        assert!(!v.is_empty() && v.len() % 16 == 0);
+        assert!(
+            coll.vectors(&ExternalId::Str("doc-000005".into()))
+                .expect("vectors")
+                .is_none()
+        );
+    }
+    // A writer opens it too, keeps every file, and can add to it: the collection stays
+    // without originals (its recorded settings), and the old answers stand.
+    let db = Database::open(dir.path()).expect("writer open");
+    check(&db, &SearchParams::default(), "expected-default.jsonl");
+    let coll = db.collection("docs").expect("collection");
+    let q = &queries()[0];
+    coll.ingest(
+        &[tessera::Document::new("new-1", q[..4 * 16].to_vec())],
+        &IngestOptions::default(),
+    )
+    .expect("ingest into an old collection");
+    assert_eq!(coll.info().documents, 39);
+    assert_eq!(coll.info().originals_bytes, 0);
+}
