@@ -17,6 +17,9 @@ use crate::render::Mode;
     after_help = "Run `tessera shell DB` for an interactive shell (type .help there)."
 )]
 pub struct Cli {
+    /// Say more: why searches run on the CPU, and other notes.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -36,6 +39,11 @@ pub enum Command {
     /// Ingest documents: a directory of .npy, .npy files, a flat .npy with --doclens,
     /// .safetensors or .jsonl of vectors, or text (--text corpus.jsonl --model DIR),
     /// streamed in atomic batches.
+    ///
+    /// The collection must exist, unless --create is given: then a missing database and
+    /// collection are created, with the dimension of the input (the model's for --text, the
+    /// vectors' otherwise) and default settings. Without --create, a missing collection is an
+    /// error that names the `tessera create` command to run.
     Ingest {
         /// Database directory.
         db: PathBuf,
@@ -44,23 +52,35 @@ pub enum Command {
         /// Inputs and options.
         #[command(flatten)]
         args: IngestArgs,
-        /// Print the ingest summary as JSON on stdout.
+        /// Create the database and the collection if missing (dimension from the input,
+        /// default settings; `tessera create` chooses others).
+        #[arg(long)]
+        create: bool,
+        /// Print the ingest summary as JSON on stdout (and nothing on stderr).
         #[arg(long)]
         json: bool,
     },
-    /// Search with query matrices (`[tokens, dim]`, or `[queries, tokens, dim]` for many)
-    /// or query text (--text).
+    /// Search with query matrices (`[tokens, dim]`, or `[queries, tokens, dim]` for many),
+    /// query text (--text), or a stored document (--like ID).
+    #[command(group(
+        clap::ArgGroup::new("queries")
+            .required(true)
+            .args(["query", "text", "like"])
+    ))]
     Search {
         /// Database directory.
         db: PathBuf,
         /// Collection name.
         collection: String,
         /// Query file: .npy, .safetensors, .json or .jsonl.
-        #[arg(long, required_unless_present = "text", conflicts_with = "text")]
+        #[arg(long)]
         query: Option<PathBuf>,
         /// Query text, encoded with the model (repeat for several queries).
-        #[arg(long, value_name = "TEXT")]
+        #[arg(long, value_name = "TEXT", value_parser = query_text)]
         text: Vec<String>,
+        /// Use this document's stored vectors as the query ("more like this").
+        #[arg(long, value_name = "ID")]
+        like: Option<String>,
         /// Encoder model directory for --text (default: the one recorded with the
         /// collection, if it still holds the same model).
         #[arg(long, value_name = "DIR", requires = "text")]
@@ -157,6 +177,10 @@ pub struct IngestArgs {
     /// Replace documents whose id exists instead of rejecting the input.
     #[arg(long)]
     pub upsert: bool,
+    /// Skip documents whose id exists (counted in the summary) instead of rejecting the
+    /// input: resumes an ingest that stopped part way.
+    #[arg(long, conflicts_with = "upsert")]
+    pub skip_existing: bool,
     /// Token vectors per committed batch (each batch commits atomically).
     #[arg(long, default_value_t = 1_000_000)]
     pub batch_tokens: usize,
@@ -198,11 +222,11 @@ pub struct EncodeArgs {
 /// Search settings.
 #[derive(Args, Debug, Clone)]
 pub struct SearchOpts {
-    /// Results per query.
-    #[arg(short = 'k', default_value_t = 10)]
+    /// Results per query (at least 1).
+    #[arg(short = 'k', default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub k: usize,
-    /// Centroids probed per query token.
-    #[arg(long)]
+    /// Centroids probed per query token (at least 1).
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub nprobe: Option<u32>,
     /// Documents re-ranked exactly.
     #[arg(long)]
@@ -218,6 +242,29 @@ pub struct SearchOpts {
     /// (default: auto; in the shell, the `.device` setting).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<tessera::Device>,
+}
+
+/// A count that must be positive: 0 results or 0 probes would silently return nothing.
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + From<u8>,
+    T::Err: std::fmt::Display,
+{
+    let n: T = s.parse().map_err(|e: T::Err| e.to_string())?;
+    if n < T::from(1) {
+        Err("must be at least 1".into())
+    } else {
+        Ok(n)
+    }
+}
+
+/// Query text that has something to encode: an empty query would match nothing in particular.
+pub fn query_text(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("the query text is empty".into())
+    } else {
+        Ok(s.to_owned())
+    }
 }
 
 /// Output format of a subcommand.

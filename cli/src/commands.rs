@@ -50,7 +50,7 @@ impl Session {
             .current
             .as_deref()
             .context("no collection in use (use .use NAME, or .create NAME --dim D)")?;
-        Ok(db.collection(name)?)
+        crate::errors::collection(db, name)
     }
 
     /// Loads (or reuses) the model in `dir` and makes it the session's model.
@@ -151,6 +151,70 @@ pub fn open_or_create(path: &Path) -> Result<Database> {
     Ok(Database::open_or_create(path)?)
 }
 
+/// A path as a shell word: quoted unless it is plain.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:,=@".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What to do about a missing collection: the exact `tessera create` command, or `--create`.
+pub fn create_hint(db: &Path, name: &str, dim: Option<u32>) -> String {
+    format!(
+        "create it with `tessera create {} {} --dim {}`, or pass --create to ingest",
+        shell_word(&db.display().to_string()),
+        shell_word(name),
+        dim.map_or_else(|| "D".to_owned(), |d| d.to_string())
+    )
+}
+
+/// The database and collection an ingest writes to. Every ingest path follows one rule: the
+/// collection must exist, unless `create` is set, in which case a missing database and
+/// collection are created with dimension `dim()` (the input's) and default settings.
+/// Without `create`, a missing one is an error naming the `tessera create` command to run.
+pub fn ingest_target(
+    db: &Path,
+    name: &str,
+    create: bool,
+    dim: impl FnOnce() -> Result<u32>,
+) -> Result<(Database, Collection)> {
+    if create {
+        let database = open_or_create(db)?;
+        if let Ok(c) = database.collection(name) {
+            return Ok((database, c));
+        }
+        let dim = dim()?;
+        let coll = database.create_collection(name, CollectionConfig::new(dim))?;
+        eprintln!(
+            "created collection {name:?} (dim {dim}, default settings) in {}",
+            db.display()
+        );
+        return Ok((database, coll));
+    }
+    if !db.exists() {
+        bail!(
+            "database {} does not exist; {}",
+            db.display(),
+            create_hint(db, name, dim().ok())
+        );
+    }
+    let database = Database::open(db)?;
+    match database.collection(name) {
+        Ok(c) => Ok((database, c)),
+        Err(tessera::Error::CollectionNotFound(_)) => bail!(
+            "{}; {}",
+            crate::errors::missing_collection(&database, name),
+            create_hint(db, name, dim().ok())
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Creates a collection from command-line settings.
 pub fn create(db: &Database, a: &CreateArgs) -> Result<Collection> {
     let mut cfg = CollectionConfig::new(a.dim)
@@ -190,10 +254,9 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     if let Some(r) = o.refine {
         p = p.with_n_refine(r);
     }
-    if let Some(d) = o.device {
-        p = p.with_device(d);
-    }
-    p
+    p.with_device(crate::device::for_search(
+        o.device.unwrap_or(tessera::Device::Auto),
+    ))
 }
 
 /// An f32 as the shortest decimal that reads back as the same f32.
@@ -349,7 +412,7 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
     .hide_in_table("commits")
     .hide_in_table("max_tokens_per_doc");
     let names = match only {
-        Some(n) => vec![db.collection(n)?.name().to_owned()],
+        Some(n) => vec![crate::errors::collection(db, n)?.name().to_owned()],
         None => db.collection_names(),
     };
     for name in names {

@@ -29,6 +29,8 @@ pub struct IngestSummary {
     pub batches: u64,
     /// Existing documents replaced (upsert).
     pub replaced: u64,
+    /// Documents skipped because their id exists (`--skip-existing`).
+    pub skipped: u64,
     /// Whether the first batch trained the collection's codec.
     pub trained_codec: bool,
     /// Seconds spent validating.
@@ -46,13 +48,18 @@ impl IngestSummary {
     /// One line for humans.
     pub fn describe(&self) -> String {
         format!(
-            "committed {} documents ({} tokens) in {} batch{}{}{} in {:.2} s ({:.2} s validating): {:.0} tokens/s",
+            "committed {} documents ({} tokens) in {} batch{}{}{}{} in {:.2} s ({:.2} s validating): {:.0} tokens/s",
             self.documents,
             self.tokens,
             self.batches,
             if self.batches == 1 { "" } else { "es" },
             if self.replaced > 0 {
                 format!(", {} replaced", self.replaced)
+            } else {
+                String::new()
+            },
+            if self.skipped > 0 {
+                format!(", {} skipped (id already present)", self.skipped)
             } else {
                 String::new()
             },
@@ -68,23 +75,58 @@ impl IngestSummary {
     }
 }
 
-/// A progress bar on stderr, hidden when stderr is not a terminal.
-pub(crate) fn progress(len: Option<u64>, prefix: &'static str) -> ProgressBar {
+/// A phase of a long command, each with its own progress bar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading every document once before anything is written: no ETA (it is the cheap
+    /// pass, and its rate says nothing about the commits).
+    Validate,
+    /// Reading, encoding and committing.
+    Commit,
+    /// Writing `encode`'s output.
+    Encode,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Validate => "validating",
+            Phase::Commit => "ingesting",
+            Phase::Encode => "encoding",
+        }
+    }
+}
+
+/// A progress bar on stderr, hidden when stderr is not a terminal. The commit phase shows no
+/// ETA until the first batch has committed (until then there is no rate to estimate from).
+pub(crate) fn progress(len: Option<u64>, phase: Phase) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
-    let template = if len.is_some() {
-        "{prefix:>10} [{bar:30}] {pos}/{len} docs  {msg}  ETA {eta}"
-    } else {
-        "{prefix:>10} {spinner} {pos} docs  {msg}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_prefix(prefix);
+    pb.set_style(style(len.is_some(), phase == Phase::Encode));
+    pb.set_prefix(phase.label());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
+}
+
+/// The bar's look: `[===>  ] pos/len` when the total is known, a spinner otherwise.
+fn style(known_len: bool, eta: bool) -> ProgressStyle {
+    let template = match (known_len, eta) {
+        (true, true) => "{prefix:>10} [{bar:30}] {pos}/{len} docs  {msg}  ETA {eta}",
+        (true, false) => "{prefix:>10} [{bar:30}] {pos}/{len} docs  {msg}",
+        (false, _) => "{prefix:>10} {spinner} {pos} docs  {msg}",
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Switches a commit bar to showing the ETA, once a batch has committed.
+pub(crate) fn show_eta(pb: &ProgressBar) {
+    if pb.length().is_some() {
+        pb.set_style(style(true, true));
+    }
 }
 
 /// Checks one document as the engine will (so that failures name the input file).
@@ -179,24 +221,32 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
     };
     let batch_tokens = args.batch_tokens.max(1);
     let mut summary = IngestSummary::default();
+    let existing = Existing::rule(coll, args);
 
     // Pass 1: validate every document, so that a bad input commits nothing.
     let mut total_docs = plan.known_docs();
     let mut total_tokens = plan.known_tokens();
     if !args.no_validate {
         let start = Instant::now();
-        let pb = progress(total_docs, "checking");
+        let pb = progress(total_docs, Phase::Validate);
+        pb.set_message("nothing is written until every document checks out");
         let mut seen = SeenIds::default();
         let (mut docs, mut tokens) = (0u64, 0u64);
-        // An empty collection has no ids to collide with: skip the catalog lookups.
-        let check_existing = !args.upsert && coll.info().documents > 0;
         let mut stream = plan.open();
         let result: Result<()> = (|| {
             while let Some(d) = stream.next_doc()? {
-                tokens += check_doc(&d, dim, max_tokens)? as u64;
+                let rows = check_doc(&d, dim, max_tokens)? as u64;
                 seen.check(&d, &plan)?;
-                if check_existing {
-                    refuse_existing(coll, &d.id, &d.describe())?;
+                let skip = match existing {
+                    Existing::Skip => coll.contains(&d.id)?,
+                    Existing::Refuse => {
+                        refuse_existing(coll, &d.id, &d.describe())?;
+                        false
+                    }
+                    Existing::Replace | Existing::NoneYet => false,
+                };
+                if !skip {
+                    tokens += rows;
                 }
                 docs += 1;
                 pb.inc(1);
@@ -227,7 +277,7 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
         opts = opts.with_expected_total_tokens(t);
     }
     let start = Instant::now();
-    let pb = progress(total_docs, "ingesting");
+    let pb = progress(total_docs, Phase::Commit);
     let mut stream = plan.open();
     let mut seen = SeenIds::default();
     let mut pending: Option<(SourceDoc, usize)> = None;
@@ -251,6 +301,11 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
                             if args.no_validate {
                                 seen.check(&d, &plan)?;
                             }
+                            if existing == Existing::Skip && coll.contains(&d.id)? {
+                                summary.skipped += 1;
+                                pb.inc(1);
+                                continue;
+                            }
                             (d, rows)
                         }
                         None => break,
@@ -271,6 +326,11 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
             if batch.is_empty() {
                 return Ok(());
             }
+            pb.set_message(format!(
+                "committing batch {} ({} documents)",
+                summary.batches + 1,
+                batch.len()
+            ));
             let report = coll
                 .ingest(&batch, &opts)
                 .map_err(|e| engine_error(e, &places))?;
@@ -290,6 +350,7 @@ pub fn ingest(coll: &Collection, args: &IngestArgs) -> Result<IngestSummary> {
                 });
             }
             pb.inc(report.documents as u64);
+            show_eta(&pb);
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             pb.set_message(format!("{:.0} tokens/s", summary.tokens as f64 / secs));
         }
@@ -327,6 +388,35 @@ pub(crate) fn engine_error(e: tessera::Error, places: &[String]) -> anyhow::Erro
     match at {
         Some(place) => anyhow!("{place}: {e}"),
         None => anyhow::Error::new(e),
+    }
+}
+
+/// What an ingest does with ids the collection already holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Existing {
+    /// The collection is empty: there is nothing to look up.
+    NoneYet,
+    /// Fail, naming the document (the default).
+    Refuse,
+    /// Replace them (`--upsert`).
+    Replace,
+    /// Leave them and skip the input's document (`--skip-existing`).
+    Skip,
+}
+
+impl Existing {
+    /// The rule `args` ask for on `coll`.
+    pub(crate) fn rule(coll: &Collection, args: &IngestArgs) -> Existing {
+        if args.upsert {
+            Existing::Replace
+        } else if coll.info().documents == 0 {
+            // An empty collection has no ids to collide with: skip the catalog lookups.
+            Existing::NoneYet
+        } else if args.skip_existing {
+            Existing::Skip
+        } else {
+            Existing::Refuse
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod args;
 mod commands;
+mod device;
+mod errors;
 mod formats;
 mod generate;
 mod ingest;
@@ -22,6 +24,7 @@ use crate::render::Printer;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    device::set_verbose(cli.verbose);
     interrupt::install();
     match run(cli.command) {
         Ok(code) => ExitCode::from(code),
@@ -30,7 +33,7 @@ fn main() -> ExitCode {
             ExitCode::from(130)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", errors::one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -46,19 +49,39 @@ fn run(cmd: Command) -> Result<u8> {
             db,
             collection,
             args,
+            create,
             json,
         } => {
             let summary = if args.text.is_empty() {
-                let database = Database::open(&db)?;
-                let coll = database.collection(&collection)?;
+                let (_database, coll) = commands::ingest_target(&db, &collection, create, || {
+                    formats::infer_dim(&args.inputs, args.format, args.doclens.is_some())
+                })?;
                 ingest::ingest(&coll, &args)?
             } else {
-                let database = commands::open_or_create(&db)?;
-                text::ingest_text(&database, &collection, &args, None)?
+                let database = if create {
+                    commands::open_or_create(&db)?
+                } else if db.exists() {
+                    Database::open(&db)?
+                } else {
+                    // The hint names the dimension, which only the model knows.
+                    let dim = match &args.model {
+                        Some(dir) => text::Model::load(dir, args.threads, 1)
+                            .ok()
+                            .map(|m| m.encoder.dim() as u32),
+                        None => None,
+                    };
+                    anyhow::bail!(
+                        "database {} does not exist; {}",
+                        db.display(),
+                        commands::create_hint(&db, &collection, dim)
+                    );
+                };
+                text::ingest_text(&database, &collection, &args, None, create)?
             };
-            eprintln!("{}", summary.describe());
             if json {
                 println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                eprintln!("{}", summary.describe());
             }
         }
         Command::Search {
@@ -66,15 +89,17 @@ fn run(cmd: Command) -> Result<u8> {
             collection,
             query,
             text,
+            like,
             model,
             opts,
             out,
         } => {
             let database = Database::open_read_only(&db)?;
-            let coll = database.collection(&collection)?;
-            let queries = match query {
-                Some(q) => query::read_queries(&q, coll.config().dim as usize)?,
-                None => {
+            let coll = errors::collection(&database, &collection)?;
+            let queries = match (query, like) {
+                (Some(q), _) => query::read_queries(&q, coll.config().dim as usize)?,
+                (None, Some(id)) => vec![commands::like_query(&coll, &id)?],
+                (None, None) => {
                     let choice = match &model {
                         Some(dir) => text::ModelChoice::Given(dir),
                         None => text::ModelChoice::Recorded,
@@ -94,7 +119,7 @@ fn run(cmd: Command) -> Result<u8> {
             ids,
         } => {
             let database = Database::open(&db)?;
-            commands::delete(&database.collection(&collection)?, &ids)?;
+            commands::delete(&errors::collection(&database, &collection)?, &ids)?;
         }
         Command::Info {
             db,
@@ -103,7 +128,12 @@ fn run(cmd: Command) -> Result<u8> {
         } => {
             let database = Database::open_read_only(&db)?;
             let rs = commands::info(&database, collection.as_deref())?;
-            Printer::stdout(out.mode()).print(&rs)?;
+            let mode = out.mode();
+            Printer::stdout(mode).print(&rs)?;
+            // Machines read the rows; people (a table) and -v also see where searches run.
+            if mode == render::Mode::Table || device::verbose() {
+                eprintln!("search device: {}", device::describe(tessera::Device::Auto));
+            }
         }
         Command::Encode(args) => {
             let summary = text::encode(&args)?;

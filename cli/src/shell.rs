@@ -16,7 +16,7 @@ use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
-use rustyline::{Editor, Helper};
+use rustyline::{CompletionType, Config, Editor, Helper};
 
 use crate::args::{CreateArgs, IngestArgs, SearchOpts, ShellArgs};
 use crate::commands::{self, Session};
@@ -61,6 +61,7 @@ enum ShellCmd {
         read_only: bool,
     },
     /// List the collections.
+    #[command(alias = "tables")]
     Collections,
     /// Use a collection for .ingest, .search and .delete.
     Use {
@@ -112,6 +113,7 @@ enum ShellCmd {
         collection: String,
     },
     /// Documents, tokens, segments, bytes per token, codec and model of collections.
+    #[command(alias = "schema")]
     Info {
         /// Only this collection.
         collection: Option<String>,
@@ -171,16 +173,16 @@ enum ShellCmd {
 /// One-line synopses for `.help`, in display order.
 const SYNOPSES: &[(&str, &str)] = &[
     ("open", ".open DB [--read-only]"),
-    ("collections", ".collections"),
+    ("collections", ".collections (or .tables)"),
     ("use", ".use NAME"),
     ("create", ".create NAME --dim D [--nbits B] [--centroids K]"),
     (
         "ingest",
-        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert] [--batch-tokens N]\n  .ingest --text JSONL... [--model DIR] [--upsert] [--batch-tokens N]",
+        ".ingest FILES... [--format F] [--doclens P] [--ids P] [--upsert | --skip-existing] [--batch-tokens N]\n.ingest --text JSONL... [--model DIR] [--upsert | --skip-existing] [--batch-tokens N]",
     ),
     (
         "search",
-        ".search QUERY_FILE [-k K] [--nprobe N] [--exhaustive] [--device D] | .search --like ID",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D]\n.search --like ID [-k K]",
     ),
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
     ("model", ".model [DIR]"),
@@ -188,7 +190,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
     ("drop", ".drop NAME"),
-    ("info", ".info [NAME]"),
+    ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
     ("timer", ".timer on|off"),
     ("output", ".output [FILE]"),
@@ -197,7 +199,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("echo", ".echo on|off"),
     ("show", ".show"),
     ("help", ".help [COMMAND]"),
-    ("quit", ".quit"),
+    ("quit", ".quit (or .exit)"),
 ];
 
 /// What the loop does after a line.
@@ -288,10 +290,6 @@ fn refine_setting(r: Option<usize>) -> String {
     }
 }
 
-fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
-}
-
 impl Shell {
     fn new(mode: Mode, bail: bool, echo: bool) -> Self {
         Shell {
@@ -339,17 +337,24 @@ impl Shell {
         let start = Instant::now();
         let result = self.run_command(trimmed);
         let _ = self.session.printer.flush();
-        if self.session.timer {
-            eprintln!("time: {:.3} s", start.elapsed().as_secs_f64());
-        }
         match result {
-            Ok(flow) => flow,
+            Ok(flow) => {
+                // As in sqlite3: no time for `.timer` itself, nor for a command that failed.
+                let timer_command = matches!(
+                    trimmed.trim_start_matches('.').split_whitespace().next(),
+                    Some("timer")
+                );
+                if self.session.timer && !timer_command {
+                    eprintln!("time: {:.3} s", start.elapsed().as_secs_f64());
+                }
+                flow
+            }
             Err(e) => {
                 self.errors += 1;
                 if e.is::<interrupt::Interrupted>() {
                     eprintln!("{e}");
                 } else {
-                    eprintln!("error: {}", one_line(&e));
+                    eprintln!("error: {}", crate::errors::one_line(&e));
                 }
                 if self.bail {
                     eprintln!("stopping: .bail is on");
@@ -369,8 +374,7 @@ impl Shell {
         let name = first.trim_start_matches('.').to_owned();
         let known = ShellLine::command()
             .get_subcommands()
-            .any(|c| c.get_name() == name)
-            || name == "exit";
+            .any(|c| c.get_name() == name || c.get_all_aliases().any(|a| a == name));
         if !known {
             bail!("unknown command {first:?}; type .help for the list");
         }
@@ -412,7 +416,7 @@ impl Shell {
                 s.printer.print(&rs)?;
             }
             ShellCmd::Use { collection } => {
-                s.db()?.collection(&collection)?;
+                crate::errors::collection(s.db()?, &collection)?;
                 s.current = Some(collection);
             }
             ShellCmd::Create(a) => {
@@ -423,11 +427,10 @@ impl Shell {
                 let summary = if a.text.is_empty() {
                     ingest::ingest(&s.collection()?, &a)?
                 } else {
-                    let name = s
-                        .current
-                        .clone()
-                        .context("no collection in use (use .use NAME, or .create NAME --dim D)")?;
-                    text::ingest_text(s.db()?, &name, &a, s.model_dir.as_deref())?
+                    // The collection in use exists (checked here): the shell creates
+                    // collections with .create only.
+                    let name = s.collection()?.name().to_owned();
+                    text::ingest_text(s.db()?, &name, &a, s.model_dir.as_deref(), false)?
                 };
                 eprintln!("{}", summary.describe());
             }
@@ -476,6 +479,7 @@ impl Shell {
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Drop { collection } => {
+                crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;
                 if s.current.as_deref() == Some(collection.as_str()) {
                     s.current = None;
@@ -579,22 +583,24 @@ fn print_help(command: Option<&str>) -> Result<()> {
     match command {
         None => {
             writeln!(out, "Commands (the leading dot is optional):")?;
+            let width = console::Term::stdout()
+                .size_checked()
+                .map_or(HELP_WIDTH, |(_, cols)| usize::from(cols))
+                .clamp(HELP_ABOUT_COLUMN + 24, 120);
             let mut cmd = ShellLine::command();
             for (name, synopsis) in SYNOPSES {
                 let about = cmd
                     .find_subcommand_mut(name)
                     .and_then(|c| c.get_about().map(ToString::to_string))
                     .unwrap_or_default();
-                if synopsis.len() <= 34 {
-                    writeln!(out, "  {synopsis:<34} {about}")?;
-                } else {
-                    writeln!(out, "  {synopsis}\n  {:<34} {about}", "")?;
-                }
+                write!(out, "{}", help_entry(synopsis, &about, width))?;
             }
-            writeln!(
-                out,
-                "Ctrl-C cancels a running command; Ctrl-D or .quit leaves."
-            )?;
+            for line in wrap(
+                "Ctrl-C cancels a running command; Ctrl-D or .quit leaves.",
+                width,
+            ) {
+                writeln!(out, "{line}")?;
+            }
         }
         Some(name) => {
             let name = name.trim_start_matches('.');
@@ -608,6 +614,93 @@ fn print_help(command: Option<&str>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `.help`'s width when standard output is not a terminal.
+const HELP_WIDTH: usize = 80;
+/// Where `.help`'s descriptions start.
+const HELP_ABOUT_COLUMN: usize = 37;
+
+/// Splits `text` into lines of at most `width` characters at spaces (a longer word gets a
+/// line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    wrap_units(text.split_whitespace(), width)
+}
+
+/// Joins `units` with spaces into lines of at most `width` characters.
+fn wrap_units<'a>(units: impl Iterator<Item = &'a str>, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for unit in units {
+        if !cur.is_empty() && cur.chars().count() + 1 + unit.chars().count() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(unit);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// The words of a synopsis, an optional `[...]` group counting as one word so that a line
+/// never breaks inside it.
+fn synopsis_units(line: &str) -> Vec<&str> {
+    let mut units = Vec::new();
+    let (mut depth, mut start) = (0usize, None);
+    for (i, c) in line.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            c if c.is_whitespace() && depth == 0 => {
+                if let Some(st) = start.take() {
+                    units.push(&line[st..i]);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        start.get_or_insert(i);
+    }
+    if let Some(st) = start {
+        units.push(&line[st..]);
+    }
+    units
+}
+
+/// One `.help` entry: each synopsis line at column 2 (its continuation at 4), the
+/// description from [`HELP_ABOUT_COLUMN`], both wrapped at word boundaries to `width`.
+fn help_entry(synopsis: &str, about: &str, width: usize) -> String {
+    let mut syn_lines: Vec<String> = Vec::new();
+    for part in synopsis.lines() {
+        let units = synopsis_units(part.trim());
+        for (i, l) in wrap_units(units.into_iter(), width - 4)
+            .into_iter()
+            .enumerate()
+        {
+            syn_lines.push(format!("{}{l}", if i == 0 { "  " } else { "    " }));
+        }
+    }
+    let mut about_lines = wrap(about, width - HELP_ABOUT_COLUMN).into_iter();
+    let mut out = String::new();
+    let last = syn_lines.len().saturating_sub(1);
+    for (i, l) in syn_lines.iter().enumerate() {
+        // The description starts beside a one-line synopsis that leaves room for it.
+        if i == last && last == 0 && l.chars().count() < HELP_ABOUT_COLUMN {
+            let a = about_lines.next().unwrap_or_default();
+            out.push_str(format!("{l:<HELP_ABOUT_COLUMN$}{a}").trim_end());
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    for a in about_lines {
+        out.push_str(&format!("{:HELP_ABOUT_COLUMN$}{a}\n", ""));
+    }
+    out
 }
 
 /// Line-editor helper: completes command names, collection names and file paths.
@@ -630,10 +723,16 @@ impl Completer for ShellHelper {
         let word = &before[start..];
         if start == 0 {
             let w = word.trim_start_matches('.');
-            let pairs = SYNOPSES
-                .iter()
-                .filter(|(n, _)| n.starts_with(w))
-                .map(|(n, _)| Pair {
+            let cmd = ShellLine::command();
+            let mut names: Vec<&str> = cmd
+                .get_subcommands()
+                .flat_map(|c| std::iter::once(c.get_name()).chain(c.get_all_aliases()))
+                .filter(|n| n.starts_with(w))
+                .collect();
+            names.sort_unstable();
+            let pairs = names
+                .into_iter()
+                .map(|n| Pair {
                     display: format!(".{n}"),
                     replacement: format!(".{n} "),
                 })
@@ -645,7 +744,7 @@ impl Completer for ShellHelper {
             .next()
             .unwrap_or("")
             .trim_start_matches('.');
-        if matches!(cmd, "use" | "drop" | "info") && !word.starts_with('-') {
+        if matches!(cmd, "use" | "drop" | "info" | "schema") && !word.starts_with('-') {
             let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
             let pairs: Vec<Pair> = names
                 .into_iter()
@@ -684,10 +783,10 @@ pub fn run(args: &ShellArgs) -> Result<u8> {
         shell.refresh_names();
     }
     if !args.commands.is_empty() {
+        // The same rule as a piped script: go on after an error unless --bail / .bail on
+        // (run_line then answers Quit); exit 1 at the end if anything failed.
         for c in &args.commands {
-            let before = shell.errors;
-            let flow = shell.run_line(c);
-            if shell.errors > before || flow == Flow::Quit {
+            if shell.run_line(c) == Flow::Quit {
                 break;
             }
         }
@@ -723,7 +822,15 @@ pub fn run(args: &ShellArgs) -> Result<u8> {
 
 fn interactive(shell: &mut Shell) -> Result<()> {
     let mut rl: Editor<ShellHelper, DefaultHistory> =
-        Editor::new().context("cannot start the line editor")?;
+        // List: Tab completes the common prefix, a second Tab lists the candidates (as in
+        // bash), where the default Circular would cycle through them one by one unseen.
+        Editor::with_config(
+            Config::builder()
+                .completion_type(CompletionType::List)
+                .auto_add_history(false)
+                .build(),
+        )
+        .context("cannot start the line editor")?;
     rl.set_helper(Some(ShellHelper {
         files: FilenameCompleter::new(),
         names: shell.names.clone(),

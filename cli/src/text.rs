@@ -24,7 +24,9 @@ use tessera_encoder::{Encoder, EncoderOptions, TokenMatrix};
 use crate::args::{EncodeArgs, IngestArgs};
 use crate::formats::jsonl::json_id;
 use crate::formats::{Locator, Place};
-use crate::ingest::{IngestSummary, SMALL_TRAINING_BATCH, committed_note, progress};
+use crate::ingest::{
+    Existing, IngestSummary, Phase, SMALL_TRAINING_BATCH, committed_note, progress, show_eta,
+};
 use crate::interrupt;
 use crate::query::Query;
 
@@ -149,6 +151,9 @@ pub fn warn_if_other_model(coll: &Collection, model: &Model) -> Result<()> {
 
 /// Encodes query texts into queries labelled by their text.
 pub fn text_queries(model: &Model, texts: &[String]) -> Result<Vec<Query>> {
+    if texts.iter().any(|t| t.trim().is_empty()) {
+        bail!("the query text is empty");
+    }
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoded = model
         .encoder
@@ -296,21 +301,25 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// What the validation pass found.
 struct Checked {
+    /// Documents in the input.
     docs: u64,
+    /// Of those, documents whose id the collection holds (with `--skip-existing`).
+    skipped: u64,
 }
 
 /// Reads every document once: well-formed lines, ids and text present, no repeated ids,
-/// and (for an ingest without upsert into a non-empty collection) no existing ids.
-/// `check_id` adds a per-id rule (e.g. ids that fit a line of `ids.txt`).
+/// and ids the collection holds refused or counted as `existing` says. `check_id` adds a
+/// per-id rule (e.g. ids that fit a line of `ids.txt`).
 fn validate(
     paths: &[PathBuf],
-    existing: Option<&Collection>,
+    existing: Option<(&Collection, Existing)>,
     check_id: &dyn Fn(&ExternalId) -> Result<(), String>,
     nothing_done: &str,
 ) -> Result<Checked> {
-    let pb = progress(None, "checking");
+    let pb = progress(None, Phase::Validate);
     let mut seen: HashSet<ExternalId> = HashSet::new();
     let mut docs = 0u64;
+    let mut skipped = 0u64;
     let mut stream = TextStream::new(paths);
     let result: Result<()> = (|| {
         while let Some(d) = stream.next_doc()? {
@@ -324,8 +333,12 @@ fn validate(
                     first.unwrap_or_else(|| "an earlier line".into())
                 );
             }
-            if let Some(c) = existing {
-                crate::ingest::refuse_existing(c, &d.id, &d.describe())?;
+            match existing {
+                Some((c, Existing::Refuse)) => {
+                    crate::ingest::refuse_existing(c, &d.id, &d.describe())?;
+                }
+                Some((c, Existing::Skip)) => skipped += u64::from(c.contains(&d.id)?),
+                _ => {}
             }
             docs += 1;
             pb.inc(1);
@@ -338,7 +351,7 @@ fn validate(
     pb.finish_and_clear();
     match result {
         Ok(()) if docs == 0 => bail!("the input holds no documents; {nothing_done}"),
-        Ok(()) => Ok(Checked { docs }),
+        Ok(()) => Ok(Checked { docs, skipped }),
         Err(e) => Err(crate::ingest::validation_failed(e, nothing_done)),
     }
 }
@@ -361,14 +374,18 @@ struct EncodedDoc {
     vectors: TokenMatrix,
 }
 
-/// Runs reader → encoder → `consume` over the corpus; `consume` gets chunks in input order on
-/// the calling thread. Returning an error from `consume` (or Ctrl-C detected there) stops the
-/// upstream stages at their next send.
+/// Whether the pipeline encodes a document; skipped documents are never encoded.
+type Keep<'a> = &'a (dyn Fn(&TextDoc) -> Result<bool> + Sync);
+
+/// Runs reader → encoder → `consume` over the corpus documents that `keep` accepts;
+/// `consume` gets chunks in input order on the calling thread. Returning an error from
+/// `consume` (or Ctrl-C detected there) stops the upstream stages at their next send.
 fn pipeline(
     paths: &[PathBuf],
     model: &Model,
     queries: bool,
     chunk: usize,
+    keep: Keep<'_>,
     mut consume: impl FnMut(Vec<EncodedDoc>) -> Result<()>,
 ) -> Result<()> {
     let chunk = chunk.max(1);
@@ -379,8 +396,13 @@ fn pipeline(
             let mut stream = TextStream::new(paths);
             let mut docs = Vec::with_capacity(chunk);
             loop {
-                match stream.next_doc() {
-                    Ok(Some(d)) => {
+                match stream.next_doc().and_then(|d| match d {
+                    Some(d) if !keep(&d)? => Ok(Some(None)),
+                    Some(d) => Ok(Some(Some(d))),
+                    None => Ok(None),
+                }) {
+                    Ok(Some(None)) => {}
+                    Ok(Some(Some(d))) => {
                         docs.push(d);
                         if docs.len() == chunk
                             && text_tx.send(Ok(std::mem::take(&mut docs))).is_err()
@@ -437,15 +459,21 @@ fn pipeline(
 }
 
 /// `ingest --text`: validates the corpus, then encodes and commits it in batches of about
-/// `args.batch_tokens` token vectors. Creates the collection (dimension from the model) if
-/// it does not exist.
+/// `args.batch_tokens` token vectors. A missing collection is created (dimension from the
+/// model) when `create` is set, after the corpus validates; otherwise it is an error that
+/// names the `tessera create` command.
 pub fn ingest_text(
     db: &Database,
     collection: &str,
     args: &IngestArgs,
     session_model: Option<&Path>,
+    create: bool,
 ) -> Result<IngestSummary> {
-    let existing = db.collection(collection).ok();
+    let existing = match db.collection(collection) {
+        Ok(c) => Some(c),
+        Err(tessera::Error::CollectionNotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let choice = match args.model.as_deref().or(session_model) {
         Some(dir) => ModelChoice::Given(dir),
         None if existing.is_some() => ModelChoice::Recorded,
@@ -453,6 +481,13 @@ pub fn ingest_text(
     };
     let model = resolve_model(choice, existing.as_ref(), args.threads, args.encode_batch)
         .map_err(|e| anyhow!("{e:#}; nothing committed"))?;
+    if existing.is_none() && !create {
+        bail!(
+            "{}; {}",
+            crate::errors::missing_collection(db, collection),
+            crate::commands::create_hint(db.path(), collection, Some(model.encoder.dim() as u32))
+        );
+    }
     if let Some(coll) = &existing {
         model
             .check_dim(coll.name(), coll.config().dim)
@@ -479,12 +514,12 @@ pub fn ingest_text(
     }
     let mut summary = IngestSummary::default();
     let start = Instant::now();
-    let check_existing = match &existing {
-        Some(c) if !args.upsert && c.info().documents > 0 => Some(c),
-        _ => None,
-    };
-    let checked = validate(&args.text, check_existing, &|_| Ok(()), "nothing committed")?;
+    let rule = existing.as_ref().map(|c| (c, Existing::rule(c, args)));
+    let checked = validate(&args.text, rule, &|_| Ok(()), "nothing committed")?;
     summary.validate_seconds = start.elapsed().as_secs_f64();
+    summary.skipped = checked.skipped;
+    let to_ingest = checked.docs - checked.skipped;
+    let skip = rule.is_some_and(|(_, r)| r == Existing::Skip);
 
     let coll = match existing {
         Some(c) => c,
@@ -492,7 +527,7 @@ pub fn ingest_text(
             let cfg = tessera::CollectionConfig::new(model.encoder.dim() as u32);
             let c = db.create_collection(collection, cfg)?;
             eprintln!(
-                "created collection {collection:?} (dim {}) for model {}",
+                "created collection {collection:?} (dim {}, default settings) for model {}",
                 model.encoder.dim(),
                 model.record
             );
@@ -510,7 +545,7 @@ pub fn ingest_text(
     let batch_tokens = args.batch_tokens.max(1);
     let max_tokens = coll.config().max_tokens_per_doc as usize;
     let start = Instant::now();
-    let pb = progress(Some(checked.docs), "ingesting");
+    let pb = progress(Some(to_ingest), Phase::Commit);
     let mut encoded_docs = 0u64;
     let mut encoded_tokens = 0u64;
     let mut batch: Vec<Document> = Vec::new();
@@ -531,7 +566,7 @@ pub fn ingest_text(
             // Size the codec for the whole corpus: assume later documents are like the first
             // batch.
             let per_doc = *tokens as f64 / batch.len().max(1) as f64;
-            opts.expected_total_tokens = Some((per_doc * checked.docs as f64).ceil() as u64);
+            opts.expected_total_tokens = Some((per_doc * to_ingest as f64).ceil() as u64);
         }
         let report = coll
             .ingest(batch, &opts)
@@ -555,12 +590,15 @@ pub fn ingest_text(
                 )
             });
         }
+        show_eta(&pb);
         batch.clear();
         places.clear();
         *tokens = 0;
         Ok(())
     };
-    let result = pipeline(&args.text, &model, false, args.encode_batch, |chunk| {
+    // The validation pass counted the skipped documents; here they are only left out.
+    let keep = |d: &TextDoc| -> Result<bool> { Ok(!(skip && coll.contains(&d.id)?)) };
+    let result = pipeline(&args.text, &model, false, args.encode_batch, &keep, |chunk| {
         for e in chunk {
             let rows = e.vectors.rows;
             if rows == 0 {
@@ -690,26 +728,34 @@ fn write_encoded(
     let mut ids = BufWriter::new(File::create(&ids_path).with_context(|| io_err(&ids_path))?);
     let mut doclens: Vec<i64> = Vec::with_capacity(total as usize);
     let mut tokens = 0u64;
-    let pb = progress(Some(total), "encoding");
-    let result = pipeline(&args.input, model, args.queries, args.batch_size, |chunk| {
-        interrupt::check(|| {
-            format!(
-                "after {} of {total} texts; the partial output was removed",
-                doclens.len()
-            )
-        })?;
-        for e in chunk {
-            flat.extend(e.vectors.data.iter().copied())
-                .with_context(|| io_err(&flat_path))?;
-            writeln!(ids, "{}", e.doc.id).with_context(|| io_err(&ids_path))?;
-            doclens.push(e.vectors.rows as i64);
-            tokens += e.vectors.rows as u64;
-        }
-        pb.set_position(doclens.len() as u64);
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
-        pb.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
-        Ok(())
-    });
+    let pb = progress(Some(total), Phase::Encode);
+    let keep_all = |_: &TextDoc| -> Result<bool> { Ok(true) };
+    let result = pipeline(
+        &args.input,
+        model,
+        args.queries,
+        args.batch_size,
+        &keep_all,
+        |chunk| {
+            interrupt::check(|| {
+                format!(
+                    "after {} of {total} texts; the partial output was removed",
+                    doclens.len()
+                )
+            })?;
+            for e in chunk {
+                flat.extend(e.vectors.data.iter().copied())
+                    .with_context(|| io_err(&flat_path))?;
+                writeln!(ids, "{}", e.doc.id).with_context(|| io_err(&ids_path))?;
+                doclens.push(e.vectors.rows as i64);
+                tokens += e.vectors.rows as u64;
+            }
+            pb.set_position(doclens.len() as u64);
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            pb.set_message(format!("{:.0} tokens/s", tokens as f64 / secs));
+            Ok(())
+        },
+    );
     pb.finish_and_clear();
     result?;
     flat.finish().with_context(|| io_err(&flat_path))?;

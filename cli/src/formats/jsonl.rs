@@ -246,3 +246,32 @@ impl DocStream for JsonlStream {
         }
     }
 }
+
+/// The length of the first token vector of the first document of `path` (for
+/// `ingest --create`); reads one line.
+pub fn first_dim(path: &Path) -> Result<u32> {
+    let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    for (n, line) in BufReader::new(f).lines().enumerate() {
+        let line =
+            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let place = format!("{}: line {}", path.display(), n + 1);
+        let v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{place}: not a valid JSON document"))?;
+        let first = v
+            .get("embeddings")
+            .or_else(|| v.get("vectors"))
+            .and_then(|e| e.get(0))
+            .and_then(Value::as_array)
+            .with_context(|| {
+                format!("{place}: no \"embeddings\" row to take the dimension from")
+            })?;
+        if first.is_empty() {
+            bail!("{place}: the first token vector is empty");
+        }
+        return u32::try_from(first.len()).with_context(|| format!("{place}: dimension"));
+    }
+    bail!("{}: the file holds no documents", path.display())
+}

@@ -386,8 +386,16 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan> {
             Format::NpyDir => plan_npy_dir(path, req)?,
             Format::Npy => {
                 let meta = npy::read_meta(path)?;
-                let rows =
-                    check_doc_rows(meta.matrix_rows(req.dim)?, req.max_tokens, &path.display())?;
+                let rows = meta.matrix_rows(req.dim)?;
+                if rows > req.max_tokens && req.doclens.is_none() {
+                    // Most likely ColBERT's flat layout: many documents' rows in one file.
+                    bail!(
+                        "{}: {rows} token vectors are too many for one document (the limit is {}); a flat file of many documents needs --doclens (tokens per document)",
+                        path.display(),
+                        req.max_tokens
+                    );
+                }
+                let rows = check_doc_rows(rows, req.max_tokens, &path.display())?;
                 Input::NpyFiles(vec![(meta, rows)])
             }
             Format::NpyFlat => {
@@ -414,6 +422,51 @@ pub fn plan(req: &PlanRequest<'_>) -> Result<Plan> {
         inputs,
         dim: req.dim,
     })
+}
+
+/// The vector dimension of the first input, read from its header (or, for JSON lines, its
+/// first document), for `ingest --create`.
+pub fn infer_dim(inputs: &[PathBuf], format: Option<Format>, has_doclens: bool) -> Result<u32> {
+    let Some(path) = inputs.first() else {
+        bail!("no input files given");
+    };
+    let p = path.display();
+    let format = match format {
+        Some(f) => f,
+        None => Format::detect(path, has_doclens)?,
+    };
+    let of_shape = |shape: &[usize], what: &str| -> Result<u32> {
+        match shape {
+            [_, d] if *d > 0 => u32::try_from(*d).with_context(|| format!("{what}: dimension {d}")),
+            _ => bail!("{what}: expected a 2-D [tokens, dim] array, got shape {shape:?}"),
+        }
+    };
+    match format {
+        Format::NpyDir => {
+            let mut npys: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("{p}: cannot list the directory"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")))
+                .collect();
+            npys.sort();
+            let first = npys
+                .first()
+                .with_context(|| format!("{p}: the directory holds no .npy files"))?;
+            of_shape(&npy::read_meta(first)?.shape, &first.display().to_string())
+        }
+        Format::Npy | Format::NpyFlat => of_shape(&npy::read_meta(path)?.shape, &p.to_string()),
+        Format::Safetensors => {
+            let meta = safetensors::read_meta(path)?;
+            let (name, info) = meta
+                .tensors
+                .iter()
+                .find(|(n, _)| n == "embeddings")
+                .or_else(|| meta.tensors.iter().find(|(n, _)| n != "doclens"))
+                .with_context(|| format!("{p}: the file holds no tensors"))?;
+            of_shape(&info.shape, &format!("{p}: tensor {name:?}"))
+        }
+        Format::Jsonl => jsonl::first_dim(path),
+    }
 }
 
 fn check_doc_rows(rows: usize, max: usize, what: &dyn fmt::Display) -> Result<usize> {

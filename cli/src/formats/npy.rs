@@ -28,22 +28,36 @@ pub struct NpyMeta {
     pub data_offset: u64,
 }
 
+/// A header that does not parse, in one line: the parser's message can span many lines (a
+/// dump of its grammar state), of which the first says what was wrong.
+fn header_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return anyhow::anyhow!(
+            "{}: not a valid .npy file: the header is truncated",
+            path.display()
+        );
+    }
+    let text = e.to_string();
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("unreadable header");
+    let first: String = if first.chars().count() > 120 {
+        first.chars().take(117).chain("...".chars()).collect()
+    } else {
+        first.to_owned()
+    };
+    anyhow::anyhow!("{}: not a valid .npy file: {first}", path.display())
+}
+
 fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
     let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let len = file
         .metadata()
         .with_context(|| format!("{}: cannot stat", path.display()))?
         .len();
-    let header = NpyHeader::from_reader(&mut file).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            anyhow::anyhow!(
-                "{}: not a valid .npy file: the header is truncated",
-                path.display()
-            )
-        } else {
-            anyhow::anyhow!("{}: not a valid .npy file: {e}", path.display())
-        }
-    })?;
+    let header = NpyHeader::from_reader(&mut file).map_err(|e| header_error(path, &e))?;
     let offset = file
         .stream_position()
         .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -154,16 +168,7 @@ impl NpyMeta {
 /// Reads a 1-D integer `.npy` array (any integer width or byte order) as i64.
 pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let npy = NpyFile::new(BufReader::new(file)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            anyhow::anyhow!(
-                "{}: not a valid .npy file: the header is truncated",
-                path.display()
-            )
-        } else {
-            anyhow::anyhow!("{}: not a valid .npy file: {e}", path.display())
-        }
-    })?;
+    let npy = NpyFile::new(BufReader::new(file)).map_err(|e| header_error(path, &e))?;
     if npy.shape().len() != 1 {
         bail!(
             "{}: expected a 1-D array of integers, got shape {:?}",

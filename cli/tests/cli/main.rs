@@ -10,3 +10,4 @@ mod malformed;
 mod shell;
 mod subcommands;
 mod text;
+mod usability;

@@ -12,7 +12,7 @@ use crate::common::*;
 #[path = "../../../engine/encoder/tests/common/mod.rs"]
 mod model_cache;
 
-/// Arguments of `tessera ingest DB docs --text CORPUS --model MODEL`.
+/// Arguments of `tessera ingest DB docs --text CORPUS --model MODEL --create`.
 fn ingest_text<'a>(db: &'a Path, corpus: &'a Path, model: &'a Path) -> Vec<&'a str> {
     vec![
         "ingest",
@@ -22,6 +22,7 @@ fn ingest_text<'a>(db: &'a Path, corpus: &'a Path, model: &'a Path) -> Vec<&'a s
         s(corpus),
         "--model",
         s(model),
+        "--create",
     ]
 }
 
@@ -52,6 +53,7 @@ fn ingest_encoded(db: &Path, out: &Path, model: &Path) -> Vec<String> {
         flat("ids.txt"),
         "--model".into(),
         s(model).into(),
+        "--create".into(),
     ]
 }
 
@@ -195,7 +197,29 @@ fn text_ingest_then_text_search_ranks_the_matching_passage_first() {
     write_corpus(&corpus);
     let db = t.p("db");
     let m = model();
-    // The collection does not exist: --text creates it with the model's dimension.
+    // The database does not exist: without --create, the error names the command to run.
+    let plain = [
+        "ingest",
+        s(&db),
+        "docs",
+        "--text",
+        s(&corpus),
+        "--model",
+        s(&m),
+    ];
+    let err = fails(&plain);
+    assert!(
+        err.contains(&format!("tessera create {} docs --dim 128", s(&db))),
+        "{err}"
+    );
+    ok(&["create", s(&db), "other", "--dim", "8"]);
+    let err = fails(&plain);
+    assert!(
+        err.contains("no collection named \"docs\"")
+            && err.contains(&format!("tessera create {} docs --dim 128", s(&db))),
+        "{err}"
+    );
+    // With --create it is created with the model's dimension.
     let o = run(&[ingest_text(&db, &corpus, &m), vec!["--json"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     let summary = &json_lines(&stdout(&o))[0];
@@ -537,7 +561,15 @@ fn ctrl_c_stops_a_text_ingest_between_batches_with_whole_batches_committed() {
     std::fs::write(&corpus, lines.join("\n")).expect("write corpus");
     let db = t.p("db");
     let mut child = bin()
-        .args(["ingest", s(&db), "docs", "--text", s(&corpus), "--model"])
+        .args([
+            "ingest",
+            s(&db),
+            "docs",
+            "--create",
+            "--text",
+            s(&corpus),
+            "--model",
+        ])
         .arg(model())
         .args(["--batch-tokens", "1", "--encode-batch", "4"])
         .stdout(Stdio::piped())
@@ -589,4 +621,35 @@ fn ctrl_c_stops_a_text_ingest_between_batches_with_whole_batches_committed() {
         n,
         "exactly the reported batches landed"
     );
+}
+
+#[test]
+fn text_ingest_with_skip_existing_commits_only_the_new_documents() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    let m = model();
+    // A first run that stopped after two passages.
+    let text = std::fs::read_to_string(&corpus).expect("read corpus");
+    let first = t.p("first.jsonl");
+    let two: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(2)
+        .collect();
+    std::fs::write(&first, two.join("\n")).expect("write");
+    ok(&ingest_text(&db, &first, &m));
+    let err = fails(&ingest_text(&db, &corpus, &m));
+    assert!(err.contains("already exists"), "{err}");
+    let out = ok(&[
+        ingest_text(&db, &corpus, &m),
+        vec!["--skip-existing", "--json"],
+    ]
+    .concat());
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["documents"], PASSAGES.len() as u64 - 2, "{v}");
+    assert_eq!(v["skipped"], 2, "{v}");
+    assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64);
+    assert_each_query_finds_its_passage(&search_text(&db, &[]));
 }
