@@ -341,16 +341,8 @@ mod x86 {
     /// MaxSim on whole, non-empty rows with 16-lane AVX-512F registers.
     #[target_feature(enable = "avx512f")]
     pub(super) fn maxsim_avx512<T: Element>(query: &[f32], doc: &[T], dim: usize) -> f32 {
-        if std::env::var("R44").is_ok() {
-            avx512_impl::<T, 4, 4>(query, doc, dim)
-        } else {
-            avx512_impl::<T, 8, 2>(query, doc, dim)
-        }
-    }
-
-    #[target_feature(enable = "avx512f")]
-    fn avx512_impl<T: Element, const Q: usize, const D: usize>(query: &[f32], doc: &[T], dim: usize) -> f32 {
         const L: usize = 16;
+        const Q: usize = 4;
         let full = dim / L * L;
         let tail = dim - full;
         let tail_mask: __mmask16 = ((1u32 << tail) - 1) as u16;
@@ -358,10 +350,10 @@ mod x86 {
         for block in query.chunks(QUERY_BLOCK * dim) {
             let qn = block.len() / dim;
             let mut best = [f32::NEG_INFINITY; QUERY_BLOCK];
-            for d0 in (0..doc.len() / dim).step_by(D) {
-                let drows: [&[T]; D] = rows(doc, dim, d0);
+            for d0 in (0..doc.len() / dim).step_by(DOC_BLOCK) {
+                let drows: [&[T]; DOC_BLOCK] = rows(doc, dim, d0);
                 // The rows' last partial chunks, widened once for all query tokens.
-                let mut dtail = [_mm512_setzero_ps(); D];
+                let mut dtail = [_mm512_setzero_ps(); DOC_BLOCK];
                 if tail > 0 {
                     for (t, row) in dtail.iter_mut().zip(&drows) {
                         let mut chunk = [T::default(); L];
@@ -373,10 +365,10 @@ mod x86 {
                 for q0 in (0..qn).step_by(Q) {
                     let qrows: [&[f32]; Q] = rows(block, dim, q0);
                     // acc[i][j] = q_i · d_j, by lanes.
-                    let mut acc = [[_mm512_setzero_ps(); D]; Q];
+                    let mut acc = [[_mm512_setzero_ps(); DOC_BLOCK]; Q];
                     let mut off = 0;
                     while off < full {
-                        let mut d = [_mm512_setzero_ps(); D];
+                        let mut d = [_mm512_setzero_ps(); DOC_BLOCK];
                         for (dj, row) in d.iter_mut().zip(&drows) {
                             // SAFETY: `off + 16 <= full <= dim = row.len()`; AVX-512F is
                             // enabled for this function.
@@ -402,8 +394,16 @@ mod x86 {
                             }
                         }
                     }
+                    let m = block_max16(&acc);
                     let slot = &mut best[q0..q0 + Q];
-                    update_best::<Q, D>(&acc, slot);
+                    // SAFETY: `slot` is 4 floats, in bounds because `q0` is a multiple of 4
+                    // below `qn <= QUERY_BLOCK`, itself a multiple of 4.
+                    unsafe {
+                        _mm_storeu_ps(
+                            slot.as_mut_ptr(),
+                            _mm_max_ps(_mm_loadu_ps(slot.as_ptr()), m),
+                        )
+                    };
                 }
             }
             total += best[..qn].iter().sum::<f32>();
@@ -411,9 +411,19 @@ mod x86 {
         total
     }
 
+    /// Float `i` of the result is `max_j` of the sum of the lanes of `acc[i][j]`: one per
+    /// query token of the block.
+    ///
+    /// Level 1 adds 128-bit lanes `{0, 1}` to `{2, 3}` of each pair of registers, leaving
+    /// each register's 8 partial sums in one 256-bit half; level 2 adds the two 128-bit
+    /// lanes of each half, leaving each register's 4 partial sums in one 128-bit lane;
+    /// levels 3 and 4 add even to odd floats within 128-bit lanes. Then float `i` of 128-bit
+    /// lane `j` holds register `4 i + j`, i.e. `acc[i][j]`, and two max steps across the
+    /// 128-bit lanes take the maximum over `j`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn reduce16(v: [__m512; 16]) -> __m512 {
+    fn block_max16(acc: &[[__m512; DOC_BLOCK]; 4]) -> __m128 {
+        let v: [__m512; 16] = std::array::from_fn(|k| acc[k / 4][k % 4]);
         let w: [__m512; 8] = std::array::from_fn(|p| {
             let (a, b) = (v[2 * p], v[2 * p + 1]);
             _mm512_add_ps(
@@ -435,31 +445,14 @@ mod x86 {
                 _mm512_shuffle_ps::<0xDD>(a, b),
             )
         });
-        _mm512_add_ps(
+        let r = _mm512_add_ps(
             _mm512_shuffle_ps::<0x88>(s[0], s[1]),
             _mm512_shuffle_ps::<0xDD>(s[0], s[1]),
-        )
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn update_best<const Q: usize, const D: usize>(acc: &[[__m512; D]; Q], slot: &mut [f32]) {
-        if D == 4 {
-            let r = reduce16(std::array::from_fn(|k| acc[k / 4][k % 4]));
-            let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0x4E>(r, r));
-            let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0xB1>(r, r));
-            let m = _mm512_castps512_ps128(r);
-            unsafe { _mm_storeu_ps(slot.as_mut_ptr(), _mm_max_ps(_mm_loadu_ps(slot.as_ptr()), m)) };
-        } else {
-            // float m of lane L: i = m + 4 (L / 2), j = L % 2.
-            let r = reduce16(std::array::from_fn(|k| {
-                let (m, l) = (k / 4, k % 4);
-                acc[m + 4 * (l / 2)][l % 2]
-            }));
-            let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0xB1>(r, r));
-            let m = _mm512_castps512_ps256(_mm512_shuffle_f32x4::<0x08>(r, r));
-            unsafe { _mm256_storeu_ps(slot.as_mut_ptr(), _mm256_max_ps(_mm256_loadu_ps(slot.as_ptr()), m)) };
-        }
+        );
+        // Maximum over the four 128-bit lanes (document tokens).
+        let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0x4E>(r, r));
+        let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0xB1>(r, r));
+        _mm512_castps512_ps128(r)
     }
 
     /// MaxSim on whole, non-empty rows with 8-lane AVX2 registers, FMA and F16C.
