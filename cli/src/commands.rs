@@ -395,6 +395,8 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
         ("tokens", "tokens"),
         ("segments", "segments"),
         ("bytes_per_token", "bytes/token"),
+        ("originals", "originals"),
+        ("originals_bytes_per_token", "originals bytes/token"),
         ("disk_bytes", "disk bytes"),
         ("centroids", "centroids"),
         ("codec_trained_tokens", "codec tokens"),
@@ -410,7 +412,8 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
     .hide_in_table("centroids")
     .hide_in_table("codec_trained_tokens")
     .hide_in_table("commits")
-    .hide_in_table("max_tokens_per_doc");
+    .hide_in_table("max_tokens_per_doc")
+    .hide_in_table("originals_bytes_per_token");
     let names = match only {
         Some(n) => vec![crate::errors::collection(db, n)?.name().to_owned()],
         None => db.collection_names(),
@@ -425,6 +428,8 @@ pub fn info(db: &Database, only: Option<&str>) -> Result<ResultSet> {
             json!(i.tokens),
             json!(i.segments),
             json!((i.bytes_per_token * 100.0).round() / 100.0),
+            json!(i.config.originals.to_string()),
+            json!((i.originals_bytes_per_token * 100.0).round() / 100.0),
             json!(i.disk_bytes),
             json!(i.centroids),
             json!(i.codec_trained_tokens),

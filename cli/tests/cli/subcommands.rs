@@ -37,7 +37,7 @@ fn create_makes_an_empty_collection_that_info_lists() {
     let o = run(&["create", s(&db), "passages", "--dim", "32", "--nbits", "4"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("created collection \"passages\" (dim 32, nbits 4)"),
+        stderr(&o).contains("created collection \"passages\" (dim 32, nbits 4, originals f16)"),
         "{}",
         stderr(&o)
     );
@@ -407,4 +407,52 @@ fn a_small_first_batch_that_trains_the_codec_is_flagged() {
     let o = run(&["ingest", s(&db), "whole", s(&flat), "--doclens", s(&lens)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("note:"), "{}", stderr(&o));
+}
+
+#[test]
+fn originals_are_kept_at_f16_by_default_reported_by_info_and_refine_is_a_search_option() {
+    let t = Tmp::new();
+    let db = generated_db(&t, 40);
+    let r = &json_lines(&ok(&["info", s(&db), "passages", "--json"]))[0];
+    assert_eq!(r["originals"], "f16", "{r}");
+    // 16 dimensions at 2 bytes, plus per-document offsets and checksums.
+    assert!(
+        r["originals_bytes_per_token"]
+            .as_f64()
+            .is_some_and(|x| (32.0..40.0).contains(&x)),
+        "{r}"
+    );
+    let o = run(&[
+        "create",
+        s(&db),
+        "lean",
+        "--dim",
+        "16",
+        "--originals",
+        "none",
+    ]);
+    assert!(stderr(&o).contains("originals none"), "{}", stderr(&o));
+    let lean = &json_lines(&ok(&["info", s(&db), "lean", "--json"]))[0];
+    assert_eq!(lean["originals"], "none");
+    assert_eq!(lean["originals_bytes_per_token"], 0.0);
+    let bad = run(&["create", s(&db), "x", "--dim", "16", "--originals", "f8"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("expected f16, bf16, f32 or none"), "{}", stderr(&bad));
+
+    let q = t.p("corpus").join("queries.npy");
+    for refine in ["0", "7", "1000"] {
+        let rows = json_lines(&ok(&[
+            "search",
+            s(&db),
+            "passages",
+            "--query",
+            s(&q),
+            "-k",
+            "5",
+            "--refine",
+            refine,
+            "--json",
+        ]));
+        assert_eq!(rows.len(), 15, "--refine {refine}: 3 queries x 5 hits");
+    }
 }
