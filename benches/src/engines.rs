@@ -20,6 +20,12 @@ pub struct Knobs {
     pub probe: u32,
     /// Tessera `n_rerank`; next-plaid `n_full_scores`; 0 = default.
     pub rerank: usize,
+    /// Tessera `n_refine` (`None`: its default; `Some(0)`: off); next-plaid has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refine: Option<usize>,
+    /// Tessera prefilter budget (`None`: its rule); next-plaid has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefilter: Option<usize>,
 }
 
 /// A searchable index.
@@ -111,6 +117,8 @@ pub struct TesseraEngine {
     device: Device,
     /// `Some(0)`: the refine stage off, for the side-by-side row; `None`: the default.
     refine: Option<usize>,
+    /// The prefilter budget; `None`: the engine's rule.
+    prefilter: Option<usize>,
     label: String,
 }
 
@@ -198,8 +206,18 @@ impl TesseraEngine {
             coll,
             device,
             refine,
+            prefilter: None,
             label,
         })
+    }
+
+    /// Fixes the prefilter budget (`None`: the engine's rule).
+    pub fn with_prefilter(mut self, prefilter: Option<usize>) -> Self {
+        self.prefilter = prefilter;
+        if let Some(n) = prefilter {
+            self.label.push_str(&format!(", prefilter {n}"));
+        }
+        self
     }
 
     /// Top-`k` by exact MaxSim over every document's decompressed vectors, originals
@@ -218,8 +236,11 @@ impl TesseraEngine {
         let mut p = SearchParams::default()
             .with_nprobe(knobs.probe)
             .with_device(self.device);
-        if let Some(r) = self.refine {
+        if let Some(r) = self.refine.or(knobs.refine) {
             p = p.with_n_refine(r);
+        }
+        if let Some(n) = self.prefilter.or(knobs.prefilter) {
+            p = p.with_prefilter(n);
         }
         if knobs.rerank > 0 {
             p = p.with_n_rerank(knobs.rerank);

@@ -58,6 +58,14 @@ struct Common {
     /// Tessera sweep: n_rerank values (0 = default budget).
     #[arg(long, value_delimiter = ',', default_value = "0")]
     sweep_rerank: Vec<usize>,
+    /// Tessera sweep: n_refine values crossed with the others (0 = refine off; none given:
+    /// the default refine budget only).
+    #[arg(long, value_delimiter = ',')]
+    sweep_refine: Vec<usize>,
+    /// Tessera sweep: prefilter budgets crossed with the others (none given: the engine's
+    /// rule only).
+    #[arg(long, value_delimiter = ',')]
+    sweep_prefilter: Vec<usize>,
     /// Devices to measure Tessera's search on, a row each (cpu, cuda, cuda:N); a device this
     /// machine cannot use is skipped, with the reason in the report.
     #[arg(long, value_delimiter = ',', default_value = "cpu,cuda")]
@@ -90,6 +98,10 @@ struct Common {
     /// Queries searched exhaustively over Tessera's compressed vectors (its codec's ceiling).
     #[arg(long, default_value_t = 20)]
     exhaustive_queries: usize,
+    /// Tessera's prefilter budget (default: the engine's rule, which grows with the
+    /// collection).
+    #[arg(long)]
+    prefilter: Option<usize>,
     /// Also measure the same build with the refine stage off (a row of its own).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     refine_off: bool,
@@ -191,8 +203,44 @@ const STREAM_ABOVE_BYTES: f64 = 12.0 * (1u64 << 30) as f64;
 fn cross(probes: &[u32], reranks: &[usize]) -> Vec<Knobs> {
     probes
         .iter()
-        .flat_map(|&probe| reranks.iter().map(move |&rerank| Knobs { probe, rerank }))
+        .flat_map(|&probe| {
+            reranks.iter().map(move |&rerank| Knobs {
+                probe,
+                rerank,
+                refine: None,
+                prefilter: None,
+            })
+        })
         .collect()
+}
+
+/// Tessera's sweep: probes x re-rank budgets x refine budgets x prefilter budgets (an empty
+/// list: that budget's default only).
+fn tessera_sweep(c: &Common) -> Vec<Knobs> {
+    let mut sweep = cross(&c.sweep_nprobe, &c.sweep_rerank);
+    if !c.sweep_refine.is_empty() {
+        sweep = sweep
+            .iter()
+            .flat_map(|k| {
+                c.sweep_refine.iter().map(move |&r| Knobs {
+                    refine: Some(r),
+                    ..*k
+                })
+            })
+            .collect();
+    }
+    if !c.sweep_prefilter.is_empty() {
+        sweep = sweep
+            .iter()
+            .flat_map(|k| {
+                c.sweep_prefilter.iter().map(move |&p| Knobs {
+                    prefilter: Some(p),
+                    ..*k
+                })
+            })
+            .collect();
+    }
+    sweep
 }
 
 fn options(scenario: &str, c: &Common) -> RunOptions {
@@ -207,13 +255,17 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
         default_knobs: Knobs {
             probe: c.nprobe,
             rerank: c.rerank,
+            refine: None,
+            prefilter: None,
         },
-        sweep: cross(&c.sweep_nprobe, &c.sweep_rerank),
+        sweep: tessera_sweep(c),
         devices: c.devices.clone(),
         peer: c.peer.unwrap_or(PEER_AVAILABLE),
         peer_default: Knobs {
             probe: 8,
             rerank: 0,
+            refine: None,
+            prefilter: None,
         },
         peer_sweep: cross(&c.peer_sweep_probe, &c.peer_sweep_full),
         work_dir: c.work_dir.clone(),
@@ -225,6 +277,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
         stats: true,
         exhaustive_queries: c.exhaustive_queries,
         refine_off_row: c.refine_off,
+        prefilter: c.prefilter,
     }
 }
 
@@ -382,6 +435,8 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         rerank: 0,
         sweep_nprobe: vec![1, 4],
         sweep_rerank: vec![0, 400],
+        sweep_refine: vec![],
+        sweep_prefilter: vec![],
         devices: vec![tessera::Device::Cpu, tessera::Device::Cuda(0)],
         peer: Some(false),
         peer_sweep_probe: vec![],
@@ -393,6 +448,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         no_truth_cache: true,
         exhaustive_queries: 16,
         refine_off: true,
+        prefilter: None,
     };
     let r = run::run(ds, &options("smoke", &common))?;
     write(&a.out, "smoke", &r)

@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub exhaustive_queries: usize,
     /// Also measure the CPU build with the refine stage off, as a row of its own.
     pub refine_off_row: bool,
+    /// Tessera's prefilter budget (`None`: the engine's default rule).
+    pub prefilter: Option<usize>,
 }
 
 /// Documents of a streamed corpus that token statistics are computed over.
@@ -212,7 +214,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
             skipped.push(format!("tessera on {device}: not measured: {e}"));
             continue;
         }
-        let engine = TesseraEngine::open(&tdir, device)?;
+        let engine = TesseraEngine::open(&tdir, device)?.with_prefilter(o.prefilter);
         let mut rep = measure_engine(&engine, &ds, &t, o.default_knobs, &o.sweep, tbuild.clone())?;
         // The codec's ceiling does not depend on the device: measured once.
         let n = if engines.is_empty() {
@@ -240,7 +242,8 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         if device == tessera::Device::Cpu && o.refine_off_row {
             // The same build with the refine stage off, in the same run: what refining costs
             // and what it buys.
-            let off = TesseraEngine::open_with_refine(&tdir, device, Some(0))?;
+            let off = TesseraEngine::open_with_refine(&tdir, device, Some(0))?
+                .with_prefilter(o.prefilter);
             engines.push(measure_engine(
                 &off,
                 &ds,

@@ -32,7 +32,7 @@ use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::{Error, Result};
 use crate::options::{Device, SearchParams};
-use crate::search::{Cand, SearchStats, refine_and_rank};
+use crate::search::{Cand, Scored, SearchStats, refine_and_rank};
 use crate::snapshot::SnapshotInner;
 
 /// What a [`Device`] setting resolves to on this machine.
@@ -164,11 +164,7 @@ pub(crate) fn search_batch(
         Ok(i) => i,
         Err(e) => return fail(e),
     };
-    let refine = if params.exhaustive && params.n_refine.is_none() {
-        usize::MAX
-    } else {
-        params.refine_budget(k)
-    };
+    let refine = params.refine_count(k);
     let refinable = snap.segments.iter().any(|s| s.originals.is_some());
     let want = if refinable { k.max(refine) } else { k };
     let p = DeviceSearch {
@@ -207,9 +203,12 @@ pub(crate) fn search_batch(
                 })
                 .map(|&(seg, local, score)| (Cand { seg, local }, score))
                 .unzip();
-            let dim = snap.codec.as_ref().map_or(1, |c| c.dim());
+            let scored = Scored {
+                cands: &cands,
+                compressed: &scores,
+            };
             // The CPU's final stage: refine, then order by score and external id.
-            let hits = refine_and_rank(snap, query, dim, &cands, &scores, k, refine, &mut stats)?;
+            let hits = refine_and_rank(snap, query, &scored, k, refine, &mut stats)?;
             Ok((hits, stats))
         })
         .collect::<Result<Vec<Answer>>>()

@@ -179,7 +179,9 @@ pub struct SearchParams {
     /// `None`: [`SearchParams::prefilter_budget`]'s rule, which grows with the collection.
     #[serde(default)]
     pub prefilter: Option<usize>,
-    /// Score every live document exactly (slow; for verification).
+    /// Score every live document exactly (slow; for verification): MaxSim over the
+    /// originals where the collection keeps them (unless `n_refine` is set), else over the
+    /// compressed vectors.
     pub exhaustive: bool,
     /// Where the search runs (default `auto`: the first CUDA device when one is usable).
     #[serde(default)]
@@ -267,6 +269,17 @@ impl SearchParams {
             let by_size = usize::try_from(live_docs / PREFILTER_DIVISOR).unwrap_or(usize::MAX);
             PREFILTER_FLOOR.max(16 * self.rerank_budget(k)).max(by_size)
         })
+    }
+
+    /// Candidates a search refines: [`SearchParams::refine_budget`], except that an
+    /// exhaustive search without an explicit `n_refine` refines every document (it is then
+    /// exact MaxSim over the originals).
+    pub(crate) fn refine_count(&self, k: usize) -> usize {
+        if self.exhaustive && self.n_refine.is_none() {
+            usize::MAX
+        } else {
+            self.refine_budget(k)
+        }
     }
 
     /// Candidates refined with original vectors for a top-`k` search: `n_refine` when set,

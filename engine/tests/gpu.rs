@@ -211,8 +211,11 @@ fn parity_case(clustered: bool, dim: usize, nbits: u32) {
     let docs = corpus(dim, clustered, 400, seed);
     let (_db, coll) = collection(dir.path(), &docs, dim, nbits);
     let gpu = Device::Cuda(0);
+    // The collection keeps f16 originals (the default), so every setting but "refine off"
+    // also checks the refine stage the host runs on the device's candidates.
     let settings = [
         ("default", SearchParams::default()),
+        ("refine off", SearchParams::default().with_n_refine(0)),
         ("nprobe 2", SearchParams::default().with_nprobe(2)),
         (
             "all probed, all re-ranked",

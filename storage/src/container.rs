@@ -335,6 +335,19 @@ impl Container {
         Ok(&self.bytes[e.offset..e.offset + e.stored_len])
     }
 
+    /// Announces that bytes `range` of raw or block-checked section `id` will be read soon
+    /// ([`FileBytes::will_need`]); ranges outside the section are ignored.
+    pub fn will_need(&self, id: u32, range: std::ops::Range<usize>) {
+        if let Some(e) = self.sections.iter().find(|s| s.id == id)
+            && e.encoding != Encoding::Zstd
+            && range.start <= range.end
+            && range.end <= e.stored_len
+        {
+            self.bytes
+                .will_need(e.offset + range.start, range.end - range.start);
+        }
+    }
+
     /// The bytes of section `id`, decompressed if needed.
     pub fn section_bytes(&self, id: u32, what: &str) -> Result<Vec<u8>> {
         let e = self.entry(id, what)?;

@@ -38,6 +38,21 @@ impl FileBytes {
     }
 }
 
+impl FileBytes {
+    /// Asks the kernel to start reading `len` bytes at `offset` into the page cache, without
+    /// waiting for them: a caller about to read several scattered ranges of a file that may
+    /// not be resident announces them all first, so their reads overlap instead of faulting
+    /// in one after another. Advisory: out-of-range requests and failures are ignored.
+    pub fn will_need(&self, offset: usize, len: usize) {
+        if let Some(map) = &self.map
+            && offset.checked_add(len).is_some_and(|end| end <= map.len())
+        {
+            #[cfg(unix)]
+            let _ = map.advise_range(memmap2::Advice::WillNeed, offset, len);
+        }
+    }
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
 

@@ -343,6 +343,22 @@ impl OriginalsReader {
             .unwrap_or(&[])
     }
 
+    /// Starts reading document `local`'s vectors into memory without waiting (see
+    /// [`crate::FileBytes::will_need`]); a search calls this for every candidate it will
+    /// refine before scoring the first, so that originals not in the page cache arrive in
+    /// parallel. Out-of-range ids are ignored.
+    pub fn prefetch(&self, local: u32) {
+        let l = local as usize;
+        let offsets = self.doc_offsets();
+        if l + 1 < offsets.len() {
+            let row = self.meta.dim as usize * self.meta.precision.bytes();
+            self.container.will_need(
+                section::VECTORS,
+                offsets[l] as usize * row..offsets[l + 1] as usize * row,
+            );
+        }
+    }
+
     /// The original vectors of local document `local`, row-major `[tokens, dim]`, after
     /// checking them against the document's CRC (once per reader). A mismatch is a
     /// [`Error::Corrupt`] naming the file and the document.

@@ -437,7 +437,11 @@ fn originals_are_kept_at_f16_by_default_reported_by_info_and_refine_is_a_search_
     assert_eq!(lean["originals_bytes_per_token"], 0.0);
     let bad = run(&["create", s(&db), "x", "--dim", "16", "--originals", "f8"]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("expected f16, bf16, f32 or none"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("expected f16, bf16, f32 or none"),
+        "{}",
+        stderr(&bad)
+    );
 
     let q = t.p("corpus").join("queries.npy");
     for refine in ["0", "7", "1000"] {
