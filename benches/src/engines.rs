@@ -220,16 +220,13 @@ impl TesseraEngine {
         self
     }
 
-    /// Top-`k` by exact MaxSim over every document's decompressed vectors, originals
-    /// unused: what the codec alone loses, with no pruning.
-    pub fn search_exhaustive(&self, query: &[f32], k: usize) -> Result<Vec<u64>> {
-        Ok(ids(&self.coll.search(
-            query,
-            k,
-            &SearchParams::exhaustive()
-                .with_n_refine(0)
-                .with_device(self.device),
-        )?))
+    /// Top-`k` by exact MaxSim over every document: over the originals when `originals`
+    /// (what their precision alone loses), else over the compressed vectors (what the codec
+    /// alone loses), with no pruning either way.
+    pub fn search_exhaustive(&self, query: &[f32], k: usize, originals: bool) -> Result<Vec<u64>> {
+        let p = SearchParams::exhaustive().with_device(self.device);
+        let p = if originals { p } else { p.with_n_refine(0) };
+        Ok(ids(&self.coll.search(query, k, &p)?))
     }
 
     fn params(&self, knobs: Knobs) -> SearchParams {

@@ -59,6 +59,11 @@ pub struct EngineReport {
     pub exhaustive_recall_at_10: Option<f64>,
     /// Queries behind `exhaustive_recall_at_10`.
     pub exhaustive_queries: usize,
+    /// Mean recall@10 of exhaustive search over the kept originals (exact MaxSim at their
+    /// precision: what f16 rounding alone loses against the f32 truth), on the same queries;
+    /// `None` without originals.
+    #[serde(default)]
+    pub originals_exhaustive_recall_at_10: Option<f64>,
 }
 
 /// Recall of Tessera under codec drift (synthetic only).
@@ -202,6 +207,13 @@ pub fn markdown(r: &Report) -> String {
     }
     for e in &r.engines {
         let _ = writeln!(s, "- {} index: {}", e.name, e.build.settings);
+        if let Some(x) = e.originals_exhaustive_recall_at_10 {
+            let _ = writeln!(
+                s,
+                "- {} exhaustive search over its originals (precision ceiling, {} queries): recall@10 {x:.3}",
+                e.name, e.exhaustive_queries
+            );
+        }
         if let Some(x) = e.exhaustive_recall_at_10 {
             let _ = writeln!(
                 s,

@@ -113,6 +113,7 @@ fn measure_engine(
         sweep: points,
         exhaustive_recall_at_10: None,
         exhaustive_queries: 0,
+        originals_exhaustive_recall_at_10: None,
     })
 }
 
@@ -222,13 +223,20 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         } else {
             0
         };
-        let mut r = Vec::with_capacity(n);
+        let (mut r, mut ro) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for (i, q) in ds.queries.iter().take(n).enumerate() {
             r.push(metrics::recall_at(
-                &engine.search_exhaustive(q, 10)?,
+                &engine.search_exhaustive(q, 10, false)?,
                 &t.ids(i, 10),
                 10,
             ));
+            if tbuild.originals_bytes_per_token.is_some_and(|b| b > 0.0) {
+                ro.push(metrics::recall_at(
+                    &engine.search_exhaustive(q, 10, true)?,
+                    &t.ids(i, 10),
+                    10,
+                ));
+            }
         }
         if n > 0 {
             rep.exhaustive_recall_at_10 = Some(metrics::mean(&r));
@@ -236,6 +244,13 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
             eprintln!(
                 "  exhaustive over compressed vectors: recall@10 {:.3}",
                 metrics::mean(&r)
+            );
+        }
+        if !ro.is_empty() {
+            rep.originals_exhaustive_recall_at_10 = Some(metrics::mean(&ro));
+            eprintln!(
+                "  exhaustive over the originals: recall@10 {:.3}",
+                metrics::mean(&ro)
             );
         }
         engines.push(rep);

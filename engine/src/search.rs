@@ -190,8 +190,10 @@ fn search_with_tables(
             tables,
             nq,
             &probes,
-            params.rerank_budget(k),
-            params.prefilter_budget(k, snap.live_docs()),
+            Budgets {
+                prefilter: params.prefilter_budget(k, snap.live_docs()),
+                rerank: params.rerank_budget(k),
+            },
             stats,
         )
     };
@@ -228,16 +230,25 @@ fn all_live(snap: &SnapshotInner) -> Vec<Cand> {
         .collect()
 }
 
+/// How many candidates each estimate keeps (`SearchParams`' budget rules).
+#[derive(Clone, Copy, Debug)]
+struct Budgets {
+    /// Kept by the postings-only estimate for the centroid-code estimate.
+    prefilter: usize,
+    /// Kept by the centroid-code estimate for exact scoring.
+    rerank: usize,
+}
+
 fn approximate_candidates(
     snap: &SnapshotInner,
     codec: &Codec,
     tables: &mut QueryTables<'_>,
     nq: usize,
     probes: &Probes,
-    budget: usize,
-    prefilter: usize,
+    budgets: Budgets,
     stats: &mut SearchStats,
 ) -> Vec<Cand> {
+    let Budgets { prefilter, rerank } = budgets;
     let t = Instant::now();
     // Tier 1, from the postings alone: per query token, the best score among the
     // document's probed centroids, or the token's floor.
@@ -281,7 +292,7 @@ fn approximate_candidates(
         }
     }
     stats.candidates = cands.len();
-    let limit = prefilter.max(budget);
+    let limit = prefilter.max(rerank);
     if cands.len() > limit {
         cands = top_k(&approx, limit)
             .into_iter()
@@ -303,7 +314,7 @@ fn approximate_candidates(
                 Codes::U32(cs) => bytes.estimate(cs),
             }),
     );
-    let kept = top_k(&approx, budget)
+    let kept = top_k(&approx, rerank)
         .into_iter()
         .map(|i| cands[i as usize])
         .collect();

@@ -96,7 +96,7 @@ fn a_format_1_database_without_originals_opens_and_answers_as_when_written() {
             .vectors(&ExternalId::Str("doc-000006".into()))
             .expect("vectors")
             .expect("present");
-        assert!(!v.is_empty() && v.len() % 16 == 0);
+        assert!(!v.is_empty() && v.len().is_multiple_of(16));
         assert!(
             coll.vectors(&ExternalId::Str("doc-000005".into()))
                 .expect("vectors")
