@@ -183,32 +183,34 @@ impl TesseraEngine {
     /// Opens a database built by [`TesseraEngine::build`], to search on `device` (named in
     /// reports as `tessera` on the CPU, `tessera (cuda:N)` on a GPU).
     pub fn open(dir: &Path, device: Device) -> Result<Self> {
-        Self::open_with_refine(dir, device, None)
-    }
-
-    /// Like [`TesseraEngine::open`], with the refine budget fixed (`Some(0)`: refine off,
-    /// named `tessera, refine off` in reports).
-    pub fn open_with_refine(dir: &Path, device: Device, refine: Option<usize>) -> Result<Self> {
         let db = Database::open_read_only(dir)
             .with_context(|| format!("{}: cannot open the database", dir.display()))?;
         let coll = db.collection(COLLECTION)?;
-        let mut label = match device {
+        let label = match device {
             Device::Cpu => "tessera".to_string(),
             d => format!("tessera ({d})"),
         };
-        match refine {
-            Some(0) => label.push_str(", refine off"),
-            Some(n) => label.push_str(&format!(", refine {n}")),
-            None => {}
-        }
         Ok(TesseraEngine {
             _db: db,
             coll,
             device,
-            refine,
+            refine: None,
             prefilter: None,
             label,
         })
+    }
+
+    /// The same open collection (same maps, same caches) with the refine stage off, named
+    /// `…, refine off` in reports: a side-by-side row whose only difference is the stage.
+    pub fn refine_off(&self) -> Self {
+        TesseraEngine {
+            _db: self._db.clone(),
+            coll: self.coll.clone(),
+            device: self.device,
+            refine: Some(0),
+            prefilter: self.prefilter,
+            label: format!("{}, refine off", self.label),
+        }
     }
 
     /// Fixes the prefilter budget (`None`: the engine's rule).

@@ -257,8 +257,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         if device == tessera::Device::Cpu && o.refine_off_row {
             // The same build with the refine stage off, in the same run: what refining costs
             // and what it buys.
-            let off = TesseraEngine::open_with_refine(&tdir, device, Some(0))?
-                .with_prefilter(o.prefilter);
+            let off = engine.refine_off();
             engines.push(measure_engine(
                 &off,
                 &ds,

@@ -231,7 +231,7 @@ pub struct SearchOpts {
     /// Documents re-ranked exactly.
     #[arg(long)]
     pub rerank: Option<usize>,
-    /// Candidates re-scored with the original vectors (0: off; default max(64, 4k); in the
+    /// Candidates re-scored with the original vectors (0: off; default max(32, 4k); in the
     /// shell, the `.refine` setting).
     #[arg(long, value_name = "N")]
     pub refine: Option<usize>,
