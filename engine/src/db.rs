@@ -708,6 +708,21 @@ impl Collection {
                     ),
                 ));
             }
+            let originals = self.state.config.originals;
+            if let Some(j) = doc.vectors.iter().position(|&x| !originals.holds(x)) {
+                return Err(self.invalid(
+                    doc,
+                    i,
+                    format!(
+                        "token {} dimension {} is {}, beyond what the collection's {originals} \
+                         originals can hold (f16 holds magnitudes up to 65504); create the \
+                         collection with originals bf16 or f32",
+                        j / dim,
+                        j % dim,
+                        doc.vectors[j]
+                    ),
+                ));
+            }
             tokens += rows;
         }
         Ok(tokens)

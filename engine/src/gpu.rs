@@ -167,13 +167,13 @@ pub(crate) fn search_batch(
     let refine = params.refine_count(k);
     let refinable = snap.segments.iter().any(|s| s.originals.is_some());
     let want = if refinable { k.max(refine) } else { k };
+    let live = usize::try_from(snap.live_docs()).unwrap_or(usize::MAX);
     let p = DeviceSearch {
-        k: want
-            .min(usize::try_from(snap.live_docs()).unwrap_or(usize::MAX))
-            .max(k),
+        k: want.min(live).max(k),
         nprobe: params.nprobe.max(1),
         n_rerank: params.rerank_budget(k),
-        exhaustive: params.exhaustive,
+        // As on the CPU: asking for every live document is a full scan.
+        exhaustive: params.exhaustive || k >= live,
     };
     let t = Instant::now();
     let (found, traffic) = match index.search(queries, &p) {
@@ -203,6 +203,13 @@ pub(crate) fn search_batch(
                 })
                 .map(|&(seg, local, score)| (Cand { seg, local }, score))
                 .unzip();
+            if cands.len() < k.min(live) {
+                // The probed postings reached fewer documents than asked for: the CPU path
+                // then scores every live document, and so does this query.
+                let mut stats = SearchStats::default();
+                let hits = crate::search::search(snap, query, k, params, &mut stats)?;
+                return Ok((hits, stats));
+            }
             let scored = Scored {
                 cands: &cands,
                 compressed: &scores,

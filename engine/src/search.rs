@@ -568,10 +568,20 @@ pub(crate) fn refine_and_rank(
     let t = Instant::now();
     let Scored { cands, compressed } = *scored;
     let dim = snap.codec.as_ref().map_or(1, |c| c.dim());
+    let id = |i: usize| {
+        let c = cands[i];
+        snap.segments[c.seg as usize].reader.external_id(c.local)
+    };
     let mut order: Vec<usize> = (0..cands.len()).collect();
     let refine = refine.min(cands.len());
     if refine > 0 && refine < cands.len() {
-        order.select_nth_unstable_by(refine - 1, |&a, &b| compressed[b].total_cmp(&compressed[a]));
+        // Ties at the cut go to the smaller external id, so the refined set does not depend
+        // on the order the candidates arrived in (the CPU's and the GPU's differ).
+        order.select_nth_unstable_by(refine - 1, |&a, &b| {
+            compressed[b]
+                .total_cmp(&compressed[a])
+                .then_with(|| id(a).cmp(&id(b)))
+        });
     }
     // Announce every read first: originals that are not in the page cache then arrive in
     // parallel rather than one disk read after another (measured at 400K documents with
@@ -601,13 +611,9 @@ pub(crate) fn refine_and_rank(
         };
         ranked.push((0, score, i));
     }
-    let id = |i: usize| {
-        let c = cands[i];
-        snap.segments[c.seg as usize].reader.external_id(c.local)
-    };
     ranked.sort_by(|a, b| {
         a.0.cmp(&b.0)
-            .then_with(|| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal))
+            .then_with(|| b.1.total_cmp(&a.1))
             .then_with(|| id(a.2).cmp(&id(b.2)))
     });
     let hits = ranked

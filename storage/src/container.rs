@@ -246,7 +246,8 @@ impl Container {
             let encoding = match le_u32(e, 4) {
                 0 => Encoding::Raw,
                 1 => Encoding::Zstd,
-                2 => Encoding::BlockChecked,
+                // FORMAT.md: only originals files have block-checked sections.
+                2 if kind == FileKind::Originals => Encoding::BlockChecked,
                 other => return Err(corrupt(format!("section {id}: unknown encoding {other}"))),
             };
             let offset = le_u64(e, 8);

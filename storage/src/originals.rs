@@ -60,6 +60,16 @@ impl Precision {
         }
     }
 
+    /// Whether finite `x` stays finite at this precision (f16 overflows to infinity from
+    /// 65,520 in magnitude, bf16 just below `f32::MAX`); ingest refuses values that do not.
+    pub fn holds(self, x: f32) -> bool {
+        match self {
+            Precision::None | Precision::F32 => true,
+            Precision::F16 => half::f16::from_f32(x).is_finite(),
+            Precision::Bf16 => half::bf16::from_f32(x).is_finite(),
+        }
+    }
+
     /// The code stored in META (FORMAT.md), `None` for [`Precision::None`].
     fn code(self) -> Option<u32> {
         match self {
@@ -489,6 +499,14 @@ mod tests {
             err.to_string().contains("document 1 fails its checksum"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn only_values_that_stay_finite_are_held() {
+        assert!(Precision::F16.holds(65504.0) && Precision::F16.holds(-65519.0));
+        assert!(!Precision::F16.holds(65520.0) && !Precision::F16.holds(-1e6));
+        assert!(Precision::Bf16.holds(1e38) && !Precision::Bf16.holds(f32::MAX));
+        assert!(Precision::F32.holds(f32::MAX) && Precision::None.holds(f32::MAX));
     }
 
     #[test]

@@ -290,3 +290,40 @@ fn an_originals_file_no_manifest_references_is_removed_at_writer_open() {
     let coll = db.collection("c").expect("collection");
     assert!(coll.info().originals_bytes > 0, "referenced originals stay");
 }
+
+#[test]
+fn a_value_f16_originals_cannot_hold_is_refused_naming_the_document_and_nothing_is_committed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_or_create(dir.path()).expect("create");
+    let coll = db
+        .create_collection("c", CollectionConfig::new(4))
+        .expect("collection");
+    let good = Document::new(1u64, vec![0.5; 8]);
+    let mut big = vec![0.25f32; 8];
+    big[6] = 70_000.0;
+    let err = coll
+        .ingest(
+            &[good.clone(), Document::new(2u64, big.clone())],
+            &IngestOptions::default(),
+        )
+        .expect_err("70,000 overflows f16");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("token 1 dimension 2") && msg.contains("originals bf16 or f32"),
+        "{msg}"
+    );
+    assert_eq!(coll.info().documents, 0, "the batch is refused whole");
+    // The same value fits f32 originals exactly.
+    let wide = db
+        .create_collection("w", CollectionConfig::new(4).originals(Precision::F32))
+        .expect("collection");
+    wide.ingest(
+        &[good, Document::new(2u64, big.clone())],
+        &IngestOptions::default(),
+    )
+    .expect("f32 originals hold it");
+    assert_eq!(
+        wide.vectors(&ExternalId::Int(2)).expect("vectors"),
+        Some(big)
+    );
+}
