@@ -298,3 +298,52 @@ fn a_second_writer_falls_back_to_read_only() {
     drop(holder.stdin.take());
     holder.wait().expect("holder exits");
 }
+
+#[test]
+fn refine_setting_applies_to_later_searches_and_shows_in_show() {
+    let t = Tmp::new();
+    let c = corpus_dir(&t, 40);
+    let db = t.p("db");
+    let script = format!(
+        ".open {db}\n\
+         .create passages --dim 16\n\
+         .ingest {flat} --doclens {lens} --ids {ids}\n\
+         .refine\n\
+         .refine 0\n\
+         .show\n\
+         .mode jsonl\n\
+         .search {q} -k 2\n\
+         .refine 12\n\
+         .search {q} -k 2 --refine 0\n\
+         .refine auto\n\
+         .refine lots\n",
+        db = s(&db),
+        flat = s(&c.join("flat.npy")),
+        lens = s(&c.join("doclens.npy")),
+        ids = s(&c.join("ids.txt")),
+        q = s(&c.join("queries.npy")),
+    );
+    let o = run_stdin(&["shell"], &script);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        out.contains("refine: auto (max(32, 4 k) candidates)"),
+        "{out}"
+    );
+    assert!(out.contains("refine: off"), "{out}");
+    assert!(out.contains("    refine: off"), ".show lists it: {out}");
+    assert!(out.contains("refine: 12 candidates"), "{out}");
+    // Two searches of 2 queries x 2 hits each.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("{\"query\"")).count(),
+        8,
+        "{out}"
+    );
+    assert!(
+        err.contains("\"lots\" is not a number, 0 (off) or auto"),
+        "a bad value is refused: {err}"
+    );
+    assert!(
+        !o.status.success(),
+        "a script with a failed command exits non-zero"
+    );
+}
