@@ -336,12 +336,6 @@ fn per_token(bytes: u64, tokens: u64) -> f64 {
     }
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 fn collection_dir(db: &Path, id: u32) -> PathBuf {
     db.join(COLLECTIONS_DIR).join(id.to_string())
 }
@@ -696,31 +690,24 @@ impl Collection {
                     ),
                 ));
             }
-            if let Some(j) = doc.vectors.iter().position(|x| !x.is_finite()) {
-                return Err(self.invalid(
-                    doc,
-                    i,
-                    format!(
-                        "token {} dimension {} is {}",
-                        j / dim,
-                        j % dim,
-                        doc.vectors[j]
-                    ),
-                ));
-            }
+            // One pass refuses NaN, infinities and what f16 or bf16 originals would store
+            // as infinity.
             let originals = self.state.config.originals;
             if let Some(j) = doc.vectors.iter().position(|&x| !originals.holds(x)) {
+                let x = doc.vectors[j];
+                let beyond = if x.is_finite() {
+                    format!(
+                        ", beyond what the collection's {originals} originals can hold (f16 \
+                         holds magnitudes up to 65504); create the collection with originals \
+                         bf16 or f32"
+                    )
+                } else {
+                    String::new()
+                };
                 return Err(self.invalid(
                     doc,
                     i,
-                    format!(
-                        "token {} dimension {} is {}, beyond what the collection's {originals} \
-                         originals can hold (f16 holds magnitudes up to 65504); create the \
-                         collection with originals bf16 or f32",
-                        j / dim,
-                        j % dim,
-                        doc.vectors[j]
-                    ),
+                    format!("token {} dimension {} is {x}{beyond}", j / dim, j % dim),
                 ));
             }
             tokens += rows;
@@ -894,7 +881,11 @@ impl Collection {
         })?;
         // Read back through the validating reader before the commit makes it visible.
         let reader = Arc::new(SegmentReader::open(&path)?);
-        let originals = self.write_originals(seg_id, doc_offsets, flat, &reader, written)?;
+        let (originals, originals_ref) =
+            match self.write_originals(seg_id, doc_offsets, flat, &reader, written)? {
+                Some((reader, entry)) => (Some(reader), Some(entry)),
+                None => (None, None),
+            };
 
         let mut batch = CatalogBatch::default();
         let mut tombstones = NewTombstones::default();
@@ -925,10 +916,7 @@ impl Collection {
             n_docs: docs.len() as u32,
             n_tokens: (flat.len() / dim) as u64,
             bytes: sizes.file_bytes,
-            originals: originals.as_ref().map(|o| OriginalsRef {
-                file: file_name(o.path()),
-                bytes: o.file_len(),
-            }),
+            originals: originals_ref,
         });
         manifest.live_docs += docs.len() as u64;
         manifest.live_tokens += (flat.len() / dim) as u64;
@@ -971,7 +959,8 @@ impl Collection {
     }
 
     /// Writes the batch's originals file beside segment `seg_id` when the collection keeps
-    /// originals, and reads it back through the validating reader.
+    /// originals, reads it back through the validating reader, and returns it with its
+    /// manifest entry.
     fn write_originals(
         &self,
         seg_id: u64,
@@ -979,12 +968,13 @@ impl Collection {
         flat: &[f32],
         segment: &SegmentReader,
         written: &mut Vec<PathBuf>,
-    ) -> Result<Option<Arc<OriginalsReader>>> {
+    ) -> Result<Option<(Arc<OriginalsReader>, OriginalsRef)>> {
         let cfg = &self.state.config;
         if cfg.originals == Precision::None {
             return Ok(None);
         }
-        let path = self.state.dir.join(format!("vec-{seg_id:06}.tov"));
+        let file = format!("vec-{seg_id:06}.tov");
+        let path = self.state.dir.join(&file);
         written.push(path.clone());
         write_durably(&path, |w| {
             write_originals(
@@ -998,7 +988,12 @@ impl Collection {
                 },
             )
         })?;
-        Ok(Some(Arc::new(open_originals(&path, segment, seg_id)?)))
+        let reader = open_originals(&path, segment, seg_id)?;
+        let entry = OriginalsRef {
+            file,
+            bytes: reader.file_len(),
+        };
+        Ok(Some((Arc::new(reader), entry)))
     }
 
     /// Deletes documents by id, atomically and durably. Unknown ids are reported, not errors.

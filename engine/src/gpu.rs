@@ -172,8 +172,7 @@ pub(crate) fn search_batch(
         k: want.min(live).max(k),
         nprobe: params.nprobe.max(1),
         n_rerank: params.rerank_budget(k),
-        // As on the CPU: asking for every live document is a full scan.
-        exhaustive: params.exhaustive || k >= live,
+        exhaustive: params.full_scan(k, snap.live_docs()),
     };
     let t = Instant::now();
     let (found, traffic) = match index.search(queries, &p) {

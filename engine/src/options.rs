@@ -274,6 +274,13 @@ impl SearchParams {
         })
     }
 
+    /// Whether a top-`k` search over `live_docs` documents scores every one of them: when
+    /// asked to (`exhaustive`), or when `k` covers the collection, since the candidate
+    /// stages could then only lose documents.
+    pub(crate) fn full_scan(&self, k: usize, live_docs: u64) -> bool {
+        self.exhaustive || k as u64 >= live_docs
+    }
+
     /// Candidates a search refines: [`SearchParams::refine_budget`], except that an
     /// exhaustive search without an explicit `n_refine` refines every document (it is then
     /// exact MaxSim over the originals).

@@ -169,10 +169,7 @@ fn search_with_tables(
     params: &SearchParams,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
-    // Asking for at least as many hits as there are live documents is a full scan: the
-    // candidate stages could only lose some of them.
-    let scan_all = params.exhaustive || k as u64 >= snap.live_docs();
-    let mut survivors: Vec<Cand> = if scan_all {
+    let mut survivors: Vec<Cand> = if params.full_scan(k, snap.live_docs()) {
         all_live(snap)
     } else {
         let t = Instant::now();

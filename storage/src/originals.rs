@@ -60,14 +60,23 @@ impl Precision {
         }
     }
 
-    /// Whether finite `x` stays finite at this precision (f16 overflows to infinity from
-    /// 65,520 in magnitude, bf16 just below `f32::MAX`); ingest refuses values that do not.
-    pub fn holds(self, x: f32) -> bool {
+    /// The smallest magnitude that rounds to infinity at this precision (round to nearest
+    /// even: the largest finite value plus half its spacing), or infinity for f32 and none.
+    /// Ingest refuses values at or above it, so that no stored original is infinite.
+    pub fn overflow_bound(self) -> f32 {
         match self {
-            Precision::None | Precision::F32 => true,
-            Precision::F16 => half::f16::from_f32(x).is_finite(),
-            Precision::Bf16 => half::bf16::from_f32(x).is_finite(),
+            Precision::None | Precision::F32 => f32::INFINITY,
+            // 65504 + 32 / 2.
+            Precision::F16 => 65520.0,
+            // 0x7f7f (3.3895e38) + 2^120 / 2.
+            Precision::Bf16 => f32::from_bits(0x7f7f_8000),
         }
+    }
+
+    /// Whether `x` is finite and stays finite at this precision (see
+    /// [`Precision::overflow_bound`]); NaN and infinities are never held.
+    pub fn holds(self, x: f32) -> bool {
+        x.abs() < self.overflow_bound()
     }
 
     /// The code stored in META (FORMAT.md), `None` for [`Precision::None`].
@@ -507,6 +516,20 @@ mod tests {
         assert!(!Precision::F16.holds(65520.0) && !Precision::F16.holds(-1e6));
         assert!(Precision::Bf16.holds(1e38) && !Precision::Bf16.holds(f32::MAX));
         assert!(Precision::F32.holds(f32::MAX) && Precision::None.holds(f32::MAX));
+        // The bound is where conversion starts giving infinity, to the last bit.
+        for p in [Precision::F16, Precision::Bf16] {
+            let b = p.overflow_bound();
+            let below = f32::from_bits(b.to_bits() - 1);
+            let widened = |x: f32| match p {
+                Precision::F16 => half::f16::from_f32(x).to_f32(),
+                _ => half::bf16::from_f32(x).to_f32(),
+            };
+            assert!(
+                widened(below).is_finite() && widened(b).is_infinite(),
+                "{p}"
+            );
+            assert!(p.holds(below) && !p.holds(b) && !p.holds(-b), "{p}");
+        }
     }
 
     #[test]
