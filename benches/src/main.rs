@@ -217,30 +217,26 @@ fn cross(probes: &[u32], reranks: &[usize]) -> Vec<Knobs> {
 /// Tessera's sweep: probes x re-rank budgets x refine budgets x prefilter budgets (an empty
 /// list: that budget's default only).
 fn tessera_sweep(c: &Common) -> Vec<Knobs> {
-    let mut sweep = cross(&c.sweep_nprobe, &c.sweep_rerank);
-    if !c.sweep_refine.is_empty() {
-        sweep = sweep
-            .iter()
-            .flat_map(|k| {
-                c.sweep_refine.iter().map(move |&r| Knobs {
-                    refine: Some(r),
-                    ..*k
-                })
-            })
-            .collect();
-    }
-    if !c.sweep_prefilter.is_empty() {
-        sweep = sweep
-            .iter()
-            .flat_map(|k| {
-                c.sweep_prefilter.iter().map(move |&p| Knobs {
-                    prefilter: Some(p),
-                    ..*k
-                })
-            })
-            .collect();
+    let sweep = cross(&c.sweep_nprobe, &c.sweep_rerank);
+    let sweep = crossed(sweep, &c.sweep_refine, |k, r| k.refine = Some(r));
+    crossed(sweep, &c.sweep_prefilter, |k, p| k.prefilter = Some(p))
+}
+
+/// Every setting of `sweep` once per value of `values` set by `set` (`values` empty: as is).
+fn crossed(sweep: Vec<Knobs>, values: &[usize], set: impl Fn(&mut Knobs, usize)) -> Vec<Knobs> {
+    if values.is_empty() {
+        return sweep;
     }
     sweep
+        .iter()
+        .flat_map(|k| {
+            values.iter().map(|&v| {
+                let mut k = *k;
+                set(&mut k, v);
+                k
+            })
+        })
+        .collect()
 }
 
 fn options(scenario: &str, c: &Common) -> RunOptions {

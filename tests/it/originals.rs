@@ -25,6 +25,11 @@ fn f16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
+/// Every document of `c` as f16 originals keep it, widened back.
+fn stored_f16(c: &SyntheticCorpus) -> Vec<Vec<f32>> {
+    (0..c.n_docs()).map(|i| f16(c.doc(i))).collect()
+}
+
 /// Exact top-`k` (ids and scores) by plain MaxSim over `docs`, ties by id.
 fn brute_force(docs: &[Vec<f32>], query: &[f32], dim: usize, k: usize) -> Vec<(u64, f32)> {
     let mut scored: Vec<(u64, f32)> = docs
@@ -140,7 +145,7 @@ fn exhaustive_search_with_originals_equals_brute_force_over_them() {
         CollectionConfig::new(dim as u32),
         &documents(&c),
     );
-    let stored: Vec<Vec<f32>> = (0..c.n_docs()).map(|i| f16(c.doc(i))).collect();
+    let stored = stored_f16(&c);
     for q in c.queries(8, 12, 0.3, 1) {
         let want = brute_force(&stored, &q, dim, 20);
         let got = coll
@@ -167,7 +172,7 @@ fn default_search_returns_the_exact_top_10_where_compressed_scores_alone_do_not(
         CollectionConfig::new(dim as u32),
         &documents(&c),
     );
-    let stored: Vec<Vec<f32>> = (0..c.n_docs()).map(|i| f16(c.doc(i))).collect();
+    let stored = stored_f16(&c);
     let queries = c.queries(40, 32, 0.3, 2);
     let (mut refined, mut compressed) = (0.0, 0.0);
     for q in &queries {
