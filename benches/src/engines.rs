@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use tessera::{
     CollectionConfig, Database, Device, Document, ExternalId, IngestOptions, SearchParams,
@@ -129,14 +129,21 @@ impl TesseraEngine {
     /// Ingests `ds` into a new database at `dir` (ids = row indices) in batches of `batch`
     /// documents; the first batch trains the codec. The time is that of opening the database
     /// and the ingest calls: regenerating a streamed corpus between calls is not counted.
-    pub fn build(ds: &Dataset, dir: &Path, nbits: u32, batch: usize) -> Result<BuildInfo> {
+    pub fn build(
+        ds: &Dataset,
+        dir: &Path,
+        nbits: u32,
+        centroids: Option<u32>,
+        batch: usize,
+    ) -> Result<BuildInfo> {
         let t = Instant::now();
         let db = Database::open_or_create(dir)
             .with_context(|| format!("{}: cannot create the database", dir.display()))?;
-        let coll = db.create_collection(
-            COLLECTION,
-            CollectionConfig::new(ds.dim as u32).with_nbits(nbits),
-        )?;
+        let mut config = CollectionConfig::new(ds.dim as u32).with_nbits(nbits);
+        if let Some(n) = centroids {
+            config = config.with_n_centroids(n);
+        }
+        let coll = db.create_collection(COLLECTION, config)?;
         let opts = IngestOptions::default().with_expected_total_tokens(ds.n_tokens() as u64);
         let n = ds.n_docs();
         let mut seconds = t.elapsed().as_secs_f64();
@@ -173,6 +180,33 @@ impl TesseraEngine {
             Some(info.bytes_per_token),
             format!(
                 "nbits {nbits}, {} centroids, originals {}, ingest batches of {batch} documents",
+                info.centroids, info.config.originals
+            ),
+        );
+        built.originals_bytes_per_token = Some(info.originals_bytes_per_token);
+        Ok(built)
+    }
+
+    /// The figures of an index an earlier [`TesseraEngine::build`] left at `dir`, checked to
+    /// hold `docs` documents; the ingest time is unknown (NaN).
+    pub fn reuse(dir: &Path, docs: usize, tokens: usize) -> Result<BuildInfo> {
+        let db = Database::open_read_only(dir)
+            .with_context(|| format!("{}: cannot open the database", dir.display()))?;
+        let info = db.collection(COLLECTION)?.info();
+        if info.documents as usize != docs {
+            bail!(
+                "{}: holds {} documents, the corpus has {docs}: not the same corpus",
+                dir.display(),
+                info.documents
+            );
+        }
+        let mut built = BuildInfo::measured(
+            dir,
+            f64::NAN,
+            tokens,
+            Some(info.bytes_per_token),
+            format!(
+                "reused index: {} centroids, originals {}",
                 info.centroids, info.config.originals
             ),
         );

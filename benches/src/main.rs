@@ -43,6 +43,9 @@ struct Common {
     /// Residual bits (both engines).
     #[arg(long, default_value_t = 2)]
     nbits: u32,
+    /// Tessera's centroid count (default: the engine's rule).
+    #[arg(long)]
+    centroids: Option<u32>,
     /// Documents per Tessera ingest call (the first trains the codec).
     #[arg(long, default_value_t = 25_000)]
     batch: usize,
@@ -88,6 +91,10 @@ struct Common {
     /// Where indexes are built (default: a temporary directory, removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// With --work-dir: search the Tessera index an earlier run of the same corpus left
+    /// there instead of building it (for iterating on search; ingest is then not timed).
+    #[arg(long, requires = "work_dir")]
+    reuse_index: bool,
     /// Ground-truth cache directory (default: $TESSERA_BENCH_CACHE/truth or
     /// ~/.cache/tessera/truth).
     #[arg(long)]
@@ -247,6 +254,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
             .collect::<Vec<_>>()
             .join(" "),
         nbits: c.nbits,
+        centroids: c.centroids,
         batch: c.batch,
         default_knobs: Knobs {
             probe: c.nprobe,
@@ -265,6 +273,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
         },
         peer_sweep: cross(&c.peer_sweep_probe, &c.peer_sweep_full),
         work_dir: c.work_dir.clone(),
+        reuse_index: c.reuse_index,
         truth_cache: if c.no_truth_cache {
             None
         } else {
@@ -426,6 +435,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
     );
     let common = Common {
         nbits: 2,
+        centroids: None,
         batch: 150,
         nprobe: 8,
         rerank: 0,
@@ -440,6 +450,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         out: a.out.clone(),
         name: None,
         work_dir: None,
+        reuse_index: false,
         truth_cache: None,
         no_truth_cache: true,
         exhaustive_queries: 16,

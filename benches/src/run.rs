@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub command: String,
     /// Residual bits (both engines).
     pub nbits: u32,
+    /// Tessera's centroid count (`None`: the engine's rule).
+    pub centroids: Option<u32>,
     /// Tessera ingest batch (documents).
     pub batch: usize,
     /// Tessera's default setting (fully measured).
@@ -38,6 +40,8 @@ pub struct RunOptions {
     pub peer_sweep: Vec<Knobs>,
     /// Where indexes are built (a temporary directory when `None`).
     pub work_dir: Option<PathBuf>,
+    /// Search the Tessera index already in `work_dir` instead of building one.
+    pub reuse_index: bool,
     /// Ground-truth cache directory (`None`: always compute).
     pub truth_cache: Option<PathBuf>,
     /// Compute token statistics.
@@ -176,9 +180,17 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
-    let tdir = unused(work.join("tessera.db"))?;
-    eprintln!("tessera: ingesting {} documents", ds.n_docs());
-    let tbuild = TesseraEngine::build(&ds, &tdir, o.nbits, o.batch)?;
+    let tbuild;
+    let tdir;
+    if o.reuse_index {
+        tdir = work.join("tessera.db");
+        tbuild = TesseraEngine::reuse(&tdir, ds.n_docs(), ds.n_tokens())?;
+        eprintln!("tessera: reusing {} (ingest not timed)", tdir.display());
+    } else {
+        tdir = unused(work.join("tessera.db"))?;
+        eprintln!("tessera: ingesting {} documents", ds.n_docs());
+        tbuild = TesseraEngine::build(&ds, &tdir, o.nbits, o.centroids, o.batch)?;
+    }
     eprintln!(
         "  {:.1} s, {:.0} tokens/s, {:.2} B/token",
         tbuild.seconds,

@@ -133,7 +133,7 @@ pub struct CreateArgs {
     /// Residual bits per dimension (1, 2, 4 or 8).
     #[arg(long, default_value_t = 2)]
     pub nbits: u32,
-    /// Number of IVF centroids (default: PLAID's heuristic on the first batch).
+    /// Number of IVF centroids (default: four times PLAID's heuristic, at most 65,536).
     #[arg(long)]
     pub centroids: Option<u32>,
     /// Most token vectors a document may have.

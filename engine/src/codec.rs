@@ -11,10 +11,12 @@
 //! Encoding assigns each token to the nearest centroid among the `ASSIGN_GROUPS` nearest
 //! groups and packs its residual.
 
+use std::sync::OnceLock;
+
 use rand::SeedableRng;
 use rand::seq::index::sample;
 use rayon::prelude::*;
-use tessera_kernels::{ResidualCodec, matmul_nt, nearest_centers};
+use tessera_kernels::{Int8Centroids, ResidualCodec, matmul_nt, nearest_centers};
 use tessera_storage::codec::CodecData;
 
 use crate::kmeans::kmeans;
@@ -38,6 +40,39 @@ pub fn plaid_centroids(n_tokens: u64) -> u32 {
     k.clamp(1, n_tokens.max(1)).min(1 << 24) as u32
 }
 
+/// How many times PLAID's centroid count the default asks for ([`default_centroids`]).
+pub const FINE_FACTOR: u64 = 4;
+/// Most centroids the default asks for: codes then stay two bytes per token.
+pub const FINE_CAP: u64 = 1 << 16;
+/// Fewest tokens per centroid the default leaves (on average) when it goes past PLAID's.
+pub const FINE_MIN_TOKENS: u64 = 16;
+
+/// The default centroid count: [`FINE_FACTOR`] times PLAID's heuristic, at most
+/// [`FINE_CAP`] and at most one per [`FINE_MIN_TOKENS`] tokens (a power of two), and never
+/// fewer than PLAID's.
+///
+/// Why finer than PLAID: the candidate stages rank documents by centroid scores alone, so
+/// the closer the centroids sit to the tokens the fewer true best documents they rank too
+/// low to be scored exactly. On python-doc (0.77M tokens) 32,768 centroids instead of
+/// PLAID's 8,192 raised recall@10 at the same budgets from 0.913 to 0.970; what it costs
+/// is the centroid stage (every query scores every centroid, in `i8` since the same
+/// change: 1.1 ms at 65,536 centroids and dim 128) and training time at ingest
+/// (BENCHMARKS.md, "Search at scale"). PLAID's count already reaches the cap at about
+/// 17M tokens, so large collections are unchanged.
+pub fn default_centroids(n_tokens: u64) -> u32 {
+    let plaid = plaid_centroids(n_tokens);
+    let per_tokens = n_tokens / FINE_MIN_TOKENS;
+    let per_tokens = if per_tokens == 0 {
+        0
+    } else {
+        1u64 << per_tokens.ilog2()
+    };
+    let fine = (u64::from(plaid) * FINE_FACTOR)
+        .min(FINE_CAP)
+        .min(per_tokens);
+    plaid.max(fine as u32)
+}
+
 /// A trained codec with its lookup tables.
 #[derive(Debug)]
 pub struct Codec {
@@ -46,6 +81,9 @@ pub struct Codec {
     data: CodecData,
     residual: ResidualCodec,
     centroid_half_norms: Vec<f32>,
+    /// The centroids in `i8` for the search's centroid stage, built by the first search on
+    /// a CPU with a VNNI path (`None` without one: the stage then multiplies in `f32`).
+    int8: OnceLock<Option<Int8Centroids>>,
 }
 
 impl Codec {
@@ -63,6 +101,7 @@ impl Codec {
             data,
             residual,
             centroid_half_norms,
+            int8: OnceLock::new(),
         }
     }
 
@@ -84,6 +123,16 @@ impl Codec {
     /// Centroids, row-major.
     pub fn centroids(&self) -> &[f32] {
         &self.data.centroids
+    }
+
+    /// The centroids quantised to `i8` when this CPU scores them faster that way
+    /// (`tessera_kernels::Int8Centroids::fast_path`); built once, on first use.
+    pub(crate) fn int8_centroids(&self) -> Option<&Int8Centroids> {
+        self.int8
+            .get_or_init(|| {
+                Int8Centroids::fast_path().map(|_| Int8Centroids::new(self.centroids(), self.dim()))
+            })
+            .as_ref()
     }
 
     /// The residual quantiser.
@@ -309,7 +358,7 @@ pub fn train(
     let n = tokens.len() / dim;
     let k = cfg
         .n_centroids
-        .unwrap_or_else(|| plaid_centroids(expected_total_tokens.unwrap_or(0).max(n as u64)))
+        .unwrap_or_else(|| default_centroids(expected_total_tokens.unwrap_or(0).max(n as u64)))
         .clamp(1, n.max(1) as u32) as usize;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n_sample = n.min((k * SAMPLE_PER_CENTROID).max(16_384));
@@ -477,6 +526,23 @@ mod tests {
         assert_eq!(plaid_centroids(1_000_000), 8192);
         assert_eq!(plaid_centroids(10_000_000), 32_768);
         assert_eq!(plaid_centroids(1), 1);
+    }
+
+    #[test]
+    fn default_centroids_are_finer_than_plaids_up_to_the_cap() {
+        // Small: one centroid per 16 tokens binds (100K tokens: 6,250 -> 4,096 = PLAID's).
+        assert_eq!(default_centroids(100_000), 4096);
+        assert_eq!(default_centroids(765_000), 32_768);
+        assert_eq!(default_centroids(1_000_000), 32_768);
+        assert_eq!(default_centroids(10_000_000), 65_536);
+        // PLAID's count past the cap is kept.
+        assert_eq!(default_centroids(100_000_000), 131_072);
+        assert_eq!(default_centroids(1), 1);
+        assert_eq!(default_centroids(0), 1);
+        for n in [2u64, 17, 1000, 12_345, 400_000, 3_000_000, 40_000_000] {
+            let k = u64::from(default_centroids(n));
+            assert!(k >= u64::from(plaid_centroids(n)) && k <= n.max(1));
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod search;
 mod snapshot;
 pub mod synthetic;
 
-pub use codec::plaid_centroids;
+pub use codec::{default_centroids, plaid_centroids};
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};

@@ -11,8 +11,9 @@ pub struct CollectionConfig {
     pub dim: u32,
     /// Residual bits per dimension: 1, 2, 4 or 8.
     pub nbits: u32,
-    /// Number of IVF centroids; `None` picks PLAID's `2^floor(log2(16 sqrt(tokens)))` from the
-    /// batch that trains the codec.
+    /// Number of IVF centroids; `None` picks [`crate::default_centroids`] (four times PLAID's
+    /// `2^floor(log2(16 sqrt(tokens)))`, at most 65,536 and one per 16 tokens, never fewer
+    /// than PLAID's) from the expected total, or else the batch that trains the codec.
     pub n_centroids: Option<u32>,
     /// Upper bound on tokens per document.
     pub max_tokens_per_doc: u32,
@@ -58,7 +59,7 @@ impl CollectionConfig {
         self
     }
 
-    /// Fixes the number of centroids instead of the PLAID heuristic.
+    /// Fixes the number of centroids instead of the default rule.
     pub fn with_n_centroids(mut self, n: u32) -> Self {
         self.n_centroids = Some(n);
         self
@@ -193,6 +194,10 @@ pub const PREFILTER_FLOOR: usize = 4096;
 /// The default prefilter budget keeps at least one in this many live documents.
 pub const PREFILTER_DIVISOR: u64 = 64;
 
+/// How many times the re-rank budget the exact stage may go deeper by default when the
+/// estimates leave candidates that could still reach the refine stage.
+pub const RERANK_DEPTH: usize = 8;
+
 /// Lower bound of the default refine budget ([`SearchParams::refine_budget`]). Refining 32,
 /// 48, 64 or 128 candidates at top-10 gave the same recall@10 on synthetic-minilm 100K
 /// (0.982; 16 gave 0.962), and 32 against 64 lost 0.005 on python-doc (0.910 against
@@ -248,7 +253,21 @@ impl SearchParams {
         self
     }
 
-    /// Documents re-ranked exactly for a top-`k` search with these parameters.
+    /// The most documents a top-`k` search scores exactly over the compressed vectors: the
+    /// re-rank budget when `n_rerank` is set (then exactly that many), else
+    /// [`RERANK_DEPTH`] times it. Between the budget and this bound the search stops as soon
+    /// as no remaining candidate can reach the refine stage (`search.rs`, "Early stop").
+    pub fn rerank_limit(&self, k: usize) -> usize {
+        let budget = self.rerank_budget(k);
+        if self.n_rerank.is_some() {
+            budget
+        } else {
+            budget.saturating_mul(RERANK_DEPTH)
+        }
+    }
+
+    /// Documents re-ranked exactly for a top-`k` search with these parameters (at least;
+    /// see [`SearchParams::rerank_limit`]).
     pub fn rerank_budget(&self, k: usize) -> usize {
         self.n_rerank
             .unwrap_or_else(|| self.rerank_floor.max(8 * k))

@@ -1,13 +1,19 @@
 //! The search pipeline over one snapshot (PLAID-style):
-//! 1. centroid scores `S = Q C^T`; the `nprobe` best centroids of each query token;
+//! 1. centroid scores `S = Q C^T` (in `i8` on CPUs with VNNI, [`tessera_kernels::Int8Centroids`], which
+//!    also writes the byte table of step 3 in the same pass); the `nprobe` best centroids
+//!    of each query token;
 //! 2. candidates: the union of the probed centroids' posting lists, minus tombstones, each
 //!    with a first estimate from those postings alone (for token `i`, the best `S[i, c]`
 //!    over the document's centroids that `i` probes, else `i`'s worst probed score); only
-//!    the best [`prefilter_size`] go on, which bounds the next stage on large collections;
+//!    the best [`SearchParams::prefilter_budget`] go on, which bounds the next stage on
+//!    large collections. Per-document state lives in per-thread scratch stamped per pass
+//!    ([`DocMarks`]), so no step costs in proportion to the collection;
 //! 3. a second estimate: `sum_i max_t S[i, code_t]` over all the document's tokens, on `S`
 //!    quantised to bytes so each token costs one packed byte max ([`CentroidScores8`]);
-//! 4. the `n_rerank` best estimates are scored exactly (MaxSim over their compressed
-//!    vectors);
+//! 4. in decreasing order of that estimate, documents are scored exactly (MaxSim over
+//!    their compressed vectors): at least the re-rank budget, then block by block while
+//!    the last block still placed a document among those to be refined, up to
+//!    [`SearchParams::rerank_limit`] ([`exact_until_settled`]);
 //! 5. refine: the `n_refine` best of those are scored again by full-precision MaxSim over
 //!    their original vectors (FORMAT.md, "Originals"), and the final ranking and the returned
 //!    scores come from these; exact ties are broken by external id.
@@ -28,7 +34,8 @@ use std::cmp::Ordering;
 use std::time::Instant;
 
 use tessera_kernels::{
-    CentroidScores8, QueryLut, StoredVectors, maxsim_many, maxsim_stored, padded_tokens, top_k,
+    CentroidScores8, Int8Query, QueryLut, StoredVectors, maxsim_many, maxsim_stored, padded_tokens,
+    top_k,
 };
 use tessera_storage::originals::OriginalDoc;
 use tessera_storage::segment::{Codes, SegmentReader};
@@ -93,10 +100,72 @@ struct Scratch {
     lut: QueryLut,
     bytes: CentroidScores8,
     padded: Vec<f32>,
+    query8: Int8Query,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+    static MARKS: std::cell::RefCell<DocMarks> = std::cell::RefCell::default();
+}
+
+/// Per-document state of the postings estimate, reused across queries and segments: a
+/// stamp says whether an entry belongs to the current segment pass, so starting a pass
+/// costs nothing however many documents the segment has (no O(documents) fill per query).
+#[derive(Default)]
+struct DocMarks {
+    entries: Vec<Mark>,
+    /// Local ids touched in this pass, in first-touch order.
+    touched: Vec<u32>,
+    stamp: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Mark {
+    stamp: u32,
+    /// The last query token that added to `gain`.
+    token: u32,
+    gain: f32,
+}
+
+impl DocMarks {
+    /// Starts a pass over a segment of `n_docs` documents.
+    fn begin(&mut self, n_docs: usize) {
+        if self.entries.len() < n_docs {
+            self.entries.resize(n_docs, Mark::default());
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            // Wrapped: stale entries could carry the new stamp. Clear once per 2^32 passes.
+            self.entries.fill(Mark::default());
+            self.stamp = 1;
+        }
+        self.touched.clear();
+    }
+
+    /// Adds `gain` for query token `token` to every document of `posting` that has not yet
+    /// had a gain from that token in this pass. Callers walk each token's postings best
+    /// first, so the first gain is the token's best.
+    #[inline]
+    fn add(&mut self, posting: &[u32], token: u32, gain: f32) {
+        let stamp = self.stamp;
+        for &d in posting {
+            let m = &mut self.entries[d as usize];
+            if m.stamp != stamp {
+                *m = Mark { stamp, token, gain };
+                self.touched.push(d);
+            } else if m.token != token {
+                m.token = token;
+                m.gain += gain;
+            }
+        }
+    }
+
+    /// The documents touched in this pass with their summed gains.
+    fn touched(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.touched
+            .iter()
+            .map(|&d| (d, self.entries[d as usize].gain))
+    }
 }
 
 /// What a query needs against one codec: its centroid score table and, when small enough,
@@ -107,6 +176,8 @@ struct QueryTables<'a> {
     stride: usize,
     lut: Option<&'a QueryLut>,
     bytes: &'a mut CentroidScores8,
+    /// Whether `bytes` already holds this query's table (filled with the scores).
+    bytes_ready: bool,
 }
 
 impl<'a> QueryTables<'a> {
@@ -114,15 +185,22 @@ impl<'a> QueryTables<'a> {
         let dim = codec.dim();
         let nq = query.len() / dim;
         let stride = padded_tokens(nq);
-        // Zero query rows pad the table to whole SIMD lanes; they score 0 everywhere.
-        let padded = &mut scratch.padded;
-        padded.clear();
-        padded.extend_from_slice(query);
-        padded.resize(stride * dim, 0.0);
+        // Both paths write every entry: the table keeps its memory and is not cleared.
         let scores = &mut scratch.scores;
-        scores.clear();
         scores.resize(codec.n_centroids() as usize * stride, 0.0);
-        tessera_kernels::matmul_nt(codec.centroids(), padded, dim, scores, 1);
+        let bytes_ready = if let Some(c8) = codec.int8_centroids() {
+            scratch.query8.rebuild(query, dim);
+            c8.scores_and_bytes(&scratch.query8, scores, &mut scratch.bytes);
+            true
+        } else {
+            // Zero query rows pad the table to whole SIMD lanes; they score 0 everywhere.
+            let padded = &mut scratch.padded;
+            padded.clear();
+            padded.extend_from_slice(query);
+            padded.resize(stride * dim, 0.0);
+            tessera_kernels::matmul_nt(codec.centroids(), padded, dim, scores, 1);
+            false
+        };
         let use_lut = QueryLut::table_bytes(codec.residual(), nq) <= LUT_MAX_BYTES;
         if use_lut {
             scratch.lut.rebuild(codec.residual(), query);
@@ -133,6 +211,7 @@ impl<'a> QueryTables<'a> {
             stride,
             lut: use_lut.then_some(&scratch.lut),
             bytes: &mut scratch.bytes,
+            bytes_ready,
         }
     }
 }
@@ -169,8 +248,9 @@ fn search_with_tables(
     params: &SearchParams,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
-    let mut survivors: Vec<Cand> = if params.full_scan(k, snap.live_docs()) {
-        all_live(snap)
+    let refine = params.refine_count(k);
+    let ranked = if params.full_scan(k, snap.live_docs()) {
+        None
     } else {
         let t = Instant::now();
         let probes = probe(
@@ -178,10 +258,11 @@ fn search_with_tables(
             tables.stride,
             nq,
             params.nprobe.max(1) as usize,
+            tables.bytes_ready.then_some(&*tables.bytes),
         );
-        stats.probed_centroids = probes.centroids.len();
+        stats.probed_centroids = probes.distinct;
         stats.centroid_us += micros(t);
-        approximate_candidates(
+        let ranked = approximate_candidates(
             snap,
             codec,
             tables,
@@ -189,21 +270,31 @@ fn search_with_tables(
             &probes,
             Budgets {
                 prefilter: params.prefilter_budget(k, snap.live_docs()),
-                rerank: params.rerank_budget(k),
+                rerank: params.rerank_limit(k),
             },
             stats,
-        )
+        );
+        // Fewer than `k`: the probed postings reach fewer documents than asked for. Score
+        // them all rather than return fewer hits than the collection can give.
+        (ranked.len() >= k).then_some(ranked)
     };
-    if survivors.len() < k {
-        // The probed postings reach fewer documents than asked for: score them all rather
-        // than return fewer hits than the collection can give.
-        survivors = all_live(snap);
-    }
     let t = Instant::now();
-    let scores = exact_scores(snap, codec, tables, &survivors);
+    let (survivors, scores) = match ranked {
+        Some(r) => {
+            let depth = EarlyStop {
+                min: params.rerank_budget(k),
+                cut: refine.max(k),
+            };
+            exact_until_settled(snap, codec, tables, &r, depth)
+        }
+        None => {
+            let all = all_live(snap);
+            let scores = exact_scores(snap, codec, tables, &all);
+            (all, scores)
+        }
+    };
     stats.reranked = survivors.len();
     stats.rerank_us = micros(t);
-    let refine = params.refine_count(k);
     let scored = Scored {
         cands: &survivors,
         compressed: &scores,
@@ -248,46 +339,35 @@ fn approximate_candidates(
     let Budgets { prefilter, rerank } = budgets;
     let t = Instant::now();
     // Tier 1, from the postings alone: per query token, the best score among the
-    // document's probed centroids, or the token's floor.
+    // document's probed centroids, or the token's floor. A token's probes are walked best
+    // first, so the first of its postings that holds a document gives that document's
+    // best for the token; each document keeps one running sum of gains over the floors.
+    let base: f32 = probes.floor.iter().sum();
     let mut cands: Vec<Cand> = Vec::new();
     let mut approx: Vec<f32> = Vec::new();
-    let mut slot: Vec<u32> = Vec::new();
-    let mut touched: Vec<u32> = Vec::new();
-    let mut best: Vec<f32> = Vec::new();
-    for (si, seg) in snap.segments.iter().enumerate() {
-        let n_docs = seg.reader.meta().n_docs as usize;
-        slot.clear();
-        slot.resize(n_docs, u32::MAX);
-        touched.clear();
-        best.clear();
-        for (c, tokens) in &probes.centroids {
-            // Postings are validated at open: every id is below `n_docs`.
-            for &d in seg.reader.posting(*c) {
-                let s = &mut slot[d as usize];
-                if *s == u32::MAX {
-                    *s = touched.len() as u32;
-                    touched.push(d);
-                    best.extend_from_slice(&probes.floor);
+    MARKS.with_borrow_mut(|marks| {
+        for (si, seg) in snap.segments.iter().enumerate() {
+            marks.begin(seg.reader.meta().n_docs as usize);
+            for (i, token) in probes.per_token.iter().enumerate() {
+                let floor = probes.floor[i];
+                for &(c, score) in token {
+                    // The floor's own centroid gains nothing but still makes its documents
+                    // candidates. Postings are validated at open: every id is below
+                    // `n_docs`.
+                    marks.add(seg.reader.posting(c), i as u32, score - floor);
                 }
-                let row = &mut best[*s as usize * nq..(*s as usize + 1) * nq];
-                for &(i, v) in tokens {
-                    let b = &mut row[i as usize];
-                    if v > *b {
-                        *b = v;
-                    }
+            }
+            for (local, gain) in marks.touched() {
+                if !seg.tombstones.contains(local) {
+                    cands.push(Cand {
+                        seg: si as u32,
+                        local,
+                    });
+                    approx.push(base + gain);
                 }
             }
         }
-        for (&local, row) in touched.iter().zip(best.chunks_exact(nq)) {
-            if !seg.tombstones.contains(local) {
-                cands.push(Cand {
-                    seg: si as u32,
-                    local,
-                });
-                approx.push(row.iter().sum());
-            }
-        }
-    }
+    });
     stats.candidates = cands.len();
     let limit = prefilter.max(rerank);
     if cands.len() > limit {
@@ -299,7 +379,10 @@ fn approximate_candidates(
         cands.sort_unstable_by_key(|c| (c.seg, c.local));
     }
     // Tier 2: every token's centroid counts, on byte-quantised scores.
-    tables.bytes.rebuild(tables.scores, tables.stride, nq);
+    if !tables.bytes_ready {
+        tables.bytes.rebuild(tables.scores, tables.stride, nq);
+        tables.bytes_ready = true;
+    }
     let bytes = &*tables.bytes;
     approx.clear();
     let segs = SegSlices::all(snap, codec);
@@ -311,12 +394,91 @@ fn approximate_candidates(
                 Codes::U32(cs) => bytes.estimate(cs),
             }),
     );
-    let kept = top_k(&approx, rerank)
+    // Best first: the exact stage takes them in this order.
+    let ranked = top_k(&approx, rerank)
         .into_iter()
         .map(|i| cands[i as usize])
         .collect();
     stats.approx_us = micros(t);
-    kept
+    ranked
+}
+
+/// When the exact stage may stop: after `min` documents, once no remaining candidate can
+/// enter the best `cut` exact scores.
+#[derive(Clone, Copy, Debug)]
+struct EarlyStop {
+    min: usize,
+    cut: usize,
+}
+
+/// Documents scored exactly between two checks of the early stop.
+const EXACT_BLOCK: usize = 64;
+
+/// Exact scores over the compressed vectors of `ranked` (best estimate first), in that
+/// order, until the rest cannot matter.
+///
+/// Early stop. The centroid-code estimate ignores residuals, so how deep in its order the
+/// documents with the best exact scores lie depends on the codec: on a fine one (small
+/// residuals) they are all near the top, on a coarse one they are spread deeper. Once `min`
+/// documents are scored, the stage goes on one block of [`EXACT_BLOCK`] at a time for as
+/// long as the last block placed a document among the best `cut` exact scores (those that
+/// will be refined, or returned when refine is off), and stops after the first block that
+/// placed none: the remaining documents have lower estimates still. It is a measured rule,
+/// not a bound (BENCHMARKS.md, "Search at scale").
+fn exact_until_settled(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &QueryTables<'_>,
+    ranked: &[Cand],
+    stop: EarlyStop,
+) -> (Vec<Cand>, Vec<f32>) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let n = ranked.len();
+    let mut scores: Vec<f32> = Vec::with_capacity(n.min(stop.min * 2));
+    let mut best: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(stop.cut + 1);
+    let mut done = 0;
+    let mut placed = true;
+    while done < n && (done < stop.min || placed) {
+        let end = if done < stop.min {
+            stop.min.min(n)
+        } else {
+            (done + EXACT_BLOCK).min(n)
+        };
+        let block = exact_scores(snap, codec, tables, &ranked[done..end]);
+        placed = false;
+        for &s in &block {
+            if best.len() < stop.cut {
+                best.push(Reverse(OrdF32(s)));
+                placed = true;
+            } else if best.peek().is_some_and(|w| s > w.0.0) {
+                best.pop();
+                best.push(Reverse(OrdF32(s)));
+                placed = true;
+            }
+        }
+        scores.extend(block);
+        done = end;
+    }
+    (ranked[..done].to_vec(), scores)
+}
+
+/// An `f32` ordered by `total_cmp`, for heaps of scores.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct OrdF32(f32);
+
+impl Eq for OrdF32 {}
+
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for OrdF32 {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
 }
 
 /// Decompressed token vectors of one document, row-major.
@@ -404,17 +566,26 @@ impl<'a> SegSlices<'a> {
 
 /// The probed centroids of a query.
 struct Probes {
-    /// Distinct probed centroids, ascending, each with the query tokens that probe it and
-    /// their scores.
-    centroids: Vec<(u32, Vec<(u32, f32)>)>,
+    /// Per query token: its probed centroids with their scores, best first.
+    per_token: Vec<Vec<(u32, f32)>>,
     /// Per query token: the score of its worst probed centroid, the estimate for a
     /// document with none of its probed centroids (its true best is at most that).
     floor: Vec<f32>,
+    /// Distinct centroids probed by any token.
+    distinct: usize,
 }
 
 /// The `nprobe` best centroids of each query token (one pass over the `[n_centroids,
-/// stride]` score table, with a bounded min-heap per token).
-fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Probes {
+/// stride]` score table, with a bounded min-heap per token). With `bytes`, the same table
+/// quantised to bytes, rows are skipped on their bytes (a quarter of the memory) when no
+/// byte reaches its token's floor's byte, and the scores are read only for the others.
+fn probe(
+    table: &[f32],
+    stride: usize,
+    nq: usize,
+    nprobe: usize,
+    bytes: Option<&CentroidScores8>,
+) -> Probes {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     struct Score(f32);
@@ -440,7 +611,18 @@ fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Probes {
         .map(|_| BinaryHeap::with_capacity(nprobe + 1))
         .collect();
     let mut floor = vec![f32::NEG_INFINITY; nq];
+    let mut floor_bytes = vec![0u8; nq];
     for (c, row) in table.chunks_exact(stride).enumerate() {
+        // A score above the floor has a byte at least the floor's (the map is monotone).
+        if let Some(b) = bytes
+            && c >= nprobe
+            && !b.row(c)[..nq]
+                .iter()
+                .zip(&floor_bytes)
+                .fold(false, |any, (v, f)| any | (v >= f))
+        {
+            continue;
+        }
         let row = &row[..nq];
         // Every heap takes every row until it holds `nprobe`, so after the first `nprobe`
         // rows all are full and a row matters only if it beats some token's floor: one
@@ -465,27 +647,31 @@ fn probe(table: &[f32], stride: usize, nq: usize, nprobe: usize) -> Probes {
                     floor[i] = h
                         .peek()
                         .map_or(f32::NEG_INFINITY, |(Reverse(Score(s)), _)| *s);
+                    if let Some(b) = bytes {
+                        floor_bytes[i] = b.quantize(floor[i]);
+                    }
                 }
             }
         }
     }
-    let mut pairs: Vec<(u32, u32, f32)> = heaps
+    let per_token: Vec<Vec<(u32, f32)>> = heaps
         .into_iter()
-        .enumerate()
-        .flat_map(|(i, h)| {
-            h.into_iter()
-                .map(move |(Reverse(Score(s)), Reverse(c))| (c, i as u32, s))
+        .map(|h| {
+            // Ascending by (Reverse(score), Reverse(id)): best score first, ties by id.
+            h.into_sorted_vec()
+                .into_iter()
+                .map(|(Reverse(Score(s)), Reverse(c))| (c, s))
+                .collect()
         })
         .collect();
-    pairs.sort_unstable_by_key(|&(c, i, _)| (c, i));
-    let mut centroids: Vec<(u32, Vec<(u32, f32)>)> = Vec::new();
-    for (c, i, s) in pairs {
-        match centroids.last_mut() {
-            Some((last, tokens)) if *last == c => tokens.push((i, s)),
-            _ => centroids.push((c, vec![(i, s)])),
-        }
+    let mut all: Vec<u32> = per_token.iter().flatten().map(|&(c, _)| c).collect();
+    all.sort_unstable();
+    all.dedup();
+    Probes {
+        per_token,
+        floor,
+        distinct: all.len(),
     }
-    Probes { centroids, floor }
 }
 
 /// Exact MaxSim of the query against each candidate's stored vectors.
@@ -649,43 +835,98 @@ mod tests {
             values in prop::collection::vec(prop::sample::select(vec![0.0f32, 0.5, 1.0, -1.0, 2.0, 0.25]), 360),
         ) {
             let table: Vec<f32> = values.iter().cycle().take(kc * nq).copied().collect();
-            let probes = probe(&table, nq, nq, nprobe);
-            let got: Vec<u32> = probes.centroids.iter().map(|(c, _)| *c).collect();
-            for i in 0..nq {
-                // Each token lists exactly its own probes with their scores, and its floor
-                // is the lowest of them.
-                let mine: Vec<f32> = probes
-                    .centroids
-                    .iter()
-                    .flat_map(|(c, toks)| {
-                        toks.iter().filter(|(t, _)| *t as usize == i).map(move |(_, s)| (*c, *s))
-                    })
-                    .map(|(c, s)| {
-                        assert_eq!(s, table[c as usize * nq + i]);
-                        s
-                    })
-                    .collect();
-                prop_assert_eq!(mine.len(), nprobe.min(kc));
-                let lowest = mine.iter().copied().fold(f32::INFINITY, f32::min);
-                prop_assert_eq!(probes.floor[i], lowest);
+            let probes = probe(&table, nq, nq, nprobe, None);
+            // Skipping rows on their bytes changes nothing (the byte table needs rows of
+            // whole lanes: the same scores padded with zero columns).
+            let stride = padded_tokens(nq);
+            let mut padded = vec![0f32; kc * stride];
+            for (p, r) in padded.chunks_exact_mut(stride).zip(table.chunks_exact(nq)) {
+                p[..nq].copy_from_slice(r);
             }
-            // Reference: per token, the values of its column; a centroid qualifies if its
-            // score is at least the token's nprobe-th best (ties may pick either).
-            let mut must = std::collections::BTreeSet::new();
+            let bytes = CentroidScores8::new(&padded, stride, nq);
+            let fast = probe(&padded, stride, nq, nprobe, Some(&bytes));
+            prop_assert_eq!(&fast.per_token, &probes.per_token);
+            prop_assert_eq!(&fast.floor, &probes.floor);
+            let mut distinct = std::collections::BTreeSet::new();
             for i in 0..nq {
+                // Each token lists exactly its own probes with their scores, best first,
+                // and its floor is the lowest of them.
+                let mine = &probes.per_token[i];
+                prop_assert_eq!(mine.len(), nprobe.min(kc));
+                for &(c, s) in mine {
+                    prop_assert_eq!(s, table[c as usize * nq + i]);
+                    distinct.insert(c);
+                }
+                prop_assert!(mine.windows(2).all(|w| w[0].1 >= w[1].1), "not best first");
+                prop_assert_eq!(Some(probes.floor[i]), mine.last().map(|m| m.1));
+                // Reference: a centroid whose score is strictly above the token's nprobe-th
+                // best must be probed (ties may pick either).
                 let col: Vec<f32> = (0..kc).map(|c| table[c * nq + i]).collect();
                 let best = tessera_kernels::reference::top_k(&col, nprobe);
                 let threshold = best.last().map_or(f32::INFINITY, |&c| col[c as usize]);
                 for (c, &v) in col.iter().enumerate() {
                     if v > threshold {
-                        must.insert(c as u32);
+                        prop_assert!(mine.iter().any(|&(p, _)| p == c as u32),
+                            "token {}: centroid {} strictly above the threshold is missing", i, c);
                     }
                 }
-                let picked_for_token = got.iter().filter(|&&c| col[c as usize] >= threshold).count();
-                prop_assert!(picked_for_token >= nprobe.min(kc));
             }
-            for c in must {
-                prop_assert!(got.contains(&c), "centroid {} strictly above a threshold is missing", c);
+            prop_assert_eq!(probes.distinct, distinct.len());
+        }
+
+        #[test]
+        fn postings_estimate_is_each_tokens_best_probed_score_over_the_floor_for_every_probed_document(
+            n_docs in 1usize..40,
+            postings in prop::collection::vec(prop::collection::btree_set(0u32..40, 0..20), 1..12),
+            scores in prop::collection::vec(prop::collection::vec(-1.0f32..1.0, 12), 1..5),
+            nprobe in 1usize..6,
+            passes in 1usize..3,
+        ) {
+            // Centroid `c` has posting `postings[c]` (ids clipped to the segment) and token
+            // `i` scores it `scores[i][c]`.
+            let kc = postings.len();
+            let postings: Vec<Vec<u32>> = postings
+                .iter()
+                .map(|p| p.iter().copied().filter(|&d| (d as usize) < n_docs).collect())
+                .collect();
+            let nq = scores.len();
+            let mut table = vec![0f32; kc * nq];
+            for c in 0..kc {
+                for i in 0..nq {
+                    table[c * nq + i] = scores[i][c];
+                }
+            }
+            let probes = probe(&table, nq, nq, nprobe, None);
+            let mut marks = DocMarks::default();
+            // Repeated passes reuse the marks: stale entries must not leak in.
+            for _ in 0..passes {
+                marks.begin(n_docs);
+                for (i, token) in probes.per_token.iter().enumerate() {
+                    for &(c, s) in token {
+                        marks.add(&postings[c as usize], i as u32, s - probes.floor[i]);
+                    }
+                }
+            }
+            let got: std::collections::BTreeMap<u32, f32> = marks.touched().collect();
+            for d in 0..n_docs as u32 {
+                // Brute force: per token, the best probed score among the document's
+                // centroids, at least the floor; a document gains only above the floors.
+                // Every document of a probed posting is a candidate.
+                let mut gain = 0f32;
+                let mut probed = false;
+                for i in 0..nq {
+                    let mine: Vec<f32> = probes.per_token[i]
+                        .iter()
+                        .filter(|&&(c, _)| postings[c as usize].contains(&d))
+                        .map(|&(_, s)| s)
+                        .collect();
+                    probed |= !mine.is_empty();
+                    gain += mine.into_iter().fold(probes.floor[i], f32::max) - probes.floor[i];
+                }
+                match got.get(&d) {
+                    Some(g) => prop_assert!((g - gain).abs() <= 1e-5, "doc {}: got {}, expected {}", d, g, gain),
+                    None => prop_assert!(!probed, "doc {} of a probed posting is missing", d),
+                }
             }
         }
     }

@@ -4,6 +4,10 @@ fn main() {
     // `PROBE=rerank` runs only the re-ranking comparison (for `perf stat`, whose cycle
     // counts, unlike wall time, do not depend on what else the machine runs).
     let only_rerank = std::env::var("PROBE").is_ok_and(|v| v == "rerank");
+    if std::env::var("PROBE").is_ok_and(|v| v == "centroids") {
+        centroid_stage();
+        return;
+    }
     let (nq, k, dim) = (32usize, 8192usize, 128usize);
     let q: Vec<f32> = (0..nq * dim).map(|i| (i % 7) as f32 * 0.1).collect();
     let c: Vec<f32> = (0..k * dim).map(|i| (i % 11) as f32 * 0.1).collect();
@@ -124,4 +128,49 @@ fn main() {
         lut_s * 1e3,
         lut_s * 1e9 / n_tok as f64
     );
+}
+
+/// The centroid stage at 400K documents' size (65,536 centroids, dim 128, 32 query tokens):
+/// `f32` GEMM against the `i8` paths, min of 20 each, same table layout `[centroid, token]`.
+fn centroid_stage() {
+    use tessera_kernels::{Int8Centroids, Int8Query, int8_paths_available, padded_tokens};
+    let (nq, k, dim) = (32usize, 65_536usize, 128usize);
+    let q: Vec<f32> = (0..nq * dim)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+        .collect();
+    let c: Vec<f32> = (0..k * dim)
+        .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.01)
+        .collect();
+    let stride = padded_tokens(nq);
+    let mut out = vec![0f32; k * stride];
+    let min_ms = |f: &mut dyn FnMut()| {
+        (0..20)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let f32_ms = min_ms(&mut || tessera_kernels::matmul_nt(&c, &q, dim, &mut out, 1));
+    println!("centroids {k} x {dim}, {nq} query tokens: f32 GEMM {f32_ms:.2} ms");
+    let c8 = Int8Centroids::new(&c, dim);
+    let mut q8 = Int8Query::default();
+    let quant_ms = min_ms(&mut || q8.rebuild(&q, dim));
+    println!("  quantising the query: {quant_ms:.3} ms");
+    for path in int8_paths_available() {
+        let ms = min_ms(&mut || {
+            c8.scores_with(path, &q8, &mut out)
+                .expect("an available path");
+        });
+        println!("  i8 {path:?}: {ms:.2} ms ({:.1}x)", f32_ms / ms);
+    }
+    let mut bytes = tessera_kernels::CentroidScores8::default();
+    let fused_ms = min_ms(&mut || c8.scores_and_bytes(&q8, &mut out, &mut bytes));
+    println!("  i8 scores and byte table in one pass: {fused_ms:.2} ms");
+    let sep_ms = min_ms(&mut || {
+        c8.scores(&q8, &mut out);
+        bytes.rebuild(&out, stride, nq);
+    });
+    println!("  i8 scores, then the byte table from them: {sep_ms:.2} ms");
 }

@@ -47,6 +47,50 @@ impl CentroidScores8 {
         self.step = step;
     }
 
+    /// Sizes the table for `len` bytes (`[len / stride, stride]`) to be filled by the
+    /// caller with `round((s - lo) * inv)` saturating to `0..=255`, over `lo..=hi` (a
+    /// range known before the scores, e.g. a bound on them); returns the rows, `lo` and
+    /// `inv`.
+    pub(crate) fn prepare(
+        &mut self,
+        len: usize,
+        stride: usize,
+        nq: usize,
+        lo: f32,
+        hi: f32,
+    ) -> (&mut [u8], f32, f32) {
+        debug_assert_eq!(stride % BYTE_LANES, 0);
+        let step = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        self.rows.resize(len, 0);
+        self.nq = nq;
+        self.stride = stride;
+        self.lo = lo;
+        self.step = step;
+        (&mut self.rows, lo, 1.0 / step)
+    }
+
+    /// The byte of score `v`, as the table's rows were made: scores above `v` have bytes at
+    /// least this (the map is monotone), so a row whose bytes are all below it holds no
+    /// score above `v`.
+    pub fn quantize(&self, v: f32) -> u8 {
+        let mut b = [0u8];
+        quantize_bytes_body(&[v], self.lo, 1.0 / self.step, &mut b);
+        b[0]
+    }
+
+    /// Row `c` (`stride` bytes); empty past the last row.
+    pub fn row(&self, c: usize) -> &[u8] {
+        self.rows
+            .get(c * self.stride..(c + 1) * self.stride)
+            .unwrap_or(&[])
+    }
+
+    /// The quantised rows and the map's `(lo, step)` (for tests of the tables' makers).
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (&[u8], f32, f32) {
+        (&self.rows, self.lo, self.step)
+    }
+
     /// Estimated MaxSim of a document from its tokens' centroid codes: the sum over query
     /// tokens of the best quantised score, mapped back to the score scale. Within
     /// `nq * step / 2` of the centroid-level MaxSim; 0 for a document without tokens.
@@ -83,10 +127,12 @@ pub(crate) fn min_max_body(values: &[f32]) -> (f32, f32) {
 #[inline(always)]
 pub(crate) fn quantize_bytes_body(src: &[f32], lo: f32, inv: f32, dst: &mut [u8]) {
     for (d, &v) in dst.iter_mut().zip(src) {
-        // Values are at least `lo`, so adding one half and truncating rounds to nearest;
-        // clamping first lets the conversion vectorise (`f32::round` is a library call).
+        // Adding one half and truncating rounds to nearest for values at least `lo`;
+        // clamping to `0..=255` first (a bound-derived `lo` may sit a rounding error above
+        // the least value) lets the conversion vectorise (`f32::round` is a library call).
         let x = (v - lo) * inv + 0.5;
         let x = if x < 255.0 { x } else { 255.0 };
+        let x = if x > 0.0 { x } else { 0.0 };
         *d = (x as i32) as u8;
     }
 }

@@ -6,6 +6,7 @@
 mod approx;
 mod compressed;
 pub mod gpu;
+mod int8;
 pub mod reference;
 mod refine;
 mod residual;
@@ -13,6 +14,7 @@ mod simd;
 
 pub use approx::CentroidScores8;
 pub use compressed::{LANES, QueryLut, padded_tokens};
+pub use int8::{Int8Centroids, Int8Path, Int8Query, int8_paths_available, score_error_bound};
 pub use refine::{
     RefinePath, StoredVectors, maxsim_stored, maxsim_stored_with, refine_paths_available,
 };
