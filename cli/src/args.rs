@@ -228,7 +228,8 @@ pub struct SearchOpts {
     /// Centroids probed per query token (at least 1).
     #[arg(long, value_parser = at_least_one::<u32>)]
     pub nprobe: Option<u32>,
-    /// Documents re-ranked exactly.
+    /// Documents re-ranked exactly over the compressed vectors, exactly this many (default:
+    /// at least max(256, 8k), deeper while documents still reach the refine stage).
     #[arg(long)]
     pub rerank: Option<usize>,
     /// Candidates re-scored with the original vectors (0: off; default max(32, 4k); in the

@@ -161,8 +161,10 @@ pub struct SearchParams {
     /// 8 on a 40K-document corpus while the candidate prefilter kept the extra candidates
     /// cheap (BENCHMARKS.md, "search pipeline").
     pub nprobe: u32,
-    /// Documents kept after approximate (centroid) scoring and re-ranked exactly;
-    /// `None`: `max(rerank_floor, 8 k)`.
+    /// Documents kept after approximate (centroid) scoring and re-ranked exactly, exactly
+    /// this many; `None`: at least `max(rerank_floor, 8 k)` and deeper, up to
+    /// [`RERANK_DEPTH`] times that, while documents still reach the refine stage
+    /// ([`SearchParams::rerank_limit`]).
     pub n_rerank: Option<usize>,
     /// Lower bound of the default re-rank budget. The default, 256, lifted recall@10 on
     /// real ColBERT vectors from 0.682 to 0.734 over 128 for about 3 ms (BENCHMARKS.md,

@@ -281,9 +281,16 @@ fn search_with_tables(
     let t = Instant::now();
     let (survivors, scores) = match ranked {
         Some(r) => {
+            // With refine off, the depth still follows the default refine budget: the
+            // same candidates as with it on, so turning refine off changes only the stage.
+            let cut = if refine == 0 {
+                SearchParams::default().refine_budget(k)
+            } else {
+                refine
+            };
             let depth = EarlyStop {
                 min: params.rerank_budget(k),
-                cut: refine.max(k),
+                cut: cut.max(k),
             };
             exact_until_settled(snap, codec, tables, &r, depth)
         }
@@ -422,7 +429,8 @@ const EXACT_BLOCK: usize = 64;
 /// residuals) they are all near the top, on a coarse one they are spread deeper. Once `min`
 /// documents are scored, the stage goes on one block of [`EXACT_BLOCK`] at a time for as
 /// long as the last block placed a document among the best `cut` exact scores (those that
-/// will be refined, or returned when refine is off), and stops after the first block that
+/// will be refined; the default refine budget's count when refine is off, so that turning
+/// it off changes nothing before the stage), and stops after the first block that
 /// placed none: the remaining documents have lower estimates still. It is a measured rule,
 /// not a bound (BENCHMARKS.md, "Search at scale").
 fn exact_until_settled(

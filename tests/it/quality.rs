@@ -301,3 +301,44 @@ fn drifted_batches_grow_the_codec_and_stay_searchable() {
     let coll = db.collection("c").expect("c");
     assert!(recall_b(&coll) >= 0.8);
 }
+
+#[test]
+fn exact_stage_scores_the_budget_then_whole_blocks_up_to_the_limit_and_n_rerank_exactly() {
+    let c = corpus(0.4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_or_create(dir.path()).expect("create");
+    let coll = db
+        .create_collection("c", CollectionConfig::new(64))
+        .expect("collection");
+    coll.ingest(&documents(&c), &IngestOptions::default())
+        .expect("ingest");
+    let snap = coll.snapshot();
+    let default = SearchParams::default();
+    // A budget below the candidate pool, so the early stop has room to go deeper.
+    let mut params = default.clone().with_n_refine(20);
+    params.rerank_floor = 64;
+    let (budget, limit) = (params.rerank_budget(10), params.rerank_limit(10));
+    assert_eq!((budget, limit), (80, 640));
+    let mut deeper = 0;
+    for q in c.queries(30, 32, 0.3, 21) {
+        let (hits, stats) = snap.search_with_stats(&q, 10, &params).expect("search");
+        assert_eq!(hits.len(), 10);
+        let scored = stats.reranked;
+        assert!(
+            scored >= budget.min(stats.candidates) && scored <= limit,
+            "{stats:?}"
+        );
+        // Past the budget, whole blocks of 64 (or the pool's end).
+        assert!(
+            (scored - budget) % 64 == 0 || scored == limit.min(stats.candidates),
+            "{stats:?}"
+        );
+        deeper += usize::from(scored > budget);
+        let fixed = params.clone().with_n_rerank(100);
+        let (_, stats) = snap.search_with_stats(&q, 10, &fixed).expect("search");
+        assert_eq!(stats.reranked, 100, "an explicit n_rerank is exact");
+    }
+    // At 2 bits on this corpus the estimates misplace some of the best documents: the
+    // early stop must have gone past the budget for some queries.
+    assert!(deeper > 0, "the early stop never went deeper");
+}
