@@ -471,9 +471,15 @@ fn exact_until_settled(
     (ranked[..done].to_vec(), scores)
 }
 
-/// An `f32` ordered by `total_cmp`, for heaps of scores.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// An `f32` ordered (and equal) by `total_cmp`, for heaps of scores.
+#[derive(Clone, Copy, Debug)]
 struct OrdF32(f32);
+
+impl PartialEq for OrdF32 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
 
 impl Eq for OrdF32 {}
 
@@ -596,26 +602,9 @@ fn probe(
 ) -> Probes {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    struct Score(f32);
-    impl PartialEq for Score {
-        fn eq(&self, other: &Self) -> bool {
-            self.cmp(other) == Ordering::Equal
-        }
-    }
-    impl Eq for Score {}
-    impl PartialOrd for Score {
-        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-            Some(self.cmp(other))
-        }
-    }
-    impl Ord for Score {
-        fn cmp(&self, other: &Self) -> Ordering {
-            self.0.total_cmp(&other.0)
-        }
-    }
     let kc = table.len() / stride.max(1);
     let nprobe = nprobe.min(kc);
-    let mut heaps: Vec<BinaryHeap<(Reverse<Score>, Reverse<u32>)>> = (0..nq)
+    let mut heaps: Vec<BinaryHeap<(Reverse<OrdF32>, Reverse<u32>)>> = (0..nq)
         .map(|_| BinaryHeap::with_capacity(nprobe + 1))
         .collect();
     let mut floor = vec![f32::NEG_INFINITY; nq];
@@ -647,14 +636,14 @@ fn probe(
         for (i, &v) in row.iter().enumerate() {
             if v > floor[i] || heaps[i].len() < nprobe {
                 let h = &mut heaps[i];
-                h.push((Reverse(Score(v)), Reverse(c as u32)));
+                h.push((Reverse(OrdF32(v)), Reverse(c as u32)));
                 if h.len() > nprobe {
                     h.pop();
                 }
                 if h.len() == nprobe {
                     floor[i] = h
                         .peek()
-                        .map_or(f32::NEG_INFINITY, |(Reverse(Score(s)), _)| *s);
+                        .map_or(f32::NEG_INFINITY, |(Reverse(OrdF32(s)), _)| *s);
                     if let Some(b) = bytes {
                         floor_bytes[i] = b.quantize(floor[i]);
                     }
@@ -668,7 +657,7 @@ fn probe(
             // Ascending by (Reverse(score), Reverse(id)): best score first, ties by id.
             h.into_sorted_vec()
                 .into_iter()
-                .map(|(Reverse(Score(s)), Reverse(c))| (c, s))
+                .map(|(Reverse(OrdF32(s)), Reverse(c))| (c, s))
                 .collect()
         })
         .collect();

@@ -416,6 +416,22 @@ mod x86 {
     use super::{BLOCK, Int8Centroids, Int8Query, LANES, Sink, finish};
     use std::arch::x86_64::*;
 
+    /// Centroids, dimension steps of 4, query bytes per group, and the first group's bytes;
+    /// asserts the lengths the raw loads rely on.
+    fn shape(
+        c: &Int8Centroids,
+        q: &Int8Query,
+        g0: usize,
+        groups: usize,
+    ) -> (usize, usize, usize, *const u8) {
+        let n = c.len();
+        let steps = c.dim4 / 4;
+        let group_bytes = steps * LANES * 4;
+        assert!(q.packed.len() >= (g0 + groups) * group_bytes);
+        assert_eq!(c.codes.len(), n * c.dim4);
+        (n, steps, group_bytes, q.packed[g0 * group_bytes..].as_ptr())
+    }
+
     /// Sums of `BLOCK` centroids (starting at `c0`; a block past the end repeats the last
     /// centroid, whose sums are then not stored) against groups `g0..g0 + G`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -425,12 +441,7 @@ mod x86 {
         g0: usize,
         out: &mut Sink<'_>,
     ) {
-        let n = c.len();
-        let steps = c.dim4 / 4;
-        let group_bytes = steps * LANES * 4;
-        assert!(q.packed.len() >= (g0 + G) * group_bytes);
-        assert_eq!(c.codes.len(), n * c.dim4);
-        let qbase = q.packed[g0 * group_bytes..].as_ptr();
+        let (n, steps, group_bytes, qbase) = shape(c, q, g0, G);
         let mut c0 = 0;
         while c0 < n {
             let rows: [*const i8; BLOCK] =
@@ -512,12 +523,7 @@ mod x86 {
         g0: usize,
         out: &mut Sink<'_>,
     ) {
-        let n = c.len();
-        let steps = c.dim4 / 4;
-        let group_bytes = steps * LANES * 4;
-        assert!(q.packed.len() >= (g0 + G) * group_bytes);
-        assert_eq!(c.codes.len(), n * c.dim4);
-        let qbase = q.packed[g0 * group_bytes..].as_ptr();
+        let (n, steps, group_bytes, qbase) = shape(c, q, g0, G);
         let mut c0 = 0;
         while c0 < n {
             let rows: [*const i8; BLOCK] =

@@ -330,7 +330,7 @@ fn exact_stage_scores_the_budget_then_whole_blocks_up_to_the_limit_and_n_rerank_
         );
         // Past the budget, whole blocks of 64 (or the pool's end).
         assert!(
-            (scored - budget) % 64 == 0 || scored == limit.min(stats.candidates),
+            scored.saturating_sub(budget) % 64 == 0 || scored == limit.min(stats.candidates),
             "{stats:?}"
         );
         deeper += usize::from(scored > budget);
