@@ -16,19 +16,25 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-/// Writes `path` durably: the bytes go to `path.tmp`, which is synced, renamed over `path`,
-/// and the directory synced. A crash leaves either no file or the complete one (plus perhaps
-/// a `.tmp` file, which [`remove_tmp_files`] clears). Returns what `write` returned.
-pub fn write_durably<T>(
+/// The temporary name under which `path` is written: `path` + [`TMP_SUFFIX`].
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Writes the bytes of `path` durably under its temporary name ([`tmp_path`]): written,
+/// synced, and its directory entry synced, but not yet renamed. [`publish`] renames it once
+/// whatever makes it part of the database is durable. On error the temporary file is
+/// removed. Returns what `write` returned.
+pub fn write_unpublished<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
 ) -> Result<T> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp_name);
+    let tmp = tmp_path(path);
     let result = (|| {
         let file = OpenOptions::new()
             .write(true)
@@ -41,7 +47,6 @@ pub fn write_durably<T>(
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         fsync_dir(dir)?;
         Ok(value)
     })();
@@ -50,6 +55,31 @@ pub fn write_durably<T>(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Renames `path`'s temporary file (written by [`write_unpublished`]) to `path`. The caller
+/// syncs the directory when the rename must survive a crash.
+pub fn publish(path: &Path) -> Result<()> {
+    std::fs::rename(tmp_path(path), path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `path` durably and publishes it at once: [`write_unpublished`], [`publish`], and
+/// the directory synced. A crash leaves either no file or the complete one (plus perhaps a
+/// `.tmp` file, which [`remove_tmp_files`] clears). Returns what `write` returned.
+pub fn write_durably<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
+) -> Result<T> {
+    let value = write_unpublished(path, write)?;
+    if let Err(e) = publish(path) {
+        let _ = std::fs::remove_file(tmp_path(path));
+        return Err(e);
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
+    fsync_dir(dir)?;
+    Ok(value)
 }
 
 /// Removes files ending in [`TMP_SUFFIX`] from `dir`; returns how many were removed.

@@ -1,6 +1,7 @@
 //! Integration tests of the Tessera library through its public API.
 
 mod bad_input;
+mod catalog_records;
 mod compat;
 mod concurrency;
 mod corruption;
@@ -8,3 +9,5 @@ mod crash;
 mod lifecycle;
 mod originals;
 mod quality;
+mod readers;
+mod wal;
