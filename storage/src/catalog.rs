@@ -219,6 +219,22 @@ impl Catalog {
                 b.put_db_record(&DbRecord::default())?;
                 catalog.commit(b)?;
             }
+            // A creation killed between RocksDB's creation of the catalog and the commit of
+            // the format key leaves an empty catalog: nothing was acknowledged, and creating
+            // the database again completes it.
+            None if catalog
+                .db
+                .iterator(rocksdb::IteratorMode::Start)
+                .next()
+                .is_none() =>
+            {
+                return Err(Error::Catalog {
+                    path: path.to_path_buf(),
+                    message: "the catalog is empty: the database's creation did not complete \
+                              (creating it again completes it)"
+                        .into(),
+                });
+            }
             None => {
                 return Err(Error::CorruptRecord {
                     path: path.to_path_buf(),
@@ -528,4 +544,30 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         path: PathBuf::from("<catalog record>"),
         source: std::io::Error::other(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_killed_before_the_format_key_is_reported_as_incomplete_and_completes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog");
+        // What a kill between RocksDB's creation and the format key's commit leaves.
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            rocksdb::DB::open(&opts, &path).expect("bare RocksDB");
+        }
+        for read_only in [false, true] {
+            let err = Catalog::open(&path, false, read_only).expect_err("incomplete");
+            assert!(
+                err.to_string().contains("creation did not complete"),
+                "{err}"
+            );
+        }
+        let catalog = Catalog::open(&path, true, false).expect("creating again completes it");
+        assert_eq!(catalog.db_record().expect("record"), DbRecord::default());
+    }
 }

@@ -6,6 +6,7 @@ mod compat;
 mod concurrency;
 mod corruption;
 mod crash;
+mod kill_loop;
 mod lifecycle;
 mod originals;
 mod quality;
