@@ -5,6 +5,7 @@ mod catalog_records;
 mod compat;
 mod concurrency;
 mod corruption;
+mod corruption_sweep;
 mod crash;
 mod kill_loop;
 mod lifecycle;
