@@ -57,6 +57,10 @@ struct DbInner {
     collections: RwLock<BTreeMap<String, Arc<CollectionState>>>,
     /// Serialises writers: one commit at a time per database.
     writer: Mutex<()>,
+    /// Why this handle refuses writes, once a catalog write or an fsync has failed: the
+    /// state on disk is then unknown (the write may yet be durable; the kernel may have
+    /// dropped the unsynced pages), and only a new open establishes it.
+    refused: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -211,6 +215,7 @@ impl Database {
                 _lock: lock,
                 collections: RwLock::new(collections),
                 writer: Mutex::new(()),
+                refused: Mutex::new(None),
             }),
         })
     }
@@ -258,7 +263,8 @@ impl Database {
             path: dir.clone(),
             source: e,
         })?;
-        fsync_dir(&self.inner.path.join(COLLECTIONS_DIR))?;
+        self.inner
+            .note(fsync_dir(&self.inner.path.join(COLLECTIONS_DIR)))?;
         let manifest = Manifest {
             next_file_id: 1,
             ..Manifest::default()
@@ -267,7 +273,7 @@ impl Database {
         batch.put_collection(&record)?;
         batch.put_db_record(&dbr)?;
         batch.put_manifest(id, &manifest)?;
-        self.inner.catalog.commit(batch)?;
+        self.inner.commit(batch)?;
         let state = Arc::new(CollectionState {
             name: Arc::from(name),
             record,
@@ -321,7 +327,7 @@ impl Database {
             .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
         let mut batch = CatalogBatch::default();
         batch.delete_collection(&state.record);
-        self.inner.catalog.commit(batch)?;
+        self.inner.commit(batch)?;
         state.dropped.store(true, Ordering::SeqCst);
         self.inner.collections.write().remove(name);
         // Committed already; a failure here only leaves files that the next open removes.
@@ -336,7 +342,33 @@ impl DbInner {
         if self.read_only {
             return Err(Error::ReadOnly(self.path.clone()));
         }
+        if let Some(reason) = self.refused.lock().clone() {
+            return Err(Error::WritesRefused {
+                path: self.path.clone(),
+                reason,
+            });
+        }
         Ok(())
+    }
+
+    fn refuse_writes(&self, reason: String) {
+        self.refused.lock().get_or_insert(reason);
+    }
+
+    /// Passes `r` on, refusing further writes if it is a failed sync.
+    fn note<T>(&self, r: tessera_storage::Result<T>) -> Result<T> {
+        if let Err(e @ tessera_storage::Error::Sync { .. }) = &r {
+            self.refuse_writes(e.to_string());
+        }
+        Ok(r?)
+    }
+
+    /// Commits a catalog batch; a failure refuses further writes.
+    fn commit(&self, batch: CatalogBatch) -> Result<()> {
+        self.catalog.commit(batch).map_err(|e| {
+            self.refuse_writes(format!("a catalog write failed: {e}"));
+            e.into()
+        })
     }
 }
 
@@ -997,7 +1029,7 @@ impl Collection {
             doc_offsets.push((flat.len() / dim) as u64);
         }
 
-        let mut written: Vec<PathBuf> = Vec::new();
+        let mut pending = Pending::default();
         let result = self.commit_batch(
             docs,
             &ids,
@@ -1007,7 +1039,7 @@ impl Collection {
             &old,
             &mut manifest,
             opts,
-            &mut written,
+            &mut pending,
         );
         match result {
             Ok((report, snapshot)) => {
@@ -1016,10 +1048,17 @@ impl Collection {
                 Ok(report)
             }
             Err(e) => {
-                // Never referenced by a manifest, so still under their temporary names:
-                // remove them now rather than at the next open.
-                for p in written {
-                    let _ = std::fs::remove_file(tmp_path(&p));
+                if let Error::Storage(s @ tessera_storage::Error::Sync { .. }) = &e {
+                    self.db.refuse_writes(s.to_string());
+                }
+                // A failed catalog write may still reach the disk: its files stay under
+                // their temporary names for the next open to complete or remove (this
+                // handle refuses writes meanwhile). Otherwise no manifest can reference
+                // them: remove them now rather than at the next open.
+                if !pending.committing {
+                    for p in pending.files {
+                        let _ = std::fs::remove_file(tmp_path(&p));
+                    }
                 }
                 Err(e)
             }
@@ -1037,7 +1076,7 @@ impl Collection {
         old: &SnapshotInner,
         manifest: &mut Manifest,
         opts: &IngestOptions,
-        written: &mut Vec<PathBuf>,
+        pending: &mut Pending,
     ) -> Result<(IngestReport, SnapshotInner)> {
         let cfg = &self.state.config;
         let dim = cfg.dim as usize;
@@ -1051,7 +1090,7 @@ impl Collection {
                 manifest.next_file_id += 1;
                 let file = format!("codec-{id:06}.tcd");
                 let path = self.state.dir.join(&file);
-                written.push(path.clone());
+                pending.files.push(path.clone());
                 write_unpublished(&path, |w| codec_file::write_codec(w, &data))?;
                 manifest.codec = Some(CodecRef { id, file });
                 trained = true;
@@ -1084,7 +1123,7 @@ impl Collection {
                 let grown = Arc::new(codec.expanded(id, &extra));
                 let file = format!("codec-{id:06}.tcd");
                 let path = self.state.dir.join(&file);
-                written.push(path.clone());
+                pending.files.push(path.clone());
                 write_unpublished(&path, |w| codec_file::write_codec(w, grown.data()))?;
                 manifest.codec = Some(CodecRef { id, file });
                 expanded_by = grown.n_centroids() - codec.n_centroids();
@@ -1097,7 +1136,7 @@ impl Collection {
         manifest.next_file_id += 1;
         let file = format!("seg-{seg_id:06}.tsg");
         let path = self.state.dir.join(&file);
-        written.push(path.clone());
+        pending.files.push(path.clone());
         let sizes = write_unpublished(&path, |w| {
             write_segment(
                 w,
@@ -1117,7 +1156,7 @@ impl Collection {
         // Read back through the validating reader before the commit makes it visible.
         let mut reader = SegmentReader::open(&tmp_path(&path))?;
         let (mut originals, originals_ref) =
-            match self.write_originals(seg_id, doc_offsets, flat, &reader, written)? {
+            match self.write_originals(seg_id, doc_offsets, flat, &reader, pending)? {
                 Some((reader, entry)) => (Some(reader), Some(entry)),
                 None => (None, None),
             };
@@ -1169,10 +1208,11 @@ impl Collection {
                 );
         }
         batch.put_manifest(coll, manifest)?;
-        self.db.catalog.commit(batch)?;
+        pending.committing = true;
+        self.db.commit(batch)?;
         // Committed: nothing below may fail the ingest. A rename that fails leaves the file
         // under its temporary name, which readers accept and the next writer open renames.
-        if publish_all(&self.state.dir, written) {
+        if publish_all(&self.state.dir, &pending.files) {
             reader.set_path(&path);
             let published = manifest.segments.last().and_then(|s| s.originals.as_ref());
             if let (Some(o), Some(r)) = (originals.as_mut(), published) {
@@ -1215,7 +1255,7 @@ impl Collection {
         doc_offsets: &[u64],
         flat: &[f32],
         segment: &SegmentReader,
-        written: &mut Vec<PathBuf>,
+        pending: &mut Pending,
     ) -> Result<Option<(OriginalsReader, OriginalsRef)>> {
         let cfg = &self.state.config;
         if cfg.originals == Precision::None {
@@ -1223,7 +1263,7 @@ impl Collection {
         }
         let file = format!("vec-{seg_id:06}.tov");
         let path = self.state.dir.join(&file);
-        written.push(path.clone());
+        pending.files.push(path.clone());
         write_unpublished(&path, |w| {
             write_originals(
                 w,
@@ -1285,7 +1325,7 @@ impl Collection {
         tombstones.write(&mut batch, coll)?;
         manifest.commits += 1;
         batch.put_manifest(coll, &manifest)?;
-        self.db.catalog.commit(batch)?;
+        self.db.commit(batch)?;
         let segments = tombstones.apply(&old.segments);
         *self.state.current.write() = Arc::new(SnapshotInner {
             codec: old.codec.clone(),
@@ -1294,6 +1334,14 @@ impl Collection {
         *self.state.manifest.lock() = manifest;
         Ok(report)
     }
+}
+
+/// The data files a commit has written so far (under their temporary names), and whether it
+/// has reached its catalog write.
+#[derive(Default)]
+struct Pending {
+    files: Vec<PathBuf>,
+    committing: bool,
 }
 
 /// Renames a committed batch's files from their temporary names and syncs the directory;

@@ -355,6 +355,12 @@ impl Catalog {
 
     /// Commits `batch` atomically with a synced write: durable when this returns.
     pub fn commit(&self, batch: CatalogBatch) -> Result<()> {
+        crate::failpoint::check(crate::failpoint::CATALOG_COMMIT, &self.path).map_err(|e| {
+            Error::Catalog {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }
+        })?;
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch.inner, &wo).map_err(|e| self.err(e))

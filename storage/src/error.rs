@@ -18,6 +18,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Syncing a file or directory to disk failed. What the kernel does with the unwritten
+    /// pages after a failed `fsync` is not specified, so the engine refuses further writes
+    /// on the handle that saw it.
+    #[error("could not sync {path} to disk: {source}")]
+    Sync {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A file failed validation (length, magic, version, checksum or layout).
     #[error("corrupt file {path}: {reason}")]
     Corrupt {

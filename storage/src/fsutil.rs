@@ -5,15 +5,20 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::failpoint;
 
 /// Suffix of files being written; any left at open time are debris of a crash.
 pub const TMP_SUFFIX: &str = ".tmp";
 
 /// Flushes a directory's entries to disk, so a rename or unlink inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    failpoint::check(failpoint::FSYNC_DIR, dir)
+        .and_then(|()| d.sync_all())
+        .map_err(|source| Error::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 /// The temporary name under which `path` is written: `path` + [`TMP_SUFFIX`].
@@ -36,17 +41,22 @@ pub fn write_unpublished<T>(
         .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
     let tmp = tmp_path(path);
     let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let file = failpoint::check(failpoint::CREATE, &tmp)
+            .and_then(|()| OpenOptions::new().write(true).create_new(true).open(&tmp))
             .map_err(|e| Error::io(&tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let value = write(&mut w).map_err(|e| Error::io(&tmp, e))?;
+        let value = write(&mut w)
+            .and_then(|v| failpoint::check(failpoint::WRITE, &tmp).map(|()| v))
+            .map_err(|e| Error::io(&tmp, e))?;
         let file = w
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        failpoint::check(failpoint::FSYNC, &tmp)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| Error::Sync {
+                path: tmp.clone(),
+                source,
+            })?;
         fsync_dir(dir)?;
         Ok(value)
     })();
@@ -60,7 +70,9 @@ pub fn write_unpublished<T>(
 /// Renames `path`'s temporary file (written by [`write_unpublished`]) to `path`. The caller
 /// syncs the directory when the rename must survive a crash.
 pub fn publish(path: &Path) -> Result<()> {
-    std::fs::rename(tmp_path(path), path).map_err(|e| Error::io(path, e))
+    failpoint::check(failpoint::RENAME, path)
+        .and_then(|()| std::fs::rename(tmp_path(path), path))
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Writes `path` durably and publishes it at once: [`write_unpublished`], [`publish`], and

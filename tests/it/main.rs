@@ -7,6 +7,7 @@ mod concurrency;
 mod corruption;
 mod corruption_sweep;
 mod crash;
+mod failpoints;
 mod kill_loop;
 mod lifecycle;
 mod originals;
