@@ -41,6 +41,9 @@ use crate::snapshot::{SegmentView, Snapshot, SnapshotInner};
 
 const CATALOG_DIR: &str = "catalog";
 const COLLECTIONS_DIR: &str = "collections";
+/// How often a read-only open loads a fresh catalog view when a file of the previous one
+/// was removed meanwhile.
+const READ_ONLY_LOAD_ATTEMPTS: u32 = 20;
 
 /// An open database. Cheap to clone, `Send + Sync`: share it between threads freely.
 #[derive(Clone, Debug)]
@@ -184,20 +187,26 @@ impl Database {
         } else {
             Some(DirLock::acquire(path)?)
         };
-        let catalog = Catalog::open(&catalog_path, create, read_only)?;
-        let mut db_record = catalog.db_record()?;
-        let cleanup = if read_only {
-            Cleanup::None
-        } else if db_record.commit_protocol >= PUBLISH_AFTER_COMMIT {
-            Cleanup::RefuseLostCommits
+        let (catalog, collections, mut db_record, cleanup) = if read_only {
+            // The files of a reader's catalog view can disappear before it maps them: a
+            // writer in another process removes a dropped collection's directory, or at its
+            // open a codec superseded since. A newer view no longer names them.
+            let mut attempt = 1;
+            loop {
+                match Self::load(path, &catalog_path, create, read_only) {
+                    Err(Error::Storage(tessera_storage::Error::Io { source, .. }))
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && attempt < READ_ONLY_LOAD_ATTEMPTS =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        attempt += 1;
+                    }
+                    loaded => break loaded?,
+                }
+            }
         } else {
-            Cleanup::Legacy
+            Self::load(path, &catalog_path, create, read_only)?
         };
-        let mut collections = BTreeMap::new();
-        for record in catalog.collections()? {
-            let state = load_collection(path, &catalog, record, cleanup)?;
-            collections.insert(state.record.name.clone(), Arc::new(state));
-        }
         if cleanup != Cleanup::None {
             remove_orphan_collection_dirs(path, &collections, &db_record, cleanup)?;
         }
@@ -218,6 +227,36 @@ impl Database {
                 refused: Mutex::new(None),
             }),
         })
+    }
+
+    /// Opens the catalog and every collection's files.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        path: &Path,
+        catalog_path: &Path,
+        create: bool,
+        read_only: bool,
+    ) -> Result<(
+        Catalog,
+        BTreeMap<String, Arc<CollectionState>>,
+        tessera_storage::catalog::DbRecord,
+        Cleanup,
+    )> {
+        let catalog = Catalog::open(catalog_path, create, read_only)?;
+        let db_record = catalog.db_record()?;
+        let cleanup = if read_only {
+            Cleanup::None
+        } else if db_record.commit_protocol >= PUBLISH_AFTER_COMMIT {
+            Cleanup::RefuseLostCommits
+        } else {
+            Cleanup::Legacy
+        };
+        let mut collections = BTreeMap::new();
+        for record in catalog.collections()? {
+            let state = load_collection(path, &catalog, record, cleanup)?;
+            collections.insert(state.record.name.clone(), Arc::new(state));
+        }
+        Ok((catalog, collections, db_record, cleanup))
     }
 
     /// The database directory.

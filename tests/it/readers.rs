@@ -118,8 +118,9 @@ fn read_only_opens_succeed_beside_a_writer_that_reopens_continuously() {
 }
 
 /// Child half: opens the database for writing and closes it, committing a small batch every
-/// third time (so readers also meet commits whose files are being renamed), over and over,
-/// until the parent creates the stop file (or a minute passes).
+/// third time (so readers also meet commits whose files are being renamed) and creating,
+/// filling and dropping a scratch collection every fifth, over and over, until the parent
+/// creates the stop file (or a minute passes).
 #[test]
 #[ignore = "helper run as a child process by read_only_opens_succeed_beside_a_writer_that_reopens_continuously"]
 fn reopening_writer_child() {
@@ -140,6 +141,16 @@ fn reopening_writer_child() {
                 .ingest(&batch(&c, next), &IngestOptions::default())
                 .expect("ingest");
             next += BATCH;
+        }
+        if opens % 5 == 0 {
+            // A collection whose files vanish under readers whose view still has it.
+            let scratch = db
+                .create_collection("scratch", CollectionConfig::new(8))
+                .expect("scratch");
+            scratch
+                .ingest(&batch(&c, 0), &IngestOptions::default())
+                .expect("scratch ingest");
+            db.drop_collection("scratch").expect("drop scratch");
         }
         drop(db);
         println!("OPENED {opens}");
