@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, then every test of the workspace, in the release
-# profile (one profile for tests, benches and the CLI, so RocksDB's C++ builds once).
+# profile (one profile for tests, benches and the CLI, so RocksDB's C++ builds once), with
+# debug assertions and overflow checks on in Tessera's own crates (scripts/test-checks.toml
+# says why they are set there and not in Cargo.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -8,4 +10,4 @@ bash scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo test --release --workspace
+cargo test --release --config scripts/test-checks.toml --workspace

@@ -6,10 +6,13 @@
 //! DB/catalog/                    RocksDB: collections, manifests, id map, tombstones, metadata
 //! DB/collections/<id>/codec-<n>.tcd, seg-<n>.tsg, vec-<n>.tov   immutable data files
 //! ```
-//! A commit writes its data files first (temp file, fsync, rename, fsync directory), then
-//! makes them part of the collection in one synced RocksDB write batch. Files that no
-//! manifest references are debris of a crash between the two steps; the writer removes them
-//! at open.
+//! A commit writes its data files first under temporary names (temp file, fsync, fsync
+//! directory), makes them part of the collection in one synced RocksDB write batch, and only
+//! then renames them to their final names. A temporary file that the catalog references is
+//! a commit that crashed before its renames (the writer completes them at open); one that it
+//! does not reference is a commit that never happened (removed at open). A final-named file
+//! that the catalog does not reference can only mean the catalog lost commits: the open
+//! fails instead of deleting it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,9 +23,11 @@ use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use tessera_storage::catalog::{
     Catalog, CatalogBatch, CodecRef, CollectionRecord, DocLocation, Manifest, OriginalsRef,
-    SegmentRef,
+    PUBLISH_AFTER_COMMIT, SegmentRef,
 };
-use tessera_storage::fsutil::{DirLock, fsync_dir, remove_tmp_files, write_durably};
+use tessera_storage::fsutil::{
+    DirLock, fsync_dir, publish, remove_tmp_files, tmp_path, write_unpublished,
+};
 use tessera_storage::originals::{OriginalsInput, OriginalsReader, Precision, write_originals};
 use tessera_storage::segment::{SegmentInput, SegmentReader, write_segment};
 use tessera_storage::{ExternalId, codec as codec_file};
@@ -36,6 +41,9 @@ use crate::snapshot::{SegmentView, Snapshot, SnapshotInner};
 
 const CATALOG_DIR: &str = "catalog";
 const COLLECTIONS_DIR: &str = "collections";
+/// How often a read-only open loads a fresh catalog view when a file of the previous one
+/// was removed meanwhile.
+const READ_ONLY_LOAD_ATTEMPTS: u32 = 20;
 
 /// An open database. Cheap to clone, `Send + Sync`: share it between threads freely.
 #[derive(Clone, Debug)]
@@ -52,6 +60,10 @@ struct DbInner {
     collections: RwLock<BTreeMap<String, Arc<CollectionState>>>,
     /// Serialises writers: one commit at a time per database.
     writer: Mutex<()>,
+    /// Why this handle refuses writes, once a catalog write or an fsync has failed: the
+    /// state on disk is then unknown (the write may yet be durable; the kernel may have
+    /// dropped the unsynced pages), and only a new open establishes it.
+    refused: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -175,14 +187,34 @@ impl Database {
         } else {
             Some(DirLock::acquire(path)?)
         };
-        let catalog = Catalog::open(&catalog_path, create, read_only)?;
-        let mut collections = BTreeMap::new();
-        for record in catalog.collections()? {
-            let state = load_collection(path, &catalog, record, read_only)?;
-            collections.insert(state.record.name.clone(), Arc::new(state));
+        let (catalog, collections, mut db_record, cleanup) = if read_only {
+            // The files of a reader's catalog view can disappear before it maps them: a
+            // writer in another process removes a dropped collection's directory, or at its
+            // open a codec superseded since. A newer view no longer names them.
+            let mut attempt = 1;
+            loop {
+                match Self::load(path, &catalog_path, create, read_only) {
+                    Err(Error::Storage(tessera_storage::Error::Io { source, .. }))
+                        if source.kind() == std::io::ErrorKind::NotFound
+                            && attempt < READ_ONLY_LOAD_ATTEMPTS =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        attempt += 1;
+                    }
+                    loaded => break loaded?,
+                }
+            }
+        } else {
+            Self::load(path, &catalog_path, create, read_only)?
+        };
+        if cleanup != Cleanup::None {
+            remove_orphan_collection_dirs(path, &collections, &db_record, cleanup)?;
         }
-        if !read_only {
-            remove_orphan_collection_dirs(path, &collections)?;
+        if cleanup == Cleanup::Legacy {
+            // The debris of the old protocol is gone: from now on an unreferenced file is
+            // evidence of lost commits.
+            db_record.commit_protocol = PUBLISH_AFTER_COMMIT;
+            catalog.put_db_record(&db_record)?;
         }
         Ok(Database {
             inner: Arc::new(DbInner {
@@ -192,8 +224,39 @@ impl Database {
                 _lock: lock,
                 collections: RwLock::new(collections),
                 writer: Mutex::new(()),
+                refused: Mutex::new(None),
             }),
         })
+    }
+
+    /// Opens the catalog and every collection's files.
+    #[allow(clippy::type_complexity)]
+    fn load(
+        path: &Path,
+        catalog_path: &Path,
+        create: bool,
+        read_only: bool,
+    ) -> Result<(
+        Catalog,
+        BTreeMap<String, Arc<CollectionState>>,
+        tessera_storage::catalog::DbRecord,
+        Cleanup,
+    )> {
+        let catalog = Catalog::open(catalog_path, create, read_only)?;
+        let db_record = catalog.db_record()?;
+        let cleanup = if read_only {
+            Cleanup::None
+        } else if db_record.commit_protocol >= PUBLISH_AFTER_COMMIT {
+            Cleanup::RefuseLostCommits
+        } else {
+            Cleanup::Legacy
+        };
+        let mut collections = BTreeMap::new();
+        for record in catalog.collections()? {
+            let state = load_collection(path, &catalog, record, cleanup)?;
+            collections.insert(state.record.name.clone(), Arc::new(state));
+        }
+        Ok((catalog, collections, db_record, cleanup))
     }
 
     /// The database directory.
@@ -239,7 +302,8 @@ impl Database {
             path: dir.clone(),
             source: e,
         })?;
-        fsync_dir(&self.inner.path.join(COLLECTIONS_DIR))?;
+        self.inner
+            .note(fsync_dir(&self.inner.path.join(COLLECTIONS_DIR)))?;
         let manifest = Manifest {
             next_file_id: 1,
             ..Manifest::default()
@@ -248,7 +312,7 @@ impl Database {
         batch.put_collection(&record)?;
         batch.put_db_record(&dbr)?;
         batch.put_manifest(id, &manifest)?;
-        self.inner.catalog.commit(batch)?;
+        self.inner.commit(batch)?;
         let state = Arc::new(CollectionState {
             name: Arc::from(name),
             record,
@@ -302,7 +366,7 @@ impl Database {
             .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
         let mut batch = CatalogBatch::default();
         batch.delete_collection(&state.record);
-        self.inner.catalog.commit(batch)?;
+        self.inner.commit(batch)?;
         state.dropped.store(true, Ordering::SeqCst);
         self.inner.collections.write().remove(name);
         // Committed already; a failure here only leaves files that the next open removes.
@@ -317,7 +381,33 @@ impl DbInner {
         if self.read_only {
             return Err(Error::ReadOnly(self.path.clone()));
         }
+        if let Some(reason) = self.refused.lock().clone() {
+            return Err(Error::WritesRefused {
+                path: self.path.clone(),
+                reason,
+            });
+        }
         Ok(())
+    }
+
+    fn refuse_writes(&self, reason: String) {
+        self.refused.lock().get_or_insert(reason);
+    }
+
+    /// Passes `r` on, refusing further writes if it is a failed sync.
+    fn note<T>(&self, r: tessera_storage::Result<T>) -> Result<T> {
+        if let Err(e @ tessera_storage::Error::Sync { .. }) = &r {
+            self.refuse_writes(e.to_string());
+        }
+        Ok(r?)
+    }
+
+    /// Commits a catalog batch; a failure refuses further writes.
+    fn commit(&self, batch: CatalogBatch) -> Result<()> {
+        self.catalog.commit(batch).map_err(|e| {
+            self.refuse_writes(format!("a catalog write failed: {e}"));
+            e.into()
+        })
     }
 }
 
@@ -340,11 +430,58 @@ fn collection_dir(db: &Path, id: u32) -> PathBuf {
     db.join(COLLECTIONS_DIR).join(id.to_string())
 }
 
+/// What a writer's open does with files that the catalog does not account for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cleanup {
+    /// A read-only open changes nothing.
+    None,
+    /// Databases from before [`PUBLISH_AFTER_COMMIT`]: files were renamed into place before
+    /// their commit, so an unreferenced one is a crashed commit's debris and is removed.
+    Legacy,
+    /// Temporary files are completed (referenced) or removed (not); an unreferenced
+    /// published file is [`tessera_storage::Error::LostCommits`].
+    RefuseLostCommits,
+}
+
+/// Opens data file `name` of collection directory `dir` with `open`. A file whose commit
+/// crashed before its rename is still under its temporary name: a writer completes the
+/// rename first; a reader opens it where it is, and since a writer in another process may
+/// rename it at any moment, a file missing under both names is looked for once more.
+fn open_published<T>(
+    dir: &Path,
+    name: &str,
+    cleanup: Cleanup,
+    open: impl Fn(&Path) -> Result<T>,
+) -> Result<T> {
+    let path = dir.join(name);
+    let tmp = tmp_path(&path);
+    if cleanup != Cleanup::None {
+        if !path.exists() && tmp.exists() {
+            publish(&path)?;
+            fsync_dir(dir)?;
+        }
+        return open(&path);
+    }
+    let missing = |r: &Result<T>| {
+        matches!(r, Err(Error::Storage(tessera_storage::Error::Io { source, .. }))
+            if source.kind() == std::io::ErrorKind::NotFound)
+    };
+    let first = open(&path);
+    if !missing(&first) {
+        return first;
+    }
+    let second = open(&tmp);
+    if !missing(&second) {
+        return second;
+    }
+    open(&path)
+}
+
 fn load_collection(
     db: &Path,
     catalog: &Catalog,
     record: CollectionRecord,
-    read_only: bool,
+    cleanup: Cleanup,
 ) -> Result<CollectionState> {
     let config: CollectionConfig = serde_json::from_value(record.config.clone()).map_err(|e| {
         tessera_storage::Error::CorruptRecord {
@@ -358,37 +495,90 @@ fn load_collection(
     let codec = match &manifest.codec {
         Some(c) => Some(Arc::new(Codec::from_data(
             c.id,
-            codec_file::read_codec(&dir.join(&c.file))?,
+            open_published(&dir, &c.file, cleanup, |p| Ok(codec_file::read_codec(p)?))?,
         ))),
         None => None,
     };
-    let tombstones: HashMap<u64, RoaringBitmap> =
+    let mut tombstones: HashMap<u64, RoaringBitmap> =
         catalog.tombstones(record.id)?.into_iter().collect();
     let mut segments = Vec::with_capacity(manifest.segments.len());
     for s in &manifest.segments {
-        let path = dir.join(&s.file);
-        let reader = SegmentReader::open(&path)?;
+        let reader = open_published(&dir, &s.file, cleanup, |p| Ok(SegmentReader::open(p)?))?;
         if reader.meta().dim != config.dim || reader.meta().n_docs != s.n_docs {
             return Err(tessera_storage::Error::Corrupt {
-                path,
+                path: reader.path().to_path_buf(),
                 reason: "segment does not match its manifest entry".into(),
             }
             .into());
         }
         let originals = match &s.originals {
-            Some(o) => Some(Arc::new(open_originals(&dir.join(&o.file), &reader, s.id)?)),
+            Some(o) => Some(Arc::new(open_published(&dir, &o.file, cleanup, |p| {
+                open_originals(p, &reader, s.id)
+            })?)),
             None => None,
         };
+        let deleted = tombstones.remove(&s.id).unwrap_or_default();
+        if let Some(max) = deleted.max()
+            && max >= s.n_docs
+        {
+            return Err(corrupt_record(
+                db,
+                &record.name,
+                format!("tombstones of segment {}", s.id),
+                format!(
+                    "local document {max} is deleted, but the segment has {} documents",
+                    s.n_docs
+                ),
+            ));
+        }
         segments.push(SegmentView {
             id: s.id,
             reader: Arc::new(reader),
             originals,
-            tombstones: Arc::new(tombstones.get(&s.id).cloned().unwrap_or_default()),
+            tombstones: Arc::new(deleted),
         });
     }
-    if !read_only {
-        remove_tmp_files(&dir)?;
-        remove_unreferenced_files(&dir, &manifest)?;
+    if let Some(seg) = tombstones.keys().min() {
+        return Err(corrupt_record(
+            db,
+            &record.name,
+            format!("tombstones of segment {seg}"),
+            "the manifest has no such segment".into(),
+        ));
+    }
+    check_live_counts(db, &record.name, &manifest, &segments)?;
+    match cleanup {
+        Cleanup::None => {}
+        Cleanup::Legacy => {
+            remove_tmp_files(&dir)?;
+            remove_unreferenced_files(&dir, &manifest)?;
+        }
+        Cleanup::RefuseLostCommits => {
+            remove_tmp_files(&dir)?;
+            let mut superseded = Vec::new();
+            for path in unreferenced_files(&dir, &manifest)? {
+                // File ids come from the manifest's counter, which every commit saves with
+                // the files it publishes: an id below it was published by a commit the
+                // catalog has, so the file was superseded since (a codec replaced by an
+                // expanded one). An id at or above it belongs to a commit the catalog lacks.
+                match file_id(&path) {
+                    Some(id) if id < manifest.next_file_id => superseded.push(path),
+                    Some(id) => {
+                        return Err(tessera_storage::Error::LostCommits {
+                            path,
+                            reason: format!(
+                                "its file id {id} is not below the next file id {} of collection {:?}, which is at commit {}",
+                                manifest.next_file_id, record.name, manifest.commits
+                            ),
+                        }
+                        .into());
+                    }
+                    // Not a name Tessera writes: neither evidence nor ours to delete.
+                    None => {}
+                }
+            }
+            remove_files(&dir, &superseded)?;
+        }
     }
     Ok(CollectionState {
         name: Arc::from(record.name.as_str()),
@@ -399,6 +589,48 @@ fn load_collection(
         manifest: Mutex::new(manifest),
         current: RwLock::new(Arc::new(SnapshotInner { codec, segments })),
     })
+}
+
+fn corrupt_record(db: &Path, collection: &str, key: String, reason: String) -> Error {
+    tessera_storage::Error::CorruptRecord {
+        path: db.join(CATALOG_DIR),
+        key: format!("collection {collection:?}: {key}"),
+        reason,
+    }
+    .into()
+}
+
+/// The manifest's live counts must be what its segments and tombstones imply: deletes
+/// decrement them, and a count that disagrees would underflow or report documents that
+/// searches cannot return.
+fn check_live_counts(
+    db: &Path,
+    collection: &str,
+    manifest: &Manifest,
+    segments: &[SegmentView],
+) -> Result<()> {
+    let (mut docs, mut tokens) = (0u64, 0u64);
+    for s in segments {
+        let off = s.reader.doc_offsets();
+        docs += u64::from(s.reader.meta().n_docs) - s.tombstones.len();
+        tokens += s.reader.meta().n_tokens;
+        for local in s.tombstones.iter() {
+            let l = local as usize;
+            tokens -= off[l + 1] - off[l];
+        }
+    }
+    if (docs, tokens) != (manifest.live_docs, manifest.live_tokens) {
+        return Err(corrupt_record(
+            db,
+            collection,
+            "manifest".into(),
+            format!(
+                "it counts {} live documents and {} live tokens, its segments and tombstones {docs} and {tokens}",
+                manifest.live_docs, manifest.live_tokens
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Opens a segment's originals file and checks that it holds the same documents: the
@@ -426,9 +658,8 @@ fn open_originals(path: &Path, seg: &SegmentReader, seg_id: u64) -> Result<Origi
     Ok(originals)
 }
 
-/// Deletes data files of a collection that its manifest does not reference: files published
-/// by a commit that crashed before its catalog write.
-fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
+/// Data files of a collection (by their final names) that its manifest does not reference.
+fn unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<Vec<PathBuf>> {
     let mut keep: HashSet<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
     keep.extend(
         manifest
@@ -441,7 +672,7 @@ fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
     }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(tessera_storage::Error::Io {
                 path: dir.to_path_buf(),
@@ -450,27 +681,62 @@ fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
             .into());
         }
     };
-    let mut removed = false;
+    let mut out = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name.ends_with(".tsg") || name.ends_with(".tcd") || name.ends_with(".tov");
-        if ours && !keep.contains(name.as_str()) {
-            std::fs::remove_file(entry.path()).map_err(|e| tessera_storage::Error::Io {
-                path: entry.path(),
-                source: e,
-            })?;
-            removed = true;
+        if is_data_file(&name) && !keep.contains(name.as_str()) {
+            out.push(entry.path());
         }
     }
-    if removed {
+    out.sort();
+    Ok(out)
+}
+
+fn is_data_file(name: &str) -> bool {
+    name.ends_with(".tsg") || name.ends_with(".tcd") || name.ends_with(".tov")
+}
+
+/// The file id in a data file's name (`seg-000012.tsg` → 12), if it has the form Tessera
+/// writes.
+fn file_id(path: &Path) -> Option<u64> {
+    let stem = path.file_stem()?.to_str()?;
+    let (kind, id) = stem.split_once('-')?;
+    if !matches!(kind, "seg" | "codec" | "vec") || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    id.parse().ok()
+}
+
+fn remove_files(dir: &Path, files: &[PathBuf]) -> Result<()> {
+    for path in files {
+        std::fs::remove_file(path).map_err(|e| tessera_storage::Error::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+    }
+    if !files.is_empty() {
         fsync_dir(dir)?;
     }
     Ok(())
 }
 
+/// Deletes data files of a collection that its manifest does not reference, for databases
+/// of the old protocol: files renamed into place by a commit that crashed before its
+/// catalog write.
+fn remove_unreferenced_files(dir: &Path, manifest: &Manifest) -> Result<()> {
+    remove_files(dir, &unreferenced_files(dir, manifest)?)
+}
+
+/// Removes collection directories that have no catalog record: dropped collections (the
+/// drop committed, then crashed before removing the files) and creations that crashed
+/// before their commit. Under [`Cleanup::RefuseLostCommits`], a directory holding data
+/// files whose id the catalog has not handed out yet can only come from a creation and
+/// ingests that the catalog lost: the open fails instead.
 fn remove_orphan_collection_dirs(
     db: &Path,
     live: &BTreeMap<String, Arc<CollectionState>>,
+    db_record: &tessera_storage::catalog::DbRecord,
+    cleanup: Cleanup,
 ) -> Result<()> {
     let ids: HashSet<String> = live.values().map(|s| s.record.id.to_string()).collect();
     let root = db.join(COLLECTIONS_DIR);
@@ -479,12 +745,36 @@ fn remove_orphan_collection_dirs(
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.parse::<u32>().is_ok() && !ids.contains(&name) {
-            std::fs::remove_dir_all(entry.path()).map_err(|e| tessera_storage::Error::Io {
-                path: entry.path(),
-                source: e,
-            })?;
+        let Ok(id) = name.parse::<u32>() else {
+            continue;
+        };
+        if ids.contains(&name) {
+            continue;
         }
+        if cleanup == Cleanup::RefuseLostCommits && id >= db_record.next_collection_id {
+            let has_data = std::fs::read_dir(entry.path())
+                .map_err(|e| tessera_storage::Error::Io {
+                    path: entry.path(),
+                    source: e,
+                })?
+                .flatten()
+                .any(|f| is_data_file(&f.file_name().to_string_lossy()));
+            if has_data {
+                return Err(tessera_storage::Error::LostCommits {
+                    path: entry.path(),
+                    reason: format!(
+                        "the catalog has no collection {id} and would give that id to the next \
+                         collection created ({})",
+                        db_record.next_collection_id
+                    ),
+                }
+                .into());
+            }
+        }
+        std::fs::remove_dir_all(entry.path()).map_err(|e| tessera_storage::Error::Io {
+            path: entry.path(),
+            source: e,
+        })?;
     }
     Ok(())
 }
@@ -568,6 +858,17 @@ impl Collection {
         ) else {
             return Ok(None);
         };
+        if loc.local >= seg.reader.meta().n_docs {
+            return Err(self.corrupt_record(
+                format!("location of document {id}"),
+                format!(
+                    "local document {} of segment {}, which has {} documents",
+                    loc.local,
+                    loc.segment,
+                    seg.reader.meta().n_docs
+                ),
+            ));
+        }
         if let Some(o) = &seg.originals {
             return Ok(Some(o.doc(loc.local)?.to_f32()));
         }
@@ -576,6 +877,10 @@ impl Collection {
             &seg.reader,
             loc.local,
         )))
+    }
+
+    fn corrupt_record(&self, key: String, reason: String) -> Error {
+        corrupt_record(&self.db.path, &self.state.name, key, reason)
     }
 
     /// Whether a live document has this id.
@@ -763,7 +1068,7 @@ impl Collection {
             doc_offsets.push((flat.len() / dim) as u64);
         }
 
-        let mut written: Vec<PathBuf> = Vec::new();
+        let mut pending = Pending::default();
         let result = self.commit_batch(
             docs,
             &ids,
@@ -773,7 +1078,7 @@ impl Collection {
             &old,
             &mut manifest,
             opts,
-            &mut written,
+            &mut pending,
         );
         match result {
             Ok((report, snapshot)) => {
@@ -782,9 +1087,17 @@ impl Collection {
                 Ok(report)
             }
             Err(e) => {
-                // Not referenced by any manifest: remove now rather than at the next open.
-                for p in written {
-                    let _ = std::fs::remove_file(p);
+                if let Error::Storage(s @ tessera_storage::Error::Sync { .. }) = &e {
+                    self.db.refuse_writes(s.to_string());
+                }
+                // A failed catalog write may still reach the disk: its files stay under
+                // their temporary names for the next open to complete or remove (this
+                // handle refuses writes meanwhile). Otherwise no manifest can reference
+                // them: remove them now rather than at the next open.
+                if !pending.committing {
+                    for p in pending.files {
+                        let _ = std::fs::remove_file(tmp_path(&p));
+                    }
                 }
                 Err(e)
             }
@@ -802,7 +1115,7 @@ impl Collection {
         old: &SnapshotInner,
         manifest: &mut Manifest,
         opts: &IngestOptions,
-        written: &mut Vec<PathBuf>,
+        pending: &mut Pending,
     ) -> Result<(IngestReport, SnapshotInner)> {
         let cfg = &self.state.config;
         let dim = cfg.dim as usize;
@@ -816,8 +1129,8 @@ impl Collection {
                 manifest.next_file_id += 1;
                 let file = format!("codec-{id:06}.tcd");
                 let path = self.state.dir.join(&file);
-                written.push(path.clone());
-                write_durably(&path, |w| codec_file::write_codec(w, &data))?;
+                pending.files.push(path.clone());
+                write_unpublished(&path, |w| codec_file::write_codec(w, &data))?;
                 manifest.codec = Some(CodecRef { id, file });
                 trained = true;
                 Arc::new(Codec::from_data(id, data))
@@ -849,8 +1162,8 @@ impl Collection {
                 let grown = Arc::new(codec.expanded(id, &extra));
                 let file = format!("codec-{id:06}.tcd");
                 let path = self.state.dir.join(&file);
-                written.push(path.clone());
-                write_durably(&path, |w| codec_file::write_codec(w, grown.data()))?;
+                pending.files.push(path.clone());
+                write_unpublished(&path, |w| codec_file::write_codec(w, grown.data()))?;
                 manifest.codec = Some(CodecRef { id, file });
                 expanded_by = grown.n_centroids() - codec.n_centroids();
                 codec = grown;
@@ -862,8 +1175,8 @@ impl Collection {
         manifest.next_file_id += 1;
         let file = format!("seg-{seg_id:06}.tsg");
         let path = self.state.dir.join(&file);
-        written.push(path.clone());
-        let sizes = write_durably(&path, |w| {
+        pending.files.push(path.clone());
+        let sizes = write_unpublished(&path, |w| {
             write_segment(
                 w,
                 &SegmentInput {
@@ -880,9 +1193,9 @@ impl Collection {
             )
         })?;
         // Read back through the validating reader before the commit makes it visible.
-        let reader = Arc::new(SegmentReader::open(&path)?);
-        let (originals, originals_ref) =
-            match self.write_originals(seg_id, doc_offsets, flat, &reader, written)? {
+        let mut reader = SegmentReader::open(&tmp_path(&path))?;
+        let (mut originals, originals_ref) =
+            match self.write_originals(seg_id, doc_offsets, flat, &reader, pending)? {
                 Some((reader, entry)) => (Some(reader), Some(entry)),
                 None => (None, None),
             };
@@ -890,8 +1203,10 @@ impl Collection {
         let mut batch = CatalogBatch::default();
         let mut tombstones = NewTombstones::default();
         let mut replaced = 0;
-        for loc in existing.iter().flatten() {
-            if tombstones.mark(&old.segments, loc, manifest) == Some(true) {
+        for (id, loc) in ids.iter().zip(existing) {
+            let Some(loc) = loc else { continue };
+            let corrupt = |key, reason| self.corrupt_record(key, reason);
+            if tombstones.mark(&old.segments, id, loc, manifest, corrupt)? == Some(true) {
                 replaced += 1;
             }
         }
@@ -932,7 +1247,19 @@ impl Collection {
                 );
         }
         batch.put_manifest(coll, manifest)?;
-        self.db.catalog.commit(batch)?;
+        pending.committing = true;
+        self.db.commit(batch)?;
+        // Committed: nothing below may fail the ingest. A rename that fails leaves the file
+        // under its temporary name, which readers accept and the next writer open renames.
+        if publish_all(&self.state.dir, &pending.files) {
+            reader.set_path(&path);
+            let published = manifest.segments.last().and_then(|s| s.originals.as_ref());
+            if let (Some(o), Some(r)) = (originals.as_mut(), published) {
+                o.set_path(&self.state.dir.join(&r.file));
+            }
+        }
+        let reader = Arc::new(reader);
+        let originals = originals.map(Arc::new);
 
         let mut segments = tombstones.apply(&old.segments);
         segments.push(SegmentView {
@@ -967,16 +1294,16 @@ impl Collection {
         doc_offsets: &[u64],
         flat: &[f32],
         segment: &SegmentReader,
-        written: &mut Vec<PathBuf>,
-    ) -> Result<Option<(Arc<OriginalsReader>, OriginalsRef)>> {
+        pending: &mut Pending,
+    ) -> Result<Option<(OriginalsReader, OriginalsRef)>> {
         let cfg = &self.state.config;
         if cfg.originals == Precision::None {
             return Ok(None);
         }
         let file = format!("vec-{seg_id:06}.tov");
         let path = self.state.dir.join(&file);
-        written.push(path.clone());
-        write_durably(&path, |w| {
+        pending.files.push(path.clone());
+        write_unpublished(&path, |w| {
             write_originals(
                 w,
                 &OriginalsInput {
@@ -988,12 +1315,12 @@ impl Collection {
                 },
             )
         })?;
-        let reader = open_originals(&path, segment, seg_id)?;
+        let reader = open_originals(&tmp_path(&path), segment, seg_id)?;
         let entry = OriginalsRef {
             file,
             bytes: reader.file_len(),
         };
-        Ok(Some((Arc::new(reader), entry)))
+        Ok(Some((reader, entry)))
     }
 
     /// Deletes documents by id, atomically and durably. Unknown ids are reported, not errors.
@@ -1013,9 +1340,13 @@ impl Collection {
         let mut batch = CatalogBatch::default();
         let mut report = DeleteReport::default();
         for (id, loc) in unique.iter().zip(&locs) {
-            let marked = loc
-                .as_ref()
-                .and_then(|loc| tombstones.mark(&old.segments, loc, &mut manifest));
+            let marked = match loc {
+                Some(loc) => {
+                    let corrupt = |key, reason| self.corrupt_record(key, reason);
+                    tombstones.mark(&old.segments, id, loc, &mut manifest, corrupt)?
+                }
+                None => None,
+            };
             match marked {
                 None => {
                     report.missing.push(id.clone());
@@ -1033,7 +1364,7 @@ impl Collection {
         tombstones.write(&mut batch, coll)?;
         manifest.commits += 1;
         batch.put_manifest(coll, &manifest)?;
-        self.db.catalog.commit(batch)?;
+        self.db.commit(batch)?;
         let segments = tombstones.apply(&old.segments);
         *self.state.current.write() = Arc::new(SnapshotInner {
             codec: old.codec.clone(),
@@ -1042,6 +1373,22 @@ impl Collection {
         *self.state.manifest.lock() = manifest;
         Ok(report)
     }
+}
+
+/// The data files a commit has written so far (under their temporary names), and whether it
+/// has reached its catalog write.
+#[derive(Default)]
+struct Pending {
+    files: Vec<PathBuf>,
+    committing: bool,
+}
+
+/// Renames a committed batch's files from their temporary names and syncs the directory;
+/// whether every rename succeeded. A failure is not an error of the commit, which is
+/// durable already (see [`open_published`]).
+fn publish_all(dir: &Path, files: &[PathBuf]) -> bool {
+    let renamed = files.iter().all(|p| publish(p).is_ok());
+    fsync_dir(dir).is_ok() && renamed
 }
 
 /// Tombstones added by one commit, shared by replacing ingests and deletes: copies of the
@@ -1053,26 +1400,59 @@ struct NewTombstones {
 }
 
 impl NewTombstones {
-    /// Marks `loc` deleted and takes it out of the manifest's live counts. `None` when its
-    /// segment is not in `segments`; `Some(false)` when it was already deleted.
+    /// Marks `loc` (the catalog's location of document `id`) deleted and takes it out of the
+    /// manifest's live counts. `None` when its segment is not in `segments`; `Some(false)`
+    /// when it was already deleted. A location outside its segment, or counts that would
+    /// drop below zero, are a corrupt catalog record.
     fn mark(
         &mut self,
         segments: &[SegmentView],
+        id: &ExternalId,
         loc: &DocLocation,
         manifest: &mut Manifest,
-    ) -> Option<bool> {
-        let seg = segments.iter().find(|s| s.id == loc.segment)?;
+        corrupt: impl Fn(String, String) -> Error,
+    ) -> Result<Option<bool>> {
+        let Some(seg) = segments.iter().find(|s| s.id == loc.segment) else {
+            return Ok(None);
+        };
+        let off = seg.reader.doc_offsets();
+        let l = loc.local as usize;
+        if l + 1 >= off.len() {
+            return Err(corrupt(
+                format!("location of document {id}"),
+                format!(
+                    "local document {} of segment {}, which has {} documents",
+                    loc.local,
+                    loc.segment,
+                    seg.reader.meta().n_docs
+                ),
+            ));
+        }
         let bm = self
             .bitmaps
             .entry(loc.segment)
             .or_insert_with(|| (*seg.tombstones).clone());
         if !bm.insert(loc.local) {
-            return Some(false);
+            return Ok(Some(false));
         }
-        let off = seg.reader.doc_offsets();
-        manifest.live_docs -= 1;
-        manifest.live_tokens -= off[loc.local as usize + 1] - off[loc.local as usize];
-        Some(true)
+        let tokens = off[l + 1] - off[l];
+        match (
+            manifest.live_docs.checked_sub(1),
+            manifest.live_tokens.checked_sub(tokens),
+        ) {
+            (Some(docs), Some(toks)) => {
+                manifest.live_docs = docs;
+                manifest.live_tokens = toks;
+                Ok(Some(true))
+            }
+            _ => Err(corrupt(
+                "manifest".into(),
+                format!(
+                    "deleting document {id} ({tokens} tokens) from {} live documents and {} live tokens",
+                    manifest.live_docs, manifest.live_tokens
+                ),
+            )),
+        }
     }
 
     /// Adds the changed bitmaps to the commit.

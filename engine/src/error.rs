@@ -85,6 +85,17 @@ pub enum Error {
         /// The model of the batch.
         given: String,
     },
+    /// A catalog write or an fsync failed on this handle earlier, so what is on disk is
+    /// unknown until the database is opened again; the handle refuses writes until then.
+    #[error(
+        "database {path} refuses writes on this handle since an earlier write failed ({reason}); open the database again"
+    )]
+    WritesRefused {
+        /// The database directory.
+        path: std::path::PathBuf,
+        /// The failure.
+        reason: String,
+    },
     /// A write was attempted on a database opened read-only.
     #[error("database {0} is open read-only")]
     ReadOnly(std::path::PathBuf),

@@ -24,11 +24,25 @@ const TAG_METADATA: u8 = b'X';
 /// Value of the format key: identifies a Tessera catalog and its layout version.
 pub const CATALOG_FORMAT: &str = "tessera-catalog 1";
 
+/// The commit protocol under which data files keep their `.tmp` name until the catalog
+/// batch that references them is durable (FORMAT.md, "Commit protocol").
+pub const PUBLISH_AFTER_COMMIT: u32 = 2;
+
 /// Database-wide record.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DbRecord {
     /// Id the next created collection gets; ids are never reused.
     pub next_collection_id: u32,
+    /// Commit protocol of every data file in the database: 0 (absent) for databases whose
+    /// files were renamed into place before their commit, so that an unreferenced file can
+    /// be a crashed commit's debris; [`PUBLISH_AFTER_COMMIT`] once the writer has cleared
+    /// such debris, after which only a lost commit can explain an unreferenced file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub commit_protocol: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// A collection's identity and settings.
@@ -154,19 +168,35 @@ impl std::fmt::Debug for Catalog {
 impl Catalog {
     /// Opens (creating if `create`) the catalog at `path`; `read_only` opens without taking
     /// RocksDB's lock, for readers in other processes.
+    ///
+    /// A write-ahead log record that fails its checksum is [`Error::CatalogDamaged`]:
+    /// RocksDB's default (point-in-time recovery) would stop replaying there and open the
+    /// catalog as of an earlier commit, silently dropping acknowledged ones. Only an
+    /// incomplete record at the very end of the log is skipped, since every acknowledged
+    /// commit was synced whole and only a write cut short by a crash ends that way.
     pub fn open(path: &Path, create: bool, read_only: bool) -> Result<Self> {
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(create && !read_only);
         opts.set_compression_type(rocksdb::DBCompressionType::Zstd);
         opts.set_paranoid_checks(true);
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::TolerateCorruptedTailRecords);
         opts.set_keep_log_file_num(2);
         opts.set_max_log_file_size(1 << 20);
-        let err = |e: rocksdb::Error| Error::Catalog {
-            path: path.to_path_buf(),
-            message: e.into_string(),
+        let err = |e: rocksdb::Error| {
+            if e.kind() == rocksdb::ErrorKind::Corruption {
+                Error::CatalogDamaged {
+                    path: path.to_path_buf(),
+                    message: name_damaged_files(path, e.into_string()),
+                }
+            } else {
+                Error::Catalog {
+                    path: path.to_path_buf(),
+                    message: e.into_string(),
+                }
+            }
         };
         let db = if read_only {
-            rocksdb::DB::open_for_read_only(&opts, path, false).map_err(err)?
+            open_read_only_retrying(&opts, path, err)?
         } else {
             rocksdb::DB::open(&opts, path).map_err(err)?
         };
@@ -189,6 +219,22 @@ impl Catalog {
                 b.put_db_record(&DbRecord::default())?;
                 catalog.commit(b)?;
             }
+            // A creation killed between RocksDB's creation of the catalog and the commit of
+            // the format key leaves an empty catalog: nothing was acknowledged, and creating
+            // the database again completes it.
+            None if catalog
+                .db
+                .iterator(rocksdb::IteratorMode::Start)
+                .next()
+                .is_none() =>
+            {
+                return Err(Error::Catalog {
+                    path: path.to_path_buf(),
+                    message: "the catalog is empty: the database's creation did not complete \
+                              (creating it again completes it)"
+                        .into(),
+                });
+            }
             None => {
                 return Err(Error::CorruptRecord {
                     path: path.to_path_buf(),
@@ -198,6 +244,13 @@ impl Catalog {
             }
         }
         Ok(catalog)
+    }
+
+    /// Sets the database-wide record on its own, durably.
+    pub fn put_db_record(&self, r: &DbRecord) -> Result<()> {
+        let mut b = CatalogBatch::default();
+        b.put_db_record(r)?;
+        self.commit(b)
     }
 
     fn err(&self, e: rocksdb::Error) -> Error {
@@ -302,9 +355,111 @@ impl Catalog {
 
     /// Commits `batch` atomically with a synced write: durable when this returns.
     pub fn commit(&self, batch: CatalogBatch) -> Result<()> {
+        crate::failpoint::check(crate::failpoint::CATALOG_COMMIT, &self.path).map_err(|e| {
+            Error::Catalog {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }
+        })?;
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch.inner, &wo).map_err(|e| self.err(e))
+    }
+}
+
+/// RocksDB names the table file in a table's checksum error but not the log or manifest in
+/// a replay's: add the logs and manifests present, which are where such damage can be.
+fn name_damaged_files(catalog: &Path, message: String) -> String {
+    if [".log", ".sst", "MANIFEST-"]
+        .iter()
+        .any(|k| message.contains(k))
+    {
+        return message;
+    }
+    let mut names: Vec<String> = std::fs::read_dir(catalog)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".log") || n.starts_with("MANIFEST-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    format!(
+        "{message} (in a write-ahead log or manifest: {})",
+        names.join(", ")
+    )
+}
+
+/// How often a read-only open is tried before its error is reported.
+const READ_ONLY_OPEN_ATTEMPTS: u32 = 50;
+
+/// Names of the catalog's files that a writer's open or flush replaces: `CURRENT`, the
+/// manifests and the write-ahead logs (appends to a log change no name).
+fn rotating_files(catalog: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(catalog)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n == "CURRENT" || n.starts_with("MANIFEST-") || n.ends_with(".log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Opens a read-only RocksDB instance beside a writer that may be rotating its files.
+///
+/// A read-only open reads the manifest, lists the write-ahead logs, and replays them. A
+/// writer in another process that opens meanwhile (each writer open moves the logs into a
+/// table, writes a new manifest and deletes the old log) can make the open fail with "No
+/// such file or directory" (RocksDB reports some of these as corruption), or, worse, let it
+/// succeed with the old manifest and without the deleted log: a view older than the last
+/// commit, which an earlier reader may already have seen. So the open is validated like a
+/// sequence lock: the rotating files are listed before and after, and an open during which
+/// they changed, or that failed on a missing file, is tried again (a bounded number of
+/// times, with a growing pause). Appends to the current log change no name, and a view
+/// of a prefix of its records is a consistent earlier commit of that instant.
+///
+/// Chosen over a secondary instance (which needs a directory of its own for its logs and a
+/// catch-up call) and a checkpoint (which copies or links files into a new directory):
+/// this stays read-only and costs a directory listing per open.
+fn open_read_only_retrying(
+    opts: &rocksdb::Options,
+    path: &Path,
+    err: impl Fn(rocksdb::Error) -> Error,
+) -> Result<rocksdb::DB> {
+    let mut attempt = 1;
+    loop {
+        let before = rotating_files(path);
+        let retry = match rocksdb::DB::open_for_read_only(opts, path, false) {
+            Ok(db) if rotating_files(path) == before => return Ok(db),
+            Ok(_) => attempt < READ_ONLY_OPEN_ATTEMPTS,
+            Err(e) => {
+                if attempt < READ_ONLY_OPEN_ATTEMPTS
+                    && e.as_ref().contains("No such file or directory")
+                {
+                    true
+                } else {
+                    return Err(err(e));
+                }
+            }
+        };
+        if !retry {
+            return Err(Error::Catalog {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the catalog's files changed during each of {READ_ONLY_OPEN_ATTEMPTS} read-only opens (a writer reopening continuously)"
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(
+            u64::from(attempt.min(20)) * 2,
+        ));
+        attempt += 1;
     }
 }
 
@@ -395,4 +550,30 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
         path: PathBuf::from("<catalog record>"),
         source: std::io::Error::other(e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creation_killed_before_the_format_key_is_reported_as_incomplete_and_completes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("catalog");
+        // What a kill between RocksDB's creation and the format key's commit leaves.
+        {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            rocksdb::DB::open(&opts, &path).expect("bare RocksDB");
+        }
+        for read_only in [false, true] {
+            let err = Catalog::open(&path, false, read_only).expect_err("incomplete");
+            assert!(
+                err.to_string().contains("creation did not complete"),
+                "{err}"
+            );
+        }
+        let catalog = Catalog::open(&path, true, false).expect("creating again completes it");
+        assert_eq!(catalog.db_record().expect("record"), DbRecord::default());
+    }
 }

@@ -107,8 +107,20 @@ pub fn read_codec(path: &Path) -> Result<CodecData> {
     tt.copy_from_slice(&meta[16..24]);
     let trained_tokens = u64::from_le_bytes(tt);
     let mean_residual_norm = f32::from_le_bytes([meta[24], meta[25], meta[26], meta[27]]);
+    if meta[28..].iter().any(|&x| x != 0) {
+        return Err(corrupt("codec meta: reserved bytes are not zero"));
+    }
     if dim == 0 || !matches!(nbits, 1 | 2 | 4 | 8) || n_centroids == 0 || n_groups == 0 {
         return Err(corrupt("codec meta holds an invalid shape"));
+    }
+    // Drift detection divides by it and compares against it.
+    if !mean_residual_norm.is_finite() || mean_residual_norm < 0.0 {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "codec meta: mean residual norm {mean_residual_norm} is not a finite non-negative number"
+            ),
+        ));
     }
     let d = dim as usize;
     let buckets = 1usize << nbits;
@@ -127,6 +139,17 @@ pub fn read_codec(path: &Path) -> Result<CodecData> {
     };
     let centroids = read(section::CENTROIDS, "centroids", n_centroids * d)?;
     let cutoffs = read(section::CUTOFFS, "cutoffs", d * (buckets - 1))?;
+    // A bucket is the count of cutoffs <= the value, which assumes sorted cutoffs. Equal
+    // neighbours are legal (quantiles of a dimension with repeated values).
+    if let Some(j) = cutoffs
+        .chunks_exact(buckets - 1)
+        .position(|c| c.windows(2).any(|w| w[0] > w[1]))
+    {
+        return Err(Error::corrupt(
+            path,
+            format!("cutoffs of dimension {j} are not in ascending order"),
+        ));
+    }
     let weights = read(section::WEIGHTS, "weights", d * buckets)?;
     let group_centers = read(section::GROUP_CENTERS, "group centres", n_groups * d)?;
     let group_offsets: &[u32] = c.typed_section(section::GROUP_OFFSETS, "group offsets")?;
@@ -148,4 +171,78 @@ pub fn read_codec(path: &Path) -> Result<CodecData> {
         trained_tokens,
         mean_residual_norm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid codec: dim 2, 2 bits (3 cutoffs and 4 weights per dimension), 2 centroids in
+    /// one group.
+    fn codec() -> CodecData {
+        CodecData {
+            dim: 2,
+            nbits: 2,
+            centroids: vec![1.0, 0.0, 0.0, 1.0],
+            cutoffs: vec![-0.5, 0.0, 0.5, -0.25, -0.25, 0.25],
+            weights: vec![-0.7, -0.2, 0.2, 0.7, -0.4, -0.25, 0.1, 0.4],
+            group_centers: vec![0.5, 0.5],
+            group_offsets: vec![0, 2],
+            trained_tokens: 10,
+            mean_residual_norm: 0.3,
+        }
+    }
+
+    fn round_trip(dir: &Path, name: &str, c: &CodecData) -> Result<CodecData> {
+        let path = dir.join(name);
+        let mut bytes = Vec::new();
+        write_codec(&mut bytes, c).expect("serialise");
+        std::fs::write(&path, bytes).expect("write");
+        read_codec(&path)
+    }
+
+    #[test]
+    fn a_valid_codec_round_trips_with_equal_neighbouring_cutoffs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let read = round_trip(dir.path(), "ok.tcd", &codec()).expect("valid codec");
+        assert_eq!(read.cutoffs, codec().cutoffs);
+    }
+
+    #[test]
+    fn cutoffs_out_of_order_are_rejected_naming_the_dimension() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = codec();
+        c.cutoffs = vec![-0.5, 0.0, 0.5, 0.25, -0.25, 0.3];
+        let err = round_trip(dir.path(), "bad.tcd", &c).expect_err("descending cutoffs");
+        assert!(err.to_string().contains("dimension 1"), "{err}");
+    }
+
+    #[test]
+    fn a_non_finite_or_negative_mean_residual_norm_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in [f32::NAN, f32::INFINITY, -1.0] {
+            let mut c = codec();
+            c.mean_residual_norm = bad;
+            let err = round_trip(dir.path(), "bad.tcd", &c).expect_err("bad norm");
+            assert!(
+                err.to_string().contains("mean residual norm"),
+                "{bad}: {err}"
+            );
+            std::fs::remove_file(dir.path().join("bad.tcd")).expect("rm");
+        }
+    }
+
+    #[test]
+    fn reserved_meta_bytes_must_be_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bytes = Vec::new();
+        write_codec(&mut bytes, &codec()).expect("serialise");
+        let meta = crate::container::section_offset(&bytes, section::META);
+        bytes[meta + 40] = 1;
+        crate::container::reseal(&mut bytes);
+        let path = dir.path().join("bad.tcd");
+        std::fs::write(&path, &bytes).expect("write");
+        let err = read_codec(&path).expect_err("reserved byte set");
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
 }

@@ -12,8 +12,10 @@ use crate::mmap::FileBytes;
 
 /// Magic bytes at offset 0 of every Tessera data file.
 pub const MAGIC: [u8; 8] = *b"TESSERA\0";
-/// The container version this build writes and reads.
+/// The container version this build writes.
 pub const FORMAT_VERSION: u32 = 1;
+/// The container versions this build reads.
+pub const SUPPORTED_VERSIONS: std::ops::RangeInclusive<u32> = 1..=FORMAT_VERSION;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 64;
 /// Size of one section descriptor in bytes.
@@ -200,16 +202,26 @@ impl Container {
         if b[0..8] != MAGIC {
             return Err(corrupt("bad magic: not a Tessera data file".into()));
         }
-        let header_crc = le_u32(b, 60);
-        if crc32c::crc32c(&b[0..60]) != header_crc {
-            return Err(corrupt("header checksum mismatch".into()));
-        }
+        let checksum = |what: &str, stored: u32, bytes: &[u8]| {
+            let computed = crc32c::crc32c(bytes);
+            if computed == stored {
+                Ok(())
+            } else {
+                Err(Error::ChecksumMismatch {
+                    path: path.to_path_buf(),
+                    what: what.to_owned(),
+                    stored,
+                    computed,
+                })
+            }
+        };
+        checksum("header", le_u32(b, 60), &b[0..60])?;
         let version = le_u32(b, 12);
-        if version != FORMAT_VERSION {
+        if !SUPPORTED_VERSIONS.contains(&version) {
             return Err(Error::UnsupportedVersion {
                 path: path.to_path_buf(),
                 found: version,
-                supported: FORMAT_VERSION,
+                supported: SUPPORTED_VERSIONS,
             });
         }
         let found_kind = le_u32(b, 8);
@@ -218,6 +230,13 @@ impl Container {
                 "file kind {found_kind}, expected {} ({kind:?})",
                 kind as u32
             )));
+        }
+        // Checksummed, so a non-zero value is a writer's mistake or a later format this
+        // version must not half-understand.
+        if le_u32(b, 20) != 0 || b[36..60].iter().any(|&x| x != 0) {
+            return Err(corrupt(
+                "header flags or reserved bytes are not zero".into(),
+            ));
         }
         let file_len = le_u64(b, 24);
         if file_len != b.len() as u64 {
@@ -236,10 +255,13 @@ impl Container {
                 ))
             })?;
         let table = &b[HEADER_LEN..table_end];
-        if crc32c::crc32c(table) != le_u32(b, 32) {
-            return Err(corrupt("section table checksum mismatch".into()));
-        }
+        checksum("section table", le_u32(b, 32), table)?;
         let mut sections = Vec::with_capacity(n_sections);
+        // FORMAT.md: sections follow the table in table order, each at the next multiple of
+        // 64 after the previous one, zero in between, and the file ends with the last one.
+        // Checking the exact layout also rules out overlapping sections.
+        let mut expected_offset = align_up(table_end);
+        let mut layout_end = table_end;
         for i in 0..n_sections {
             let e = &table[i * SECTION_ENTRY_LEN..(i + 1) * SECTION_ENTRY_LEN];
             let id = le_u32(e, 0);
@@ -254,16 +276,24 @@ impl Container {
             let stored_len = le_u64(e, 16);
             let raw_len = le_u64(e, 24);
             let crc = le_u32(e, 32);
-            let end = offset.checked_add(stored_len);
-            if !offset.is_multiple_of(SECTION_ALIGN as u64)
-                || offset < table_end as u64
-                || end.is_none_or(|end| end > b.len() as u64)
-            {
+            if le_u32(e, 36) != 0 {
                 return Err(corrupt(format!(
-                    "section {id}: range {offset}+{stored_len} is misaligned or outside the file"
+                    "section {id}: reserved bytes of its table entry are not zero"
+                )));
+            }
+            let end = offset.checked_add(stored_len);
+            if offset != expected_offset as u64 || end.is_none_or(|end| end > b.len() as u64) {
+                return Err(corrupt(format!(
+                    "section {id}: range {offset}+{stored_len} is not where the layout puts it \
+                     (offset {expected_offset}, inside the file)"
                 )));
             }
             let (offset, stored_len) = (offset as usize, stored_len as usize);
+            if b[layout_end..offset].iter().any(|&x| x != 0) {
+                return Err(corrupt(format!("padding before section {id} is not zero")));
+            }
+            layout_end = offset + stored_len;
+            expected_offset = align_up(layout_end);
             if encoding == Encoding::BlockChecked {
                 // Checked per block by the file kind's reader, before each block is used.
                 if crc != 0 {
@@ -271,8 +301,12 @@ impl Container {
                         "section {id}: a block-checked section must have a zero table checksum"
                     )));
                 }
-            } else if crc32c::crc32c(&b[offset..offset + stored_len]) != crc {
-                return Err(corrupt(format!("section {id}: checksum mismatch")));
+            } else {
+                checksum(
+                    &format!("section {id}"),
+                    crc,
+                    &b[offset..offset + stored_len],
+                )?;
             }
             if encoding != Encoding::Zstd && raw_len != stored_len as u64 {
                 return Err(corrupt(format!("section {id}: raw length mismatch")));
@@ -286,6 +320,12 @@ impl Container {
                     .map_err(|_| corrupt(format!("section {id}: raw length too large")))?,
             });
         }
+        if layout_end != b.len() {
+            return Err(corrupt(format!(
+                "{} bytes after the last section",
+                b.len() - layout_end
+            )));
+        }
         Ok(Container {
             path: path.to_path_buf(),
             bytes,
@@ -296,6 +336,12 @@ impl Container {
     /// The file this container was read from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records that the file was renamed (published) after it was opened, so errors name
+    /// where it now is. The mapping is unaffected: a rename keeps the inode.
+    pub fn set_path(&mut self, path: &Path) {
+        self.path = path.to_path_buf();
     }
 
     /// Total size of the file in bytes.
@@ -396,6 +442,37 @@ impl Container {
     }
 }
 
+/// Recomputes every checksum of a container in `b` (sections, table, header) after a test
+/// edited it, so that only the rule under test can object to the edit.
+#[cfg(test)]
+pub(crate) fn reseal(b: &mut [u8]) {
+    let n = le_u32(b, 16) as usize;
+    for i in 0..n {
+        let e = HEADER_LEN + i * SECTION_ENTRY_LEN;
+        if le_u32(b, e + 4) == Encoding::BlockChecked as u32 {
+            continue;
+        }
+        let (offset, len) = (le_u64(b, e + 8) as usize, le_u64(b, e + 16) as usize);
+        let crc = crc32c::crc32c(&b[offset..offset + len]);
+        b[e + 32..e + 36].copy_from_slice(&crc.to_le_bytes());
+    }
+    let table_crc = crc32c::crc32c(&b[HEADER_LEN..HEADER_LEN + n * SECTION_ENTRY_LEN]);
+    b[32..36].copy_from_slice(&table_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&b[0..60]);
+    b[60..64].copy_from_slice(&header_crc.to_le_bytes());
+}
+
+/// Where section `id` starts in container bytes `b` (tests edit sections in place).
+#[cfg(test)]
+pub(crate) fn section_offset(b: &[u8], id: u32) -> usize {
+    let n = le_u32(b, 16) as usize;
+    (0..n)
+        .map(|i| HEADER_LEN + i * SECTION_ENTRY_LEN)
+        .find(|&e| le_u32(b, e) == id)
+        .map(|e| le_u64(b, e + 8) as usize)
+        .expect("section present")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,28 +505,100 @@ mod tests {
     }
 
     #[test]
-    fn every_flipped_byte_outside_padding_is_detected() {
+    fn every_flipped_byte_is_detected_and_checksummed_ones_as_checksum_mismatches() {
         let good = sample();
         let (_d, path) = write_tmp(&good);
         let c = Container::open(&path, FileKind::Segment).expect("open");
         let table_end = HEADER_LEN + c.sections.len() * SECTION_ENTRY_LEN;
-        let covered = |i: usize| {
-            i < table_end
-                || c.sections
-                    .iter()
-                    .any(|s| (s.offset..s.offset + s.stored_len).contains(&i))
+        let in_section = |i: usize| {
+            c.sections
+                .iter()
+                .any(|s| (s.offset..s.offset + s.stored_len).contains(&i))
         };
         for i in 0..good.len() {
             let mut bad = good.clone();
             bad[i] ^= 0x40;
             let (_d, path) = write_tmp(&bad);
-            let res = Container::open(&path, FileKind::Segment);
-            if covered(i) {
-                assert!(res.is_err(), "flip at byte {i} went unnoticed");
-            } else {
-                let c = res.expect("a flipped padding byte leaves the data intact");
-                assert_eq!(c.raw_section(1, "a").expect("a"), &[1, 2, 3, 4, 5, 6, 7, 8]);
+            let err = Container::open(&path, FileKind::Segment)
+                .expect_err(&format!("flip at byte {i} went unnoticed"));
+            // The magic is checked first (a non-Tessera file is not "damaged"), and padding
+            // for zeros, not by a checksum.
+            if (MAGIC.len()..table_end).contains(&i) || in_section(i) {
+                assert!(
+                    matches!(err, Error::ChecksumMismatch { .. }),
+                    "flip at byte {i}: {err}"
+                );
             }
+        }
+    }
+
+    /// Rewrites the header's checksum after `edit`, so only the rule under test can object.
+    fn with_header_edit(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut b = sample();
+        edit(&mut b);
+        let crc = crc32c::crc32c(&b[0..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn reserved_header_fields_must_be_zero() {
+        for at in [20usize, 36, 47, 59] {
+            let bad = with_header_edit(|b| b[at] = 1);
+            let (_d, path) = write_tmp(&bad);
+            let err = Container::open(&path, FileKind::Segment).expect_err("reserved byte");
+            assert!(err.to_string().contains("reserved"), "byte {at}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_later_version_is_unsupported_with_the_range_this_build_reads() {
+        let bad = with_header_edit(|b| b[12..16].copy_from_slice(&2u32.to_le_bytes()));
+        let (_d, path) = write_tmp(&bad);
+        match Container::open(&path, FileKind::Segment) {
+            Err(Error::UnsupportedVersion {
+                found, supported, ..
+            }) => {
+                assert_eq!(found, 2);
+                assert_eq!(supported, 1..=1);
+            }
+            other => panic!("expected UnsupportedVersion, got {other:?}"),
+        }
+    }
+
+    /// Rewrites section table entries (and both checksums over them) with `edit`.
+    fn with_table_edit(edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        with_header_edit(|b| {
+            let n = le_u32(b, 16) as usize;
+            let end = HEADER_LEN + n * SECTION_ENTRY_LEN;
+            edit(&mut b[HEADER_LEN..end]);
+            let crc = crc32c::crc32c(&b[HEADER_LEN..end]);
+            b[32..36].copy_from_slice(&crc.to_le_bytes());
+        })
+    }
+
+    #[test]
+    fn sections_out_of_order_or_overlapping_are_rejected() {
+        // Swap the two entries: each section's bytes and checksum stay valid, only the
+        // order breaks FORMAT.md's layout.
+        let swapped = with_table_edit(|t| {
+            let (a, b) = t.split_at_mut(SECTION_ENTRY_LEN);
+            a.swap_with_slice(&mut b[..SECTION_ENTRY_LEN]);
+        });
+        // Point the second entry at the first section's bytes (an overlap).
+        let overlapping = with_table_edit(|t| {
+            let first: [u8; 40] = t[..SECTION_ENTRY_LEN].try_into().expect("entry");
+            t[SECTION_ENTRY_LEN + 8..SECTION_ENTRY_LEN + 36].copy_from_slice(&first[8..36]);
+        });
+        let reserved = with_table_edit(|t| t[36] = 1);
+        for (name, bad) in [
+            ("swapped", swapped),
+            ("overlapping", overlapping),
+            ("entry reserved", reserved),
+        ] {
+            let (_d, path) = write_tmp(&bad);
+            let err = Container::open(&path, FileKind::Segment).expect_err(name);
+            assert!(matches!(err, Error::Corrupt { .. }), "{name}: {err}");
         }
     }
 

@@ -5,43 +5,58 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::failpoint;
 
 /// Suffix of files being written; any left at open time are debris of a crash.
 pub const TMP_SUFFIX: &str = ".tmp";
 
 /// Flushes a directory's entries to disk, so a rename or unlink inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    let d = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    failpoint::check(failpoint::FSYNC_DIR, dir)
+        .and_then(|()| d.sync_all())
+        .map_err(|source| Error::Sync {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
-/// Writes `path` durably: the bytes go to `path.tmp`, which is synced, renamed over `path`,
-/// and the directory synced. A crash leaves either no file or the complete one (plus perhaps
-/// a `.tmp` file, which [`remove_tmp_files`] clears). Returns what `write` returned.
-pub fn write_durably<T>(
+/// The temporary name under which `path` is written: `path` + [`TMP_SUFFIX`].
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(TMP_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Writes the bytes of `path` durably under its temporary name ([`tmp_path`]): written,
+/// synced, and its directory entry synced, but not yet renamed. [`publish`] renames it once
+/// whatever makes it part of the database is durable. On error the temporary file is
+/// removed. Returns what `write` returned.
+pub fn write_unpublished<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
 ) -> Result<T> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp_name);
+    let tmp = tmp_path(path);
     let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let file = failpoint::check(failpoint::CREATE, &tmp)
+            .and_then(|()| OpenOptions::new().write(true).create_new(true).open(&tmp))
             .map_err(|e| Error::io(&tmp, e))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
-        let value = write(&mut w).map_err(|e| Error::io(&tmp, e))?;
+        let value = write(&mut w)
+            .and_then(|v| failpoint::check(failpoint::WRITE, &tmp).map(|()| v))
+            .map_err(|e| Error::io(&tmp, e))?;
         let file = w
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        failpoint::check(failpoint::FSYNC, &tmp)
+            .and_then(|()| file.sync_all())
+            .map_err(|source| Error::Sync {
+                path: tmp.clone(),
+                source,
+            })?;
         fsync_dir(dir)?;
         Ok(value)
     })();
@@ -50,6 +65,33 @@ pub fn write_durably<T>(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Renames `path`'s temporary file (written by [`write_unpublished`]) to `path`. The caller
+/// syncs the directory when the rename must survive a crash.
+pub fn publish(path: &Path) -> Result<()> {
+    failpoint::check(failpoint::RENAME, path)
+        .and_then(|()| std::fs::rename(tmp_path(path), path))
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes `path` durably and publishes it at once: [`write_unpublished`], [`publish`], and
+/// the directory synced. A crash leaves either no file or the complete one (plus perhaps a
+/// `.tmp` file, which [`remove_tmp_files`] clears). Returns what `write` returned.
+pub fn write_durably<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>,
+) -> Result<T> {
+    let value = write_unpublished(path, write)?;
+    if let Err(e) = publish(path) {
+        let _ = std::fs::remove_file(tmp_path(path));
+        return Err(e);
+    }
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::corrupt(path, "file has no parent directory"))?;
+    fsync_dir(dir)?;
+    Ok(value)
 }
 
 /// Removes files ending in [`TMP_SUFFIX`] from `dir`; returns how many were removed.

@@ -6,6 +6,7 @@
 //! * [`originals`]: originals files (a segment's ingested vectors at f16, bf16 or f32).
 //! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata).
 //! * [`fsutil`]: durable publication of files and the writer lock.
+//! * [`failpoint`]: test-only fault injection in the commit path (feature `failpoints`).
 //!
 //! The byte-level specification is `storage/FORMAT.md`; readers validate length, magic,
 //! version and checksums before handing out any view.
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod codec;
 pub mod container;
 mod error;
+pub mod failpoint;
 pub mod fsutil;
 mod ids;
 mod mmap;

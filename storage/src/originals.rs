@@ -350,6 +350,11 @@ impl OriginalsReader {
         self.container.path()
     }
 
+    /// Records that the file was renamed after it was opened (see [`Container::set_path`]).
+    pub fn set_path(&mut self, path: &Path) {
+        self.container.set_path(path);
+    }
+
     /// Size of the file in bytes.
     pub fn file_len(&self) -> u64 {
         self.container.file_len()
@@ -380,7 +385,7 @@ impl OriginalsReader {
 
     /// The original vectors of local document `local`, row-major `[tokens, dim]`, after
     /// checking them against the document's CRC (once per reader). A mismatch is a
-    /// [`Error::Corrupt`] naming the file and the document.
+    /// [`Error::ChecksumMismatch`] naming the file and the document.
     pub fn doc(&self, local: u32) -> Result<OriginalDoc<'_>> {
         let path = self.path();
         let l = local as usize;
@@ -406,11 +411,14 @@ impl OriginalsReader {
             let crcs: &[u32] = self
                 .container
                 .typed_section(section::DOC_CRCS, "document checksums")?;
-            if crc32c::crc32c(bytes) != crcs[l] {
-                return Err(Error::corrupt(
-                    path,
-                    format!("originals: document {local} fails its checksum"),
-                ));
+            let computed = crc32c::crc32c(bytes);
+            if computed != crcs[l] {
+                return Err(Error::ChecksumMismatch {
+                    path: path.to_path_buf(),
+                    what: format!("originals: document {local}"),
+                    stored: crcs[l],
+                    computed,
+                });
             }
             self.verified[word].fetch_or(bit, Ordering::AcqRel);
         }

@@ -105,6 +105,12 @@ impl SegmentMeta {
             n_centroids: u32_at(24),
             codec_id: u64_at(32),
         };
+        if u32_at(28) != 0 || b[40..].iter().any(|&x| x != 0) {
+            return Err(Error::corrupt(
+                path,
+                "segment meta: reserved bytes are not zero",
+            ));
+        }
         if meta.dim == 0 || !matches!(meta.nbits, 1 | 2 | 4 | 8) || meta.n_centroids == 0 {
             return Err(Error::corrupt(
                 path,
@@ -403,6 +409,11 @@ impl SegmentReader {
         })
     }
 
+    /// Records that the file was renamed after it was opened (see [`Container::set_path`]).
+    pub fn set_path(&mut self, path: &Path) {
+        self.container.set_path(path);
+    }
+
     /// The segment's shape.
     pub fn meta(&self) -> &SegmentMeta {
         &self.meta
@@ -511,6 +522,22 @@ mod tests {
         write_segment(&mut bytes, &input).expect("serialise");
         std::fs::write(&path, bytes).expect("write");
         path
+    }
+
+    #[test]
+    fn reserved_meta_fields_must_be_zero() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = std::fs::read(write(dir.path(), "good.tsg", &[])).expect("read");
+        let meta = crate::container::section_offset(&good, section::META);
+        for at in [28usize, 40, 63] {
+            let mut bad = good.clone();
+            bad[meta + at] = 1;
+            crate::container::reseal(&mut bad);
+            let path = dir.path().join(format!("bad-{at}.tsg"));
+            std::fs::write(&path, &bad).expect("write");
+            let err = SegmentReader::open(&path).expect_err("reserved byte set");
+            assert!(err.to_string().contains("reserved"), "byte {at}: {err}");
+        }
     }
 
     #[test]

@@ -66,14 +66,45 @@ fn crash_debris_is_removed_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     build(dir.path());
     let cdir = dir.path().join("collections").join("0");
-    // What a crash leaves: a half-written temp file, and a published file whose commit never
-    // reached the catalog.
+    // What a crash before the catalog write leaves: files under their temporary names, one
+    // half-written, and the directory of a collection whose creation never committed.
     std::fs::write(cdir.join("seg-000099.tsg.tmp"), b"partial").expect("write");
-    std::fs::copy(segment_file(dir.path()), cdir.join("seg-000098.tsg")).expect("copy");
+    std::fs::copy(segment_file(dir.path()), cdir.join("seg-000098.tsg.tmp")).expect("copy");
+    std::fs::write(cdir.join("vec-000098.tov.tmp"), b"partial").expect("write");
     std::fs::create_dir_all(dir.path().join("collections").join("77")).expect("orphan dir");
     let db = Database::open(dir.path()).expect("open");
     assert_eq!(db.collection("c").expect("c").info().documents, 40);
     assert!(!cdir.join("seg-000099.tsg.tmp").exists());
-    assert!(!cdir.join("seg-000098.tsg").exists());
+    assert!(!cdir.join("seg-000098.tsg.tmp").exists());
+    assert!(!cdir.join("vec-000098.tov.tmp").exists());
     assert!(!dir.path().join("collections").join("77").exists());
+}
+
+#[test]
+fn a_published_file_the_catalog_does_not_reference_refuses_the_open_and_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    let cdir = dir.path().join("collections").join("0");
+    // Only a commit that reached the catalog renames its files, so this one was published
+    // by a commit the catalog has since lost.
+    let stray = cdir.join("seg-000098.tsg");
+    std::fs::copy(segment_file(dir.path()), &stray).expect("copy");
+    for attempt in 0..2 {
+        let err = Database::open(dir.path()).expect_err("lost commits must be reported");
+        assert!(
+            matches!(
+                &err,
+                tessera::Error::Storage(tessera_storage::Error::LostCommits { path, .. })
+                    if *path == stray
+            ),
+            "attempt {attempt}: {err}"
+        );
+        assert!(
+            stray.exists(),
+            "attempt {attempt}: the evidence was deleted"
+        );
+    }
+    // A reader is not a judge of debris: it opens and sees the catalog's state.
+    let db = Database::open_read_only(dir.path()).expect("read-only open");
+    assert_eq!(db.collection("c").expect("c").info().documents, 40);
 }

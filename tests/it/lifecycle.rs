@@ -265,7 +265,19 @@ fn second_writer_is_refused_with_a_locked_error() {
         "child said: {stdout}"
     );
     drop(db);
-    Database::open(dir.path()).expect("writer after release");
+    // A process that another test of this binary is spawning at this moment holds a copy of
+    // the lock's descriptor from its fork until its exec closes it, and with it the lock:
+    // allow that moment to pass.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Database::open(dir.path()) {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("locked") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("writer after release: {e}"),
+        }
+    }
 }
 
 /// Child half of `second_writer_is_refused_with_a_locked_error`; does nothing when run alone.

@@ -1,10 +1,16 @@
 //! Integration tests of the Tessera library through its public API.
 
 mod bad_input;
+mod catalog_records;
 mod compat;
 mod concurrency;
 mod corruption;
+mod corruption_sweep;
 mod crash;
+mod failpoints;
+mod kill_loop;
 mod lifecycle;
 mod originals;
 mod quality;
+mod readers;
+mod wal;

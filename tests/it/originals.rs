@@ -282,13 +282,13 @@ fn a_damaged_originals_file_fails_the_search_naming_file_and_document() {
 }
 
 #[test]
-fn an_originals_file_no_manifest_references_is_removed_at_writer_open() {
+fn a_temporary_originals_file_no_manifest_references_is_removed_at_writer_open() {
     let c = corpus(20, 8, 10);
     let dir = tempfile::tempdir().expect("tempdir");
     {
         collection(dir.path(), CollectionConfig::new(8), &documents(&c));
     }
-    let stray = dir.path().join("collections/0/vec-000099.tov");
+    let stray = dir.path().join("collections/0/vec-000099.tov.tmp");
     std::fs::write(&stray, b"debris of a crashed commit").expect("write");
     let db = Database::open(dir.path()).expect("open");
     assert!(!stray.exists(), "unreferenced originals are debris");

@@ -90,7 +90,18 @@ pub fn read_meta(path: &Path) -> Result<NpyMeta> {
         _ => ByteOrder::Little,
     };
     let shape: Vec<usize> = h.shape().iter().map(|&s| s as usize).collect();
-    let data_bytes = h.len() * elem.size() as u64;
+    // Computed here with checks: the header's own element count wraps for shapes whose
+    // product overflows, which made such a header look like one of an empty (or any) file.
+    let data_bytes = h
+        .shape()
+        .iter()
+        .try_fold(elem.size() as u64, |n, &d| n.checked_mul(d))
+        .with_context(|| {
+            format!(
+                "{}: shape {shape:?} describes more than 2^64 bytes (corrupt or not an .npy file)",
+                path.display()
+            )
+        })?;
     let have = file_len.saturating_sub(data_offset);
     if have < data_bytes {
         bail!(

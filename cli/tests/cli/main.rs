@@ -7,6 +7,7 @@ mod device;
 mod formats;
 mod interrupt;
 mod malformed;
+mod malformed_corpus;
 mod shell;
 mod subcommands;
 mod text;

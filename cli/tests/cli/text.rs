@@ -471,6 +471,32 @@ fn malformed_text_corpora_name_file_line_and_id_and_commit_nothing() {
             "{\"id\": \"a\", \"text\": \"again\"}",
             &["line 2", "already exists", "--upsert"],
         ),
+        (
+            "array-text",
+            "{\"id\": \"c\", \"text\": [\"x\", \"y\"]}",
+            &["line 2", "id c", "must be a string"],
+        ),
+        ("null-id", "{\"id\": null, \"text\": \"x\"}", &["line 2"]),
+        (
+            "object-id",
+            "{\"id\": {\"a\": 1}, \"text\": \"x\"}",
+            &["line 2"],
+        ),
+        (
+            "fractional-id",
+            "{\"id\": 2.5, \"text\": \"x\"}",
+            &["line 2"],
+        ),
+        ("json-array", "[\"c\", \"text\"]", &["line 2"]),
+        (
+            "deep",
+            &format!(
+                "{{\"id\": \"c\", \"text\": \"x\", \"metadata\": {}{}}}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            &["line 2"],
+        ),
     ];
     for (name, bad, needles) in cases {
         let path = t.p(&format!("{name}.jsonl"));
