@@ -126,8 +126,12 @@ impl DirLock {
     /// Name of the lock file inside the database directory.
     pub const FILE_NAME: &'static str = "LOCK";
 
-    /// Takes the writer lock of database `dir`, failing at once with [`Error::Locked`] if
-    /// another process (or another handle in this process) holds it.
+    /// How long a held lock is retried before [`Error::Locked`]: far longer than a fork's
+    /// window before its exec, far shorter than anything a user would wait on.
+    pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+    /// Takes the writer lock of database `dir`, failing with [`Error::Locked`] if another
+    /// process (or another handle in this process) holds it for [`DirLock::RELEASE_WAIT`].
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(Self::FILE_NAME);
         let file = OpenOptions::new()
@@ -137,13 +141,25 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file, path }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
-                path: dir.to_path_buf(),
-                lock: path,
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        // A lock belongs to the open file, which a process forking at this moment shares
+        // with its child until the child's exec closes the copy: a writer that has just
+        // closed the database can still be seen holding it for that long. Retry briefly
+        // before calling the directory locked.
+        let deadline = std::time::Instant::now() + Self::RELEASE_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: file, path }),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(Error::Locked {
+                        path: dir.to_path_buf(),
+                        lock: path,
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+            }
         }
     }
 

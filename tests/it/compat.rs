@@ -59,12 +59,27 @@ fn check(db: &Database, params: &SearchParams, name: &str) {
         let got = coll.search(q, 5, params).expect("search");
         let rows: Vec<&(usize, String, f32)> = want.iter().filter(|r| r.0 == qi).collect();
         assert_eq!(got.len(), rows.len(), "{name} query {qi}");
-        for (h, (_, id, score)) in got.iter().zip(rows) {
-            assert_eq!(h.id, ExternalId::Str(id.clone()), "{name} query {qi}");
+        // Query x centroid scores are computed in 8-bit integers since the fixture was
+        // written (kernels/src/int8.rs bounds their error): compressed scores move by less
+        // than 0.1%, so documents whose scores were that close may trade places; every hit
+        // must be a fixture hit with its score, and each rank's score must be the rank's.
+        let tol = |s: f32| 1e-3 * s.abs().max(1.0);
+        for (h, (_, _, score)) in got.iter().zip(&rows) {
             assert!(
-                (h.score - score).abs() <= 1e-5 * score.abs().max(1.0),
+                (h.score - score).abs() <= tol(*score),
                 "{name} query {qi}: {} vs {score}",
                 h.score
+            );
+            let fixture = rows
+                .iter()
+                .find(|r| ExternalId::Str(r.1.clone()) == h.id)
+                .unwrap_or_else(|| panic!("{name} query {qi}: {} is not a fixture hit", h.id));
+            assert!(
+                (h.score - fixture.2).abs() <= tol(fixture.2),
+                "{name} query {qi}: {} scores {} against {}",
+                h.id,
+                h.score,
+                fixture.2
             );
         }
     }
