@@ -1,6 +1,6 @@
 //! Shared helpers for Tessera's integration tests: corpora, ground truth, recall.
 
-use tessera::synthetic::SyntheticCorpus;
+use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
 use tessera::{Document, ExternalId};
 
 /// Documents of a synthetic corpus with ids `0..n` (as integers).
@@ -35,4 +35,24 @@ pub fn recall(got: &[ExternalId], truth: &[u64]) -> f64 {
         .filter(|t| got.contains(&ExternalId::Int(**t)))
         .count();
     hits as f64 / truth.len() as f64
+}
+
+/// A small corpus of 16-dimensional documents of 3 to `max_tokens` tokens from `n_clusters`
+/// clusters: what the durability tests ingest.
+pub fn small_corpus(n_docs: usize, max_tokens: usize, n_clusters: usize) -> SyntheticCorpus {
+    SyntheticCorpus::generate(&SyntheticSpec {
+        n_docs,
+        dim: 16,
+        min_tokens: 3,
+        max_tokens,
+        n_clusters,
+        ..SyntheticSpec::default()
+    })
+}
+
+/// Documents `range` of `corpus`, each with its index as id.
+pub fn documents_in(corpus: &SyntheticCorpus, range: std::ops::Range<usize>) -> Vec<Document> {
+    range
+        .map(|i| Document::new(i as u64, corpus.doc(i).to_vec()))
+        .collect()
 }

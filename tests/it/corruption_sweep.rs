@@ -9,27 +9,15 @@
 
 use std::path::{Path, PathBuf};
 
-use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
-use tessera::{CollectionConfig, Database, Document, ExternalId, Hit, IngestOptions, SearchParams};
+use tessera::synthetic::SyntheticCorpus;
+use tessera::{CollectionConfig, Database, ExternalId, Hit, IngestOptions, SearchParams};
+use tessera_tests::{documents_in, small_corpus};
 
 const DEFAULT_POSITIONS: usize = 12;
 const N_DOCS: usize = 60;
 
 fn corpus() -> SyntheticCorpus {
-    SyntheticCorpus::generate(&SyntheticSpec {
-        n_docs: N_DOCS,
-        dim: 16,
-        min_tokens: 3,
-        max_tokens: 10,
-        n_clusters: 8,
-        ..SyntheticSpec::default()
-    })
-}
-
-fn docs(c: &SyntheticCorpus, range: std::ops::Range<usize>) -> Vec<Document> {
-    range
-        .map(|i| Document::new(i as u64, c.doc(i).to_vec()))
-        .collect()
+    small_corpus(N_DOCS, 10, 8)
 }
 
 /// Two ingests and a delete, one open each as the command line does, the last commit an
@@ -39,7 +27,7 @@ fn build(dir: &Path, c: &SyntheticCorpus) {
         let db = Database::open_or_create(dir).expect("create");
         db.create_collection("c", CollectionConfig::new(16))
             .expect("collection")
-            .ingest(&docs(c, 0..30), &IngestOptions::default())
+            .ingest(&documents_in(c, 0..30), &IngestOptions::default())
             .expect("ingest");
     }
     {
@@ -52,7 +40,7 @@ fn build(dir: &Path, c: &SyntheticCorpus) {
     let db = Database::open(dir).expect("open");
     db.collection("c")
         .expect("c")
-        .ingest(&docs(c, 30..N_DOCS), &IngestOptions::default())
+        .ingest(&documents_in(c, 30..N_DOCS), &IngestOptions::default())
         .expect("ingest");
 }
 

@@ -8,28 +8,16 @@
 use std::io::ErrorKind;
 use std::path::Path;
 
-use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
+use tessera::synthetic::SyntheticCorpus;
 use tessera::{CollectionConfig, Database, Document, ExternalId, IngestOptions, SearchParams};
 use tessera_storage::failpoint;
+use tessera_tests::{documents_in, small_corpus};
 
 const FIRST: usize = 20;
 const SECOND: usize = 10;
 
 fn corpus() -> SyntheticCorpus {
-    SyntheticCorpus::generate(&SyntheticSpec {
-        n_docs: FIRST + SECOND,
-        dim: 16,
-        min_tokens: 3,
-        max_tokens: 10,
-        n_clusters: 8,
-        ..SyntheticSpec::default()
-    })
-}
-
-fn docs(c: &SyntheticCorpus, range: std::ops::Range<usize>) -> Vec<Document> {
-    range
-        .map(|i| Document::new(i as u64, c.doc(i).to_vec()))
-        .collect()
+    small_corpus(FIRST + SECOND, 10, 8)
 }
 
 fn tmp_files(dir: &Path) -> Vec<String> {
@@ -156,11 +144,11 @@ fn a_failure_before_the_catalog_write_commits_nothing_and_leaves_no_file() {
             .create_collection("c", CollectionConfig::new(16))
             .expect("collection");
         let (before, batch) = if first_batch {
-            (0, docs(&c, 0..FIRST))
+            (0, documents_in(&c, 0..FIRST))
         } else {
-            coll.ingest(&docs(&c, 0..FIRST), &IngestOptions::default())
+            coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
                 .expect("first batch");
-            (FIRST, docs(&c, FIRST..FIRST + SECOND))
+            (FIRST, documents_in(&c, FIRST..FIRST + SECOND))
         };
         let pattern = format!("{}*{file}", dir.path().display());
         failpoint::arm(point, &pattern, kind);
@@ -215,12 +203,15 @@ fn a_failed_catalog_write_refuses_further_writes_and_the_next_open_decides() {
     let coll = db
         .create_collection("c", CollectionConfig::new(16))
         .expect("collection");
-    coll.ingest(&docs(&c, 0..FIRST), &IngestOptions::default())
+    coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
         .expect("first batch");
     let pattern = format!("{}*catalog", dir.path().display());
     failpoint::arm(failpoint::CATALOG_COMMIT, &pattern, ErrorKind::Other);
     let err = coll
-        .ingest(&docs(&c, FIRST..FIRST + SECOND), &IngestOptions::default())
+        .ingest(
+            &documents_in(&c, FIRST..FIRST + SECOND),
+            &IngestOptions::default(),
+        )
         .expect_err("the catalog write fails");
     assert!(err.to_string().contains("injected failure"), "{err}");
     // Whether such a write reached the disk is unknown: its files wait, under their
@@ -231,8 +222,11 @@ fn a_failed_catalog_write_refuses_further_writes_and_the_next_open_decides() {
     );
     failpoint::disarm(&pattern);
     for attempt in [
-        coll.ingest(&docs(&c, FIRST..FIRST + 1), &IngestOptions::default())
-            .map(|_| ()),
+        coll.ingest(
+            &documents_in(&c, FIRST..FIRST + 1),
+            &IngestOptions::default(),
+        )
+        .map(|_| ()),
         coll.delete(&[ExternalId::Int(0)]).map(|_| ()),
         db.create_collection("d", CollectionConfig::new(16))
             .map(|_| ()),
@@ -263,7 +257,7 @@ fn a_failed_delete_commit_deletes_nothing() {
         let coll = db
             .create_collection("c", CollectionConfig::new(16))
             .expect("collection");
-        coll.ingest(&docs(&c, 0..FIRST), &IngestOptions::default())
+        coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
             .expect("first batch");
         let pattern = format!("{}*catalog", dir.path().display());
         failpoint::arm(failpoint::CATALOG_COMMIT, &pattern, ErrorKind::Other);
@@ -286,12 +280,15 @@ fn a_failed_rename_after_the_catalog_write_still_acknowledges_the_batch() {
         let coll = db
             .create_collection("c", CollectionConfig::new(16))
             .expect("collection");
-        coll.ingest(&docs(&c, 0..FIRST), &IngestOptions::default())
+        coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
             .expect("first batch");
         let pattern = format!("{}*collections/0/", dir.path().display());
         failpoint::arm(failpoint::RENAME, &pattern, ErrorKind::Other);
-        coll.ingest(&docs(&c, FIRST..FIRST + SECOND), &IngestOptions::default())
-            .expect("committed: the renames cannot fail it");
+        coll.ingest(
+            &documents_in(&c, FIRST..FIRST + SECOND),
+            &IngestOptions::default(),
+        )
+        .expect("committed: the renames cannot fail it");
         failpoint::disarm(&pattern);
         assert_eq!(tmp_files(dir.path()).len(), 2, "segment and originals wait");
         assert_eq!(coll.info().documents, (FIRST + SECOND) as u64);

@@ -5,26 +5,14 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
-use tessera::{CollectionConfig, Database, Document, ExternalId, IngestOptions, SearchParams};
+use tessera::synthetic::SyntheticCorpus;
+use tessera::{CollectionConfig, Database, ExternalId, IngestOptions, SearchParams};
+use tessera_tests::{documents_in, small_corpus};
 
 const DELETED: u64 = 42;
 
 fn corpus() -> SyntheticCorpus {
-    SyntheticCorpus::generate(&SyntheticSpec {
-        n_docs: 200,
-        dim: 16,
-        min_tokens: 3,
-        max_tokens: 12,
-        n_clusters: 16,
-        ..SyntheticSpec::default()
-    })
-}
-
-fn docs(c: &SyntheticCorpus, range: std::ops::Range<usize>) -> Vec<Document> {
-    range
-        .map(|i| Document::new(i as u64, c.doc(i).to_vec()))
-        .collect()
+    small_corpus(200, 12, 16)
 }
 
 fn ingest(dir: &Path, c: &SyntheticCorpus, range: std::ops::Range<usize>) {
@@ -35,7 +23,7 @@ fn ingest(dir: &Path, c: &SyntheticCorpus, range: std::ops::Range<usize>) {
             .create_collection("c", CollectionConfig::new(16))
             .expect("collection"),
     };
-    coll.ingest(&docs(c, range), &IngestOptions::default())
+    coll.ingest(&documents_in(c, range), &IngestOptions::default())
         .expect("ingest");
 }
 
@@ -243,10 +231,10 @@ fn a_flipped_bit_in_the_log_of_many_commits_names_the_damaged_log() {
         let coll = db
             .create_collection("c", CollectionConfig::new(16))
             .expect("collection");
-        coll.ingest(&docs(&c, 0..100), &IngestOptions::default())
+        coll.ingest(&documents_in(&c, 0..100), &IngestOptions::default())
             .expect("ingest");
         coll.delete(&[ExternalId::Int(DELETED)]).expect("delete");
-        coll.ingest(&docs(&c, 100..200), &IngestOptions::default())
+        coll.ingest(&documents_in(&c, 100..200), &IngestOptions::default())
             .expect("ingest");
     }
     let files = data_files(dir.path());
