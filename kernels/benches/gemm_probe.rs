@@ -166,8 +166,13 @@ fn centroid_stage() {
         println!("  i8 {path:?}: {ms:.2} ms ({:.1}x)", f32_ms / ms);
     }
     let mut bytes = tessera_kernels::CentroidScores8::default();
-    let fused_ms = min_ms(&mut || c8.scores_and_bytes(&q8, &mut out, &mut bytes));
-    println!("  i8 scores and byte table in one pass: {fused_ms:.2} ms");
+    for path in int8_paths_available() {
+        let ms = min_ms(&mut || {
+            c8.scores_and_bytes_with(path, &q8, &mut out, &mut bytes)
+                .expect("an available path");
+        });
+        println!("  i8 {path:?}, scores and byte table in one pass: {ms:.2} ms");
+    }
     let sep_ms = min_ms(&mut || {
         c8.scores(&q8, &mut out);
         bytes.rebuild(&out, stride, nq);

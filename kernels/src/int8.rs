@@ -150,7 +150,7 @@ impl Int8Centroids {
     /// computes the same integers 10-100x slower than an `f32` GEMM (measured by `PROBE=
     /// centroids cargo bench -p tessera-kernels --bench gemm_probe`: 65,536 centroids at
     /// dim 128, 32 query tokens: AVX-512 VNNI 1.1 ms, AVX-VNNI 2.1 ms, `f32` GEMM 11.8 ms,
-    /// portable 139 ms), so callers without a VNNI path score in `f32` instead; the
+    /// portable 45-139 ms), so callers without a VNNI path score in `f32` instead; the
     /// portable path is the reference the vector paths are tested against.
     pub fn fast_path() -> Option<Int8Path> {
         [Int8Path::Avx512Vnni, Int8Path::AvxVnni]
@@ -413,7 +413,7 @@ fn finish(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BLOCK, Int8Centroids, Int8Query, LANES, Sink, finish};
+    use super::{BLOCK, Int8Centroids, Int8Query, LANES, Sink};
     use std::arch::x86_64::*;
 
     /// Centroids, dimension steps of 4, query bytes per group, and the first group's bytes;
@@ -515,6 +515,62 @@ mod x86 {
         }
     }
 
+    /// [`finish_avx512`] on two 256-bit halves of 8 tokens: the same operations in the
+    /// same order, so the same bits.
+    #[target_feature(enable = "avx2")]
+    fn finish_avx2(
+        c: &Int8Centroids,
+        q: &Int8Query,
+        ci: usize,
+        g: usize,
+        sums: [__m256i; 2],
+        sink: &mut Sink<'_>,
+    ) {
+        let at = ci * q.stride + g * LANES;
+        let b: &[f32; LANES] = q.scales[g * LANES..(g + 1) * LANES]
+            .try_into()
+            .expect("a group of scales");
+        let out: &mut [f32; LANES] = (&mut sink.out[at..at + LANES])
+            .try_into()
+            .expect("a group of scores");
+        let mut scores = [_mm256_setzero_ps(); 2];
+        for (h, (v, score)) in sums.iter().zip(&mut scores).enumerate() {
+            // SAFETY: `b` and `out` are 16 floats each (checked just above); each half reads
+            // or writes 8 of them at `8 h`.
+            unsafe {
+                let ab = _mm256_mul_ps(
+                    _mm256_set1_ps(c.scales[ci]),
+                    _mm256_loadu_ps(b.as_ptr().add(8 * h)),
+                );
+                let d = _mm256_cvtepi32_ps(_mm256_sub_epi32(*v, _mm256_set1_epi32(c.shifts[ci])));
+                *score = _mm256_mul_ps(d, ab);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), *score);
+            }
+        }
+        if let Some((bytes, lo, inv)) = &mut sink.bytes {
+            let dst: &mut [u8; LANES] = (&mut bytes[at..at + LANES])
+                .try_into()
+                .expect("a group of bytes");
+            let [x0, x1] = scores.map(|s| {
+                let x = _mm256_add_ps(
+                    _mm256_mul_ps(_mm256_sub_ps(s, _mm256_set1_ps(*lo)), _mm256_set1_ps(*inv)),
+                    _mm256_set1_ps(0.5),
+                );
+                let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(255.0)), _mm256_setzero_ps());
+                _mm256_cvttps_epi32(x)
+            });
+            // Values are in 0..=255, so the saturating packs are exact; packing works within
+            // 128-bit lanes, and the permute puts the 16 values back in order.
+            let words = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(x0, x1));
+            let packed = _mm_packus_epi16(
+                _mm256_castsi256_si128(words),
+                _mm256_extracti128_si256::<1>(words),
+            );
+            // SAFETY: `dst` is 16 bytes (checked just above).
+            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), packed) };
+        }
+    }
+
     /// [`pass_avx512`] on 256-bit registers: each group is two halves of 8 tokens.
     #[target_feature(enable = "avx2,avxvnni")]
     pub(super) fn pass_avxvnni<const G: usize>(
@@ -549,13 +605,7 @@ mod x86 {
             }
             for (j, sums) in acc.iter().enumerate().take(n - c0) {
                 for (g, halves) in sums.iter().enumerate() {
-                    let mut lanes = [0i32; LANES];
-                    // SAFETY: `lanes` is 64 bytes, two 32-byte halves.
-                    unsafe {
-                        _mm256_storeu_si256(lanes.as_mut_ptr().cast(), halves[0]);
-                        _mm256_storeu_si256(lanes.as_mut_ptr().add(8).cast(), halves[1]);
-                    }
-                    finish(c, q, c0 + j, g0 + g, &lanes, out);
+                    finish_avx2(c, q, c0 + j, g0 + g, *halves, out);
                 }
             }
             c0 += BLOCK;
