@@ -147,11 +147,12 @@ impl Int8Centroids {
     }
 
     /// The VNNI path this CPU has, fastest first; `None` without one. The portable path
-    /// computes the same integers 10-100x slower than an `f32` GEMM (measured by `PROBE=
-    /// centroids cargo bench -p tessera-kernels --bench gemm_probe`: 65,536 centroids at
-    /// dim 128, 32 query tokens: AVX-512 VNNI 1.1 ms, AVX-VNNI 2.1 ms, `f32` GEMM 11.8 ms,
-    /// portable 45-139 ms), so callers without a VNNI path score in `f32` instead; the
-    /// portable path is the reference the vector paths are tested against.
+    /// computes the same integers 6-12x slower than an `f32` GEMM (measured by `PROBE=
+    /// centroids cargo bench -p tessera-kernels --bench gemm_probe`, 65,536 centroids at
+    /// dim 128, 32 query tokens, in three runs: AVX-512 VNNI 1.1-1.4 ms, AVX-VNNI 2.1-2.4
+    /// ms, `f32` GEMM 7.3-11.8 ms, portable 45-139 ms), so callers without a VNNI path score
+    /// in `f32` instead; the portable path is the reference the vector paths are tested
+    /// against.
     pub fn fast_path() -> Option<Int8Path> {
         [Int8Path::Avx512Vnni, Int8Path::AvxVnni]
             .into_iter()
