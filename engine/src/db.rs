@@ -600,6 +600,26 @@ fn corrupt_record(db: &Path, collection: &str, key: String, reason: String) -> E
     .into()
 }
 
+/// A catalog location of document `id` must name a document of its segment (`n_docs`
+/// documents): the id map comes from disk and is checked before it indexes anything.
+fn check_location(
+    id: &ExternalId,
+    loc: &DocLocation,
+    n_docs: u32,
+    corrupt: impl Fn(String, String) -> Error,
+) -> Result<()> {
+    if loc.local < n_docs {
+        return Ok(());
+    }
+    Err(corrupt(
+        format!("location of document {id}"),
+        format!(
+            "local document {} of segment {}, which has {n_docs} documents",
+            loc.local, loc.segment
+        ),
+    ))
+}
+
 /// The manifest's live counts must be what its segments and tombstones imply: deletes
 /// decrement them, and a count that disagrees would underflow or report documents that
 /// searches cannot return.
@@ -858,17 +878,9 @@ impl Collection {
         ) else {
             return Ok(None);
         };
-        if loc.local >= seg.reader.meta().n_docs {
-            return Err(self.corrupt_record(
-                format!("location of document {id}"),
-                format!(
-                    "local document {} of segment {}, which has {} documents",
-                    loc.local,
-                    loc.segment,
-                    seg.reader.meta().n_docs
-                ),
-            ));
-        }
+        check_location(id, &loc, seg.reader.meta().n_docs, |k, r| {
+            self.corrupt_record(k, r)
+        })?;
         if let Some(o) = &seg.originals {
             return Ok(Some(o.doc(loc.local)?.to_f32()));
         }
@@ -1415,19 +1427,9 @@ impl NewTombstones {
         let Some(seg) = segments.iter().find(|s| s.id == loc.segment) else {
             return Ok(None);
         };
+        check_location(id, loc, seg.reader.meta().n_docs, &corrupt)?;
         let off = seg.reader.doc_offsets();
         let l = loc.local as usize;
-        if l + 1 >= off.len() {
-            return Err(corrupt(
-                format!("location of document {id}"),
-                format!(
-                    "local document {} of segment {}, which has {} documents",
-                    loc.local,
-                    loc.segment,
-                    seg.reader.meta().n_docs
-                ),
-            ));
-        }
         let bm = self
             .bitmaps
             .entry(loc.segment)

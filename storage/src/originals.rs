@@ -302,15 +302,8 @@ impl OriginalsReader {
         let meta = OriginalsMeta::decode(path, container.raw_section(section::META, "meta")?)?;
         let n_docs = meta.n_docs as usize;
         let offsets: &[u64] = container.typed_section(section::DOC_OFFSETS, "doc offsets")?;
-        if offsets.len() != n_docs + 1 || offsets[0] != 0 || offsets[n_docs] != meta.n_tokens {
-            return Err(corrupt(
-                "originals: document offsets do not match the document and token counts".into(),
-            ));
-        }
-        if offsets.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(corrupt(
-                "originals: document offsets are not strictly increasing".into(),
-            ));
+        if let Some(reason) = crate::segment::doc_offsets_problem(offsets, n_docs, meta.n_tokens) {
+            return Err(corrupt(format!("originals: {reason}")));
         }
         let crcs: &[u32] = container.typed_section(section::DOC_CRCS, "document checksums")?;
         if crcs.len() != n_docs {

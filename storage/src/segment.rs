@@ -279,6 +279,23 @@ pub fn write_segment(
     })
 }
 
+/// What is wrong with a document-major file's `DOC_OFFSETS` (segments and originals share
+/// the rule, FORMAT.md): `n_docs + 1` entries from 0 to `n_tokens`, strictly increasing
+/// (every document has a token). `None` when they are valid.
+pub(crate) fn doc_offsets_problem(
+    offsets: &[u64],
+    n_docs: usize,
+    n_tokens: u64,
+) -> Option<&'static str> {
+    if offsets.len() != n_docs + 1 || offsets[0] != 0 || offsets[n_docs] != n_tokens {
+        Some("document offsets do not match the document and token counts")
+    } else if offsets.windows(2).any(|w| w[0] >= w[1]) {
+        Some("document offsets are not strictly increasing")
+    } else {
+        None
+    }
+}
+
 /// Centroid codes of a segment, viewed in place.
 #[derive(Clone, Copy, Debug)]
 pub enum Codes<'a> {
@@ -310,15 +327,8 @@ impl SegmentReader {
             usize::try_from(meta.n_tokens).map_err(|_| corrupt("token count too large".into()))?;
 
         let offsets: &[u64] = container.typed_section(section::DOC_OFFSETS, "doc offsets")?;
-        if offsets.len() != n_docs + 1 || offsets[0] != 0 || offsets[n_docs] != meta.n_tokens {
-            return Err(corrupt(
-                "document offsets do not match the document and token counts".into(),
-            ));
-        }
-        if offsets.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(corrupt(
-                "document offsets are not strictly increasing".into(),
-            ));
+        if let Some(reason) = doc_offsets_problem(offsets, n_docs, meta.n_tokens) {
+            return Err(corrupt(reason.into()));
         }
         let code_count = if meta.code_width() == 2 {
             let codes: &[u16] = container.typed_section(section::CODES, "codes")?;
