@@ -56,3 +56,17 @@ pub fn documents_in(corpus: &SyntheticCorpus, range: std::ops::Range<usize>) -> 
         .map(|i| Document::new(i as u64, corpus.doc(i).to_vec()))
         .collect()
 }
+
+/// Copies the directory tree `from` to `to` (files and directories only): a private copy of a
+/// database to damage or of a fixture to open for writing.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("ls").flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}

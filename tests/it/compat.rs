@@ -13,18 +13,7 @@ fn fixture() -> PathBuf {
 /// A private copy of the frozen database: opening for writing may clean up, and the
 /// fixture itself must never change.
 fn copy_of_fixture(to: &Path) {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for e in std::fs::read_dir(from).expect("read fixture").flatten() {
-            let target = to.join(e.file_name());
-            if e.path().is_dir() {
-                copy(&e.path(), &target);
-            } else {
-                std::fs::copy(e.path(), &target).expect("copy");
-            }
-        }
-    }
-    copy(&fixture().join("db"), to);
+    tessera_tests::copy_dir(&fixture().join("db"), to);
 }
 
 fn queries() -> Vec<Vec<f32>> {

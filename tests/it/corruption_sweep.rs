@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tessera::synthetic::SyntheticCorpus;
 use tessera::{CollectionConfig, Database, ExternalId, Hit, IngestOptions, SearchParams};
-use tessera_tests::{documents_in, small_corpus};
+use tessera_tests::{copy_dir, documents_in, small_corpus};
 
 const DEFAULT_POSITIONS: usize = 12;
 const N_DOCS: usize = 60;
@@ -74,18 +74,6 @@ fn answers(db: &Database, c: &SyntheticCorpus) -> Answers {
         documents: coll.info().documents,
         vectors,
         searches,
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("ls").flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tessera::synthetic::SyntheticCorpus;
 use tessera::{CollectionConfig, Database, ExternalId, IngestOptions, SearchParams};
-use tessera_tests::{documents_in, small_corpus};
+use tessera_tests::{copy_dir, documents_in, small_corpus};
 
 const DELETED: u64 = 42;
 
@@ -59,18 +59,6 @@ fn data_files(dir: &Path) -> BTreeSet<PathBuf> {
     let mut out = BTreeSet::new();
     walk(&dir.join("collections"), &mut out);
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("ls").flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
 }
 
 fn largest_log(dir: &Path) -> PathBuf {
