@@ -296,7 +296,7 @@ fn search_with_tables(
         }
         None => {
             let all = all_live(snap);
-            let scores = exact_scores(snap, codec, tables, &all);
+            let scores = exact_scores(codec, tables, &SegSlices::all(snap, codec), &all);
             (all, scores)
         }
     };
@@ -443,6 +443,7 @@ fn exact_until_settled(
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
     let n = ranked.len();
+    let segs = SegSlices::all(snap, codec);
     let mut scores: Vec<f32> = Vec::with_capacity(n.min(stop.min * 2));
     let mut best: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(stop.cut + 1);
     let mut done = 0;
@@ -453,7 +454,7 @@ fn exact_until_settled(
         } else {
             (done + EXACT_BLOCK).min(n)
         };
-        let block = exact_scores(snap, codec, tables, &ranked[done..end]);
+        let block = exact_scores(codec, tables, &segs, &ranked[done..end]);
         placed = false;
         for &s in &block {
             if best.len() < stop.cut {
@@ -673,15 +674,14 @@ fn probe(
 
 /// Exact MaxSim of the query against each candidate's stored vectors.
 fn exact_scores(
-    snap: &SnapshotInner,
     codec: &Codec,
     tables: &QueryTables<'_>,
+    segs: &[SegSlices<'_>],
     cands: &[Cand],
 ) -> Vec<f32> {
     let Some(lut) = tables.lut else {
-        return decompressed_scores(snap, codec, tables.query, cands);
+        return decompressed_scores(codec, tables.query, segs, cands);
     };
-    let segs = SegSlices::all(snap, codec);
     cands
         .iter()
         .map(|c| {
@@ -696,9 +696,9 @@ fn exact_scores(
 
 /// Exact MaxSim by decompressing blocks of candidates and multiplying them by the query.
 fn decompressed_scores(
-    snap: &SnapshotInner,
     codec: &Codec,
     query: &[f32],
+    segs: &[SegSlices<'_>],
     cands: &[Cand],
 ) -> Vec<f32> {
     let dim = codec.dim();
@@ -711,7 +711,6 @@ fn decompressed_scores(
         buf.clear();
         offsets.truncate(1);
     };
-    let segs = SegSlices::all(snap, codec);
     for (i, c) in cands.iter().enumerate() {
         let rows = decompress_into(codec, &segs[c.seg as usize].doc(c.local), &mut buf);
         offsets.push(offsets[offsets.len() - 1] + rows);

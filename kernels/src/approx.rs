@@ -33,18 +33,11 @@ impl CentroidScores8 {
 
     /// Like [`CentroidScores8::new`], reusing this table's memory.
     pub fn rebuild(&mut self, scores: &[f32], stride: usize, nq: usize) {
-        debug_assert_eq!(stride % BYTE_LANES, 0);
         // The zero padding columns may widen the range slightly; that costs a little
         // resolution and keeps both passes flat, vectorisable loops.
         let (lo, hi) = crate::simd::min_max(scores);
-        let step = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-        self.rows.clear();
-        self.rows.resize(scores.len(), 0);
-        crate::simd::quantize_bytes(scores, lo, 1.0 / step, &mut self.rows);
-        self.nq = nq;
-        self.stride = stride;
-        self.lo = lo;
-        self.step = step;
+        let (rows, lo, inv) = self.prepare(scores.len(), stride, nq, lo, hi);
+        crate::simd::quantize_bytes(scores, lo, inv, rows);
     }
 
     /// Sizes the table for `len` bytes (`[len / stride, stride]`) to be filled by the
