@@ -268,6 +268,22 @@ impl SearchParams {
         }
     }
 
+    /// How many best exact scores the exact stage's early stop watches for a top-`k` search:
+    /// those the refine stage will take, at least `k`. With refine off it is still the
+    /// refine budget's count (`n_refine` unset), so turning refine off changes only that
+    /// stage, not the candidates before it.
+    pub(crate) fn settle_cut(&self, k: usize) -> usize {
+        let refine = match self.refine_count(k) {
+            0 => SearchParams {
+                n_refine: None,
+                ..self.clone()
+            }
+            .refine_budget(k),
+            n => n,
+        };
+        refine.max(k)
+    }
+
     /// Documents re-ranked exactly for a top-`k` search with these parameters (at least;
     /// see [`SearchParams::rerank_limit`]).
     pub fn rerank_budget(&self, k: usize) -> usize {

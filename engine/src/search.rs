@@ -281,16 +281,9 @@ fn search_with_tables(
     let t = Instant::now();
     let (survivors, scores) = match ranked {
         Some(r) => {
-            // With refine off, the depth still follows the default refine budget: the
-            // same candidates as with it on, so turning refine off changes only the stage.
-            let cut = if refine == 0 {
-                SearchParams::default().refine_budget(k)
-            } else {
-                refine
-            };
             let depth = EarlyStop {
                 min: params.rerank_budget(k),
-                cut: cut.max(k),
+                cut: params.settle_cut(k),
             };
             exact_until_settled(snap, codec, tables, &r, depth)
         }
