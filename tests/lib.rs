@@ -1,7 +1,7 @@
 //! Shared helpers for Tessera's integration tests: corpora, ground truth, recall.
 
 use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
-use tessera::{Document, ExternalId};
+use tessera::{Collection, CollectionConfig, Database, Document, ExternalId, IngestOptions};
 
 /// Documents of a synthetic corpus with ids `0..n` (as integers).
 pub fn documents(corpus: &SyntheticCorpus) -> Vec<Document> {
@@ -69,4 +69,23 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(e.path(), &target).expect("copy");
         }
     }
+}
+
+/// Opens (or creates) the database at `dir`, takes its 16-dimensional collection `c` (created
+/// when missing) and ingests documents `range` of `corpus` into it, acknowledged.
+pub fn small_collection(
+    dir: &std::path::Path,
+    corpus: &SyntheticCorpus,
+    range: std::ops::Range<usize>,
+) -> (Database, Collection) {
+    let db = Database::open_or_create(dir).expect("open");
+    let coll = match db.collection("c") {
+        Ok(coll) => coll,
+        Err(_) => db
+            .create_collection("c", CollectionConfig::new(16))
+            .expect("collection"),
+    };
+    coll.ingest(&documents_in(corpus, range), &IngestOptions::default())
+        .expect("ingest");
+    (db, coll)
 }

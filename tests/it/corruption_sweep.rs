@@ -10,8 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use tessera::synthetic::SyntheticCorpus;
-use tessera::{CollectionConfig, Database, ExternalId, Hit, IngestOptions, SearchParams};
-use tessera_tests::{copy_dir, documents_in, small_corpus};
+use tessera::{Database, ExternalId, Hit, IngestOptions, SearchParams};
+use tessera_tests::{copy_dir, documents_in, small_collection, small_corpus};
 
 const DEFAULT_POSITIONS: usize = 12;
 const N_DOCS: usize = 60;
@@ -23,13 +23,7 @@ fn corpus() -> SyntheticCorpus {
 /// Two ingests and a delete, one open each as the command line does, the last commit an
 /// ingest (a lost delete that publishes no file is the one loss no check can see).
 fn build(dir: &Path, c: &SyntheticCorpus) {
-    {
-        let db = Database::open_or_create(dir).expect("create");
-        db.create_collection("c", CollectionConfig::new(16))
-            .expect("collection")
-            .ingest(&documents_in(c, 0..30), &IngestOptions::default())
-            .expect("ingest");
-    }
+    small_collection(dir, c, 0..30);
     {
         let db = Database::open(dir).expect("open");
         db.collection("c")

@@ -11,7 +11,7 @@ use std::path::Path;
 use tessera::synthetic::SyntheticCorpus;
 use tessera::{CollectionConfig, Database, Document, ExternalId, IngestOptions, SearchParams};
 use tessera_storage::failpoint;
-use tessera_tests::{documents_in, small_corpus};
+use tessera_tests::{documents_in, small_collection, small_corpus};
 
 const FIRST: usize = 20;
 const SECOND: usize = 10;
@@ -199,12 +199,7 @@ fn a_failure_before_the_catalog_write_commits_nothing_and_leaves_no_file() {
 fn a_failed_catalog_write_refuses_further_writes_and_the_next_open_decides() {
     let c = corpus();
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open_or_create(dir.path()).expect("create");
-    let coll = db
-        .create_collection("c", CollectionConfig::new(16))
-        .expect("collection");
-    coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
-        .expect("first batch");
+    let (db, coll) = small_collection(dir.path(), &c, 0..FIRST);
     let pattern = format!("{}*catalog", dir.path().display());
     failpoint::arm(failpoint::CATALOG_COMMIT, &pattern, ErrorKind::Other);
     let err = coll
@@ -253,12 +248,7 @@ fn a_failed_delete_commit_deletes_nothing() {
     let c = corpus();
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let db = Database::open_or_create(dir.path()).expect("create");
-        let coll = db
-            .create_collection("c", CollectionConfig::new(16))
-            .expect("collection");
-        coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
-            .expect("first batch");
+        let (_db, coll) = small_collection(dir.path(), &c, 0..FIRST);
         let pattern = format!("{}*catalog", dir.path().display());
         failpoint::arm(failpoint::CATALOG_COMMIT, &pattern, ErrorKind::Other);
         let err = coll
@@ -276,12 +266,7 @@ fn a_failed_rename_after_the_catalog_write_still_acknowledges_the_batch() {
     let c = corpus();
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let db = Database::open_or_create(dir.path()).expect("create");
-        let coll = db
-            .create_collection("c", CollectionConfig::new(16))
-            .expect("collection");
-        coll.ingest(&documents_in(&c, 0..FIRST), &IngestOptions::default())
-            .expect("first batch");
+        let (_db, coll) = small_collection(dir.path(), &c, 0..FIRST);
         let pattern = format!("{}*collections/0/", dir.path().display());
         failpoint::arm(failpoint::RENAME, &pattern, ErrorKind::Other);
         coll.ingest(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use tessera::synthetic::SyntheticCorpus;
 use tessera::{CollectionConfig, Database, ExternalId, IngestOptions, SearchParams};
-use tessera_tests::{copy_dir, documents_in, small_corpus};
+use tessera_tests::{copy_dir, documents_in, small_collection, small_corpus};
 
 const DELETED: u64 = 42;
 
@@ -16,15 +16,7 @@ fn corpus() -> SyntheticCorpus {
 }
 
 fn ingest(dir: &Path, c: &SyntheticCorpus, range: std::ops::Range<usize>) {
-    let db = Database::open_or_create(dir).expect("open");
-    let coll = match db.collection("c") {
-        Ok(coll) => coll,
-        Err(_) => db
-            .create_collection("c", CollectionConfig::new(16))
-            .expect("collection"),
-    };
-    coll.ingest(&documents_in(c, range), &IngestOptions::default())
-        .expect("ingest");
+    small_collection(dir, c, range);
 }
 
 fn delete(dir: &Path, id: u64) {
