@@ -107,6 +107,8 @@ enum ShellCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Merge the collection in use's segments, dropping deleted documents' bytes.
+    Compact,
     /// Drop a collection and its files.
     Drop {
         /// Collection name.
@@ -189,6 +191,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("device", ".device [auto|cpu|cuda|cuda:N]"),
     ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
+    ("compact", ".compact"),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
@@ -478,6 +481,7 @@ impl Shell {
                 commands::search(&coll, &queries, &opts, &mut s.printer, s.timer)?;
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
+            ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
             ShellCmd::Drop { collection } => {
                 crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;

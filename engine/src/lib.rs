@@ -22,27 +22,32 @@
 #![forbid(unsafe_code)]
 
 mod codec;
-mod db;
+mod collection;
+mod database;
 mod document;
 mod error;
 mod gpu;
 mod kmeans;
+mod load;
 mod model;
 mod options;
 mod search;
 mod snapshot;
 pub mod synthetic;
+mod writer;
 
 pub use codec::{default_centroids, plaid_centroids};
-pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
+pub use collection::{Collection, CollectionInfo};
+pub use database::Database;
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
-    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, Precision, REFINE_FLOOR,
-    REFINE_PER_K, SearchParams,
+    CollectionConfig, Device, IngestOptions, MergePolicy, OnConflict, ParseDeviceError, Precision,
+    REFINE_FLOOR, REFINE_PER_K, SearchParams,
 };
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
+pub use writer::{CompactReport, DeleteReport, IngestReport};
