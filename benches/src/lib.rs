@@ -7,6 +7,7 @@
 pub mod dataset;
 pub mod drift;
 pub mod engines;
+pub mod lifecycle;
 pub mod measure;
 pub mod metrics;
 #[cfg(feature = "peer-next-plaid")]

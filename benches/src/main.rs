@@ -12,7 +12,7 @@ use tessera::synthetic::SyntheticSpec;
 use tessera_bench::dataset::Preset;
 use tessera_bench::engines::Knobs;
 use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
-use tessera_bench::{dataset, drift, pydoc, report, run, stats, truth};
+use tessera_bench::{dataset, drift, lifecycle, pydoc, report, run, stats, truth};
 
 mod gpu;
 
@@ -36,6 +36,34 @@ enum Command {
     PreparePythonDoc(PrepareArgs),
     /// CPU vs GPU search: latency, batch QPS, recall, bytes moved, bandwidth.
     Gpu(gpu::GpuArgs),
+    /// A collection through churn (small batches, deletes, upserts), before and after
+    /// `compact()`, against a fresh build of the same live documents (synthetic-minilm).
+    Lifecycle(LifecycleArgs),
+}
+
+#[derive(Args, Clone)]
+struct LifecycleArgs {
+    /// Documents of the synthetic-minilm corpus.
+    #[arg(long, default_value_t = 100_000)]
+    docs: usize,
+    /// Ingest batches the corpus arrives in.
+    #[arg(long, default_value_t = 200)]
+    batches: usize,
+    /// Share of the documents deleted along the way.
+    #[arg(long, default_value_t = 0.3)]
+    delete_share: f64,
+    /// Share of the documents upserted along the way.
+    #[arg(long, default_value_t = 0.1)]
+    upsert_share: f64,
+    /// Queries (32 tokens each), with exhaustive ground truth.
+    #[arg(long, default_value_t = 50)]
+    queries: usize,
+    /// Database directory to build in (must not exist; default: a temporary directory).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -461,12 +489,44 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
     write(&a.out, "smoke", &r)
 }
 
+fn lifecycle(a: &LifecycleArgs) -> Result<()> {
+    let spec = SyntheticSpec {
+        n_docs: a.docs,
+        dim: 128,
+        n_clusters: 8192,
+        seed: 1,
+        ..Preset::Minilm.spec()
+    };
+    // The name and queries of `synthetic --preset minilm --docs N --queries Q`, so the two
+    // share one ground-truth cache entry.
+    let name = if a.docs.is_multiple_of(1000) {
+        format!("synthetic-minilm-{}k", a.docs / 1000)
+    } else {
+        format!("synthetic-minilm-{}", a.docs)
+    };
+    let ds = dataset::synthetic_streamed(&name, &spec, a.queries)?;
+    let (truth, _) = truth::cached(&ds, 100, truth::default_cache_dir().as_deref())?;
+    let tmp;
+    let dir = match &a.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().join("db")
+        }
+    };
+    let r = lifecycle::run(&ds, &truth, &dir, a.batches, a.delete_share, a.upsert_share)?;
+    std::fs::write(&a.out, serde_json::to_string_pretty(&r)?)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Synthetic(a) => synthetic(&a),
         Command::PythonDoc(a) => python_doc(&a),
         Command::Smoke(a) => smoke(&a),
         Command::Gpu(a) => gpu::run(&a),
+        Command::Lifecycle(a) => lifecycle(&a),
         Command::PreparePythonDoc(a) => {
             pydoc::prepare(&pydoc::PrepareSpec {
                 text_dir: a.text,

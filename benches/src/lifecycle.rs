@@ -1,0 +1,247 @@
+//! A collection that lives through churn (issue 13): documents ingested in many small
+//! batches while a share of them is deleted and another upserted along the way, measured
+//! before and after `compact()` against a fresh build of the same live documents.
+//!
+//! Deleted documents are drawn uniformly from everything ingested so far, so old segments
+//! collect tombstones as they would in a knowledge base that is edited for years; upserts
+//! re-ingest documents of the current and the previous batch with their own vectors (the
+//! live set, and so the ground truth, stays the corpus minus the deletes). Recall is against
+//! the exact top-100 of the whole corpus with the deleted documents removed.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tessera::{
+    Collection, CollectionConfig, CompactReport, Database, Document, ExternalId, IngestOptions,
+    SearchParams,
+};
+
+use crate::dataset::Dataset;
+use crate::metrics::{self, Latency};
+use crate::truth::Truth;
+
+/// What one state of a collection measured.
+#[derive(Serialize, Debug, Clone)]
+pub struct State {
+    /// Which state.
+    pub name: String,
+    /// Live documents.
+    pub documents: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes of segment, codec and originals files.
+    pub disk_bytes: u64,
+    /// Top-10 latency at the defaults, one thread.
+    pub top10: Latency,
+    /// Mean recall@10 against exact MaxSim over the live documents.
+    pub recall_at_10: f64,
+}
+
+/// The whole scenario.
+#[derive(Serialize, Debug, Clone)]
+pub struct Lifecycle {
+    /// Documents of the corpus.
+    pub corpus_docs: usize,
+    /// Ingest batches.
+    pub batches: usize,
+    /// Documents deleted along the way.
+    pub deleted: usize,
+    /// Upserts along the way.
+    pub upserted: usize,
+    /// Seconds of the churned ingest (batches, upserts and deletes, background merges).
+    pub churn_seconds: f64,
+    /// Churned collection after the last batch (background merges settled).
+    pub churned: State,
+    /// The same after `compact()`.
+    pub compacted: State,
+    /// What `compact()` reported.
+    pub compaction: CompactReport,
+    /// Tokens per second the compaction copied.
+    pub merge_tokens_per_s: f64,
+    /// A fresh build of the live documents.
+    pub fresh: State,
+    /// Seconds of the fresh build.
+    pub fresh_seconds: f64,
+    /// Load average at the end of the run.
+    pub load_average: f64,
+}
+
+fn docs_of(first: usize, offs: &[usize], rows: &[f32], dim: usize) -> Vec<Document> {
+    (0..offs.len() - 1)
+        .map(|j| {
+            let (a, b) = ((offs[j] - offs[0]) * dim, (offs[j + 1] - offs[0]) * dim);
+            Document::new((first + j) as u64, rows[a..b].to_vec())
+        })
+        .collect()
+}
+
+fn measure(
+    name: &str,
+    coll: &Collection,
+    ds: &Dataset,
+    truth: &Truth,
+    live: &[bool],
+) -> Result<State> {
+    let mut ms = Vec::new();
+    let mut recalls = Vec::new();
+    for (q, query) in ds.queries.iter().enumerate() {
+        let t = Instant::now();
+        let hits = coll.search(query, 10, &SearchParams::default())?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let want: Vec<u64> = truth.ranked[q]
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| live[*id as usize])
+            .take(10)
+            .collect();
+        if want.len() < 10 {
+            bail!(
+                "query {q}: fewer than 10 live documents in the exact top-{}",
+                truth.k
+            );
+        }
+        let got: Vec<u64> = hits
+            .iter()
+            .filter_map(|h| match h.id {
+                ExternalId::Int(i) => Some(i),
+                _ => None,
+            })
+            .collect();
+        recalls.push(metrics::recall_at(&got, &want, 10));
+    }
+    let info = coll.info();
+    let s = State {
+        name: name.into(),
+        documents: info.documents,
+        segments: info.segments,
+        disk_bytes: info.disk_bytes,
+        top10: Latency::of(&ms),
+        recall_at_10: metrics::mean(&recalls),
+    };
+    eprintln!(
+        "{name}: {} documents, {} segments, {:.1} MB, p50 {:.2} ms, recall@10 {:.3}",
+        s.documents,
+        s.segments,
+        s.disk_bytes as f64 / 1e6,
+        s.top10.p50_ms,
+        s.recall_at_10
+    );
+    Ok(s)
+}
+
+/// Waits until no background merge is due or running (the segment count stops changing).
+fn settle(coll: &Collection) {
+    let mut last = usize::MAX;
+    let mut stable = 0;
+    while stable < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = coll.info().segments;
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+    }
+}
+
+/// Runs the scenario in `dir` (two collections: `churned`, `fresh`).
+pub fn run(
+    ds: &Dataset,
+    truth: &Truth,
+    dir: &std::path::Path,
+    batches: usize,
+    delete_share: f64,
+    upsert_share: f64,
+) -> Result<Lifecycle> {
+    let n = ds.n_docs();
+    let per_batch = n.div_ceil(batches.max(1));
+    let db = Database::open_or_create(dir)?;
+    let config = CollectionConfig::new(ds.dim as u32);
+    let opts = IngestOptions::default().with_expected_total_tokens(ds.n_tokens() as u64);
+    let churned = db.create_collection("churned", config.clone())?;
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut live = vec![false; n];
+    let mut ingested: Vec<usize> = Vec::new();
+    let (mut deleted, mut upserted) = (0usize, 0usize);
+    let deletes_per_batch = (delete_share * per_batch as f64).round() as usize;
+    let upserts_per_batch = (upsert_share * per_batch as f64).round() as usize;
+    let mut previous: Vec<Document> = Vec::new();
+    let t = Instant::now();
+    ds.for_each_block(per_batch, |first, offs, rows| {
+        let docs = docs_of(first, offs, rows, ds.dim);
+        churned.ingest(&docs, &opts)?;
+        for d in &docs {
+            let ExternalId::Int(i) = d.id else { continue };
+            live[i as usize] = true;
+            ingested.push(i as usize);
+        }
+        // Upserts: documents of this batch and the one before, with their own vectors.
+        let pool: Vec<&Document> = docs.iter().chain(&previous).collect();
+        let mut up: Vec<Document> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        while up.len() < upserts_per_batch.min(pool.len()) {
+            let d = pool[rng.random_range(0..pool.len())];
+            let ExternalId::Int(i) = d.id else { continue };
+            if live[i as usize] && seen.insert(i) {
+                up.push(d.clone());
+            }
+            if seen.len() >= pool.len() {
+                break;
+            }
+        }
+        upserted += up.len();
+        churned.ingest(&up, &IngestOptions::upsert())?;
+        // Deletes: uniform over everything ingested so far.
+        let mut gone = Vec::new();
+        for _ in 0..deletes_per_batch {
+            let i = ingested[rng.random_range(0..ingested.len())];
+            if live[i] {
+                live[i] = false;
+                gone.push(ExternalId::Int(i as u64));
+            }
+        }
+        deleted += gone.len();
+        churned.delete(&gone)?;
+        previous = docs;
+        Ok(())
+    })?;
+    settle(&churned);
+    let churn_seconds = t.elapsed().as_secs_f64();
+    eprintln!("churned ingest: {churn_seconds:.1} s, {deleted} deleted, {upserted} upserted");
+    let before = measure("churned", &churned, ds, truth, &live)?;
+    let compaction = churned.compact()?;
+    let merge_tokens_per_s = compaction.tokens_written as f64 / compaction.seconds.max(1e-9);
+    eprintln!(
+        "compact: {} merges, {} tokens in {:.1} s ({:.0} tokens/s)",
+        compaction.merges, compaction.tokens_written, compaction.seconds, merge_tokens_per_s
+    );
+    let after = measure("compacted", &churned, ds, truth, &live)?;
+
+    let fresh = db.create_collection("fresh", config)?;
+    let t = Instant::now();
+    ds.for_each_block(25_000, |first, offs, rows| {
+        let docs: Vec<Document> = docs_of(first, offs, rows, ds.dim)
+            .into_iter()
+            .filter(|d| matches!(d.id, ExternalId::Int(i) if live[i as usize]))
+            .collect();
+        fresh.ingest(&docs, &opts)?;
+        Ok(())
+    })?;
+    settle(&fresh);
+    let fresh_seconds = t.elapsed().as_secs_f64();
+    let fresh_state = measure("fresh build", &fresh, ds, truth, &live)?;
+    Ok(Lifecycle {
+        corpus_docs: n,
+        batches,
+        deleted,
+        upserted,
+        churn_seconds,
+        churned: before,
+        compacted: after,
+        compaction,
+        merge_tokens_per_s,
+        fresh: fresh_state,
+        fresh_seconds,
+        load_average: metrics::load_average(),
+    })
+}
