@@ -810,7 +810,7 @@ impl Collection {
         &self.state.config
     }
 
-    fn check_live(&self) -> Result<()> {
+    pub(crate) fn check_live(&self) -> Result<()> {
         if self.state.dropped.load(Ordering::SeqCst) {
             return Err(Error::CollectionNotFound(self.state.name.to_string()));
         }
@@ -823,6 +823,11 @@ impl Collection {
             inner: self.state.current.read().clone(),
             collection: self.state.name.clone(),
             dim: self.state.config.dim as usize,
+            // Issue 14: ids to documents for rerank, explain and diversity (locate.rs).
+            locate: crate::locate::Locator::new(Arc::downgrade(&self.db), {
+                let coll = self.state.record.id;
+                move |db: &DbInner, ids| Ok(db.catalog.locations(coll, ids)?)
+            }),
         }
     }
 

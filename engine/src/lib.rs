@@ -23,26 +23,33 @@
 
 mod codec;
 mod db;
+mod diversity;
 mod document;
 mod error;
+mod explain;
 mod gpu;
 mod kmeans;
+mod locate;
 mod model;
 mod options;
+mod rerank;
 mod search;
 mod snapshot;
 pub mod synthetic;
 
 pub use codec::{default_centroids, plaid_centroids};
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
+pub use diversity::{DIVERSITY_DEPTH_FLOOR, DIVERSITY_DEPTH_PER_K, Diversity};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
+pub use explain::{Explanation, TokenMatch};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
     CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, Precision, REFINE_FLOOR,
     REFINE_PER_K, SearchParams,
 };
+pub use rerank::RerankReport;
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;

@@ -12,5 +12,6 @@ mod kill_loop;
 mod lifecycle;
 mod originals;
 mod quality;
+mod rag;
 mod readers;
 mod wal;
