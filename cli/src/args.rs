@@ -260,11 +260,11 @@ pub struct SearchOpts {
     pub diverse: bool,
     /// Diverse top-k, skipping candidates with MaxSim(query, doc) / query tokens above T
     /// (-1 to 1; 1: no test).
-    #[arg(long, value_name = "T", value_parser = similarity)]
+    #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
     pub max_query_similarity: Option<f32>,
     /// Diverse top-k, skipping candidates whose symmetric normalised MaxSim to a result
     /// already kept is above T (-1 to 1; 1: no test).
-    #[arg(long, value_name = "T", value_parser = similarity)]
+    #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
     pub max_kept_similarity: Option<f32>,
 }
 
@@ -315,7 +315,12 @@ pub struct RerankArgs {
     #[command(flatten)]
     pub source: QuerySource,
     /// Ids of the documents to score, comma-separated (repeatable).
-    #[arg(long, value_name = "ID,ID", value_delimiter = ',', required_unless_present = "ids_file")]
+    #[arg(
+        long,
+        value_name = "ID,ID",
+        value_delimiter = ',',
+        required_unless_present = "ids_file"
+    )]
     pub ids: Vec<String>,
     /// A file of ids to score, one per line.
     #[arg(long, value_name = "FILE", conflicts_with = "ids")]

@@ -68,7 +68,11 @@ fn viridis(t: f32) -> RGBColor {
         (160.0, 219.0, 57.0),
         (254.0, 232.0, 37.0),
     ];
-    let x = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 } * (STOPS.len() - 1) as f32;
+    let x = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    } * (STOPS.len() - 1) as f32;
     let i = (x.floor() as usize).min(STOPS.len() - 2);
     let f = x - i as f32;
     let (a, b) = (STOPS[i], STOPS[i + 1]);
@@ -90,7 +94,11 @@ fn draw(
     root.fill(&WHITE)?;
     let nd = e.doc_tokens;
     let lo = e.similarities.iter().copied().fold(f32::INFINITY, f32::min);
-    let mut hi = e.similarities.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut hi = e
+        .similarities
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
     if !(hi > lo) {
         hi = lo + 1.0;
     }
@@ -111,8 +119,15 @@ fn draw(
     let font = ("sans-serif", 11).into_font();
     for (i, label) in query_labels.iter().enumerate() {
         let (_, y) = at(i, 0);
-        let style = font.clone().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
-        root.draw(&Text::new(label.clone(), (LEFT as i32 - 6, y + c / 2), style))?;
+        let style = font
+            .clone()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw(&Text::new(
+            label.clone(),
+            (LEFT as i32 - 6, y + c / 2),
+            style,
+        ))?;
     }
     // Document labels, rotated, when the cells are wide enough to tell them apart.
     let step = (12 / c.max(1)).max(1) as usize;
@@ -123,7 +138,11 @@ fn draw(
             .transform(FontTransform::Rotate270)
             .color(&BLACK)
             .pos(Pos::new(HPos::Left, VPos::Center));
-        root.draw(&Text::new(label.clone(), (x + c / 2, TOP as i32 - 6), style))?;
+        root.draw(&Text::new(
+            label.clone(),
+            (x + c / 2, TOP as i32 - 6),
+            style,
+        ))?;
     }
     root.draw(&Text::new(
         title.to_owned(),
@@ -148,7 +167,10 @@ fn scale(root: &Area<'_>, lo: f32, hi: f32, rows_px: i32, cols_px: i32) -> DrawR
     }
     let font = ("sans-serif", 11).into_font();
     for (v, y) in [(hi, top), (lo, top + h)] {
-        let style = font.clone().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        let style = font
+            .clone()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
         root.draw(&Text::new(format!("{v:.3}"), (x + 18, y), style))?;
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
-use tessera::{Collection, Diversity, ExternalId, Explanation};
+use tessera::{Collection, Diversity, Explanation, ExternalId};
 
 use crate::args::{QuerySource, SearchOpts};
 use crate::commands::{f32_value, like_query, resolve_id};
@@ -39,7 +39,8 @@ pub fn default_diversity(o: &mut SearchOpts, setting: Option<Diversity>) {
 
 /// `.diversity`'s arguments: `off`, `on` (0.9 and 0.9), or two thresholds.
 pub fn parse_diversity_setting(values: &[String]) -> Result<Option<Diversity>> {
-    let threshold = |v: &str| crate::args::similarity(v).map_err(|e| anyhow::anyhow!("diversity: {e}"));
+    let threshold =
+        |v: &str| crate::args::similarity(v).map_err(|e| anyhow::anyhow!("diversity: {e}"));
     match values {
         [v] if v == "off" => Ok(None),
         [v] if v == "on" => Ok(Some(Diversity::default())),
@@ -110,14 +111,19 @@ pub fn queries(
 ) -> Result<Vec<LabelledQuery>> {
     let dim = coll.config().dim as usize;
     let by_position = |q: Query| {
-        let token_labels = (0..q.vectors.len() / dim).map(|i| format!("q{i}")).collect();
+        let token_labels = (0..q.vectors.len() / dim)
+            .map(|i| format!("q{i}"))
+            .collect();
         LabelledQuery {
             query: q,
             token_labels,
         }
     };
     if let Some(path) = &source.query {
-        return Ok(read_queries(path, dim)?.into_iter().map(by_position).collect());
+        return Ok(read_queries(path, dim)?
+            .into_iter()
+            .map(by_position)
+            .collect());
     }
     if let Some(id) = &source.like {
         return Ok(vec![by_position(like_query(coll, id)?)]);
@@ -245,7 +251,10 @@ pub fn explain(
         let doc_labels: Vec<String> = (0..e.doc_tokens).map(|j| format!("d{j}")).collect();
         let title = format!(
             "{:?} x document {} in {:?}: MaxSim {:.4}",
-            q.query.label.as_str().map_or(q.query.label.to_string(), str::to_owned),
+            q.query
+                .label
+                .as_str()
+                .map_or(q.query.label.to_string(), str::to_owned),
             e.id,
             coll.name(),
             e.score
