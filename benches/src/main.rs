@@ -15,6 +15,7 @@ use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
 use tessera_bench::{dataset, drift, pydoc, report, run, stats, truth};
 
 mod gpu;
+mod rag;
 
 #[derive(Parser)]
 #[command(name = "tessera-bench", about = "Tessera benchmarks")]
@@ -36,6 +37,8 @@ enum Command {
     PreparePythonDoc(PrepareArgs),
     /// CPU vs GPU search: latency, batch QPS, recall, bytes moved, bandwidth.
     Gpu(gpu::GpuArgs),
+    /// Rerank-only throughput and the cost of a diverse top-10 (issue 14).
+    Rag(rag::RagArgs),
 }
 
 #[derive(Args, Clone)]
@@ -467,6 +470,7 @@ fn main() -> Result<()> {
         Command::PythonDoc(a) => python_doc(&a),
         Command::Smoke(a) => smoke(&a),
         Command::Gpu(a) => gpu::run(&a),
+        Command::Rag(a) => rag::run(&a),
         Command::PreparePythonDoc(a) => {
             pydoc::prepare(&pydoc::PrepareSpec {
                 text_dir: a.text,
