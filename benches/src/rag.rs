@@ -14,8 +14,8 @@ use rand::seq::index::sample;
 use serde::Serialize;
 use tessera::synthetic::{QuerySpec, SyntheticSpec, SyntheticStream, queries_from};
 use tessera::{
-    Collection, CollectionConfig, Database, Device, Diversity, Document, ExternalId,
-    IngestOptions, SearchParams,
+    Collection, CollectionConfig, Database, Device, Diversity, Document, ExternalId, IngestOptions,
+    SearchParams,
 };
 use tessera_bench::dataset::Preset;
 use tessera_bench::metrics::{Latency, load_average, machine};

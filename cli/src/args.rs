@@ -259,11 +259,11 @@ pub struct SearchOpts {
     #[arg(long)]
     pub diverse: bool,
     /// Diverse top-k, skipping candidates with MaxSim(query, doc) / query tokens above T
-    /// (-1 to 1; 1: no test).
+    /// (|T| at most 1; 1: no test).
     #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
     pub max_query_similarity: Option<f32>,
     /// Diverse top-k, skipping candidates whose symmetric normalised MaxSim to a result
-    /// already kept is above T (-1 to 1; 1: no test).
+    /// already kept is above T (|T| at most 1; 1: no test).
     #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
     pub max_kept_similarity: Option<f32>,
 }

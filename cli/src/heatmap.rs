@@ -15,9 +15,21 @@ fn cell_size(doc_tokens: usize) -> u32 {
     (960 / doc_tokens.max(1)).clamp(4, 22) as u32
 }
 
-/// Room for the query token labels at the left and the document ones at the top.
-const LEFT: u32 = 150;
-const TOP: u32 = 120;
+/// Room for labels of `chars` characters (11-pixel text) plus a margin: the query token
+/// labels at the left, the rotated document ones at the top.
+fn label_room(labels: &[String], margin: u32) -> u32 {
+    let chars = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    margin + 7 * chars.min(24)
+}
+
+/// Where the cells start.
+#[derive(Clone, Copy)]
+struct Layout {
+    left: u32,
+    top: u32,
+    cell: u32,
+}
+
 /// Room for the colour scale.
 const RIGHT: u32 = 110;
 const BOTTOM: u32 = 20;
@@ -43,11 +55,15 @@ pub fn write_svg(
         );
     }
     let (nq, nd) = (e.matches.len(), e.doc_tokens);
-    let cell = cell_size(nd);
-    let width = LEFT + cell * nd as u32 + RIGHT;
-    let height = TOP + cell * nq as u32 + BOTTOM;
+    let at = Layout {
+        left: label_room(query_labels, 16).max(60),
+        top: label_room(doc_labels, 36),
+        cell: cell_size(nd),
+    };
+    let width = at.left + at.cell * nd as u32 + RIGHT;
+    let height = at.top + at.cell * nq as u32 + BOTTOM;
     let root = SVGBackend::new(path, (width, height)).into_drawing_area();
-    draw(&root, title, e, query_labels, doc_labels, cell)
+    draw(&root, title, e, query_labels, doc_labels, at)
         .with_context(|| format!("{}: cannot draw the heatmap", path.display()))?;
     root.present()
         .with_context(|| format!("{}: cannot write the heatmap", path.display()))?;
@@ -89,8 +105,9 @@ fn draw(
     e: &Explanation,
     query_labels: &[String],
     doc_labels: &[String],
-    cell: u32,
+    layout: Layout,
 ) -> DrawResult {
+    let Layout { left, top, cell } = layout;
     root.fill(&WHITE)?;
     let nd = e.doc_tokens;
     let lo = e.similarities.iter().copied().fold(f32::INFINITY, f32::min);
@@ -103,7 +120,7 @@ fn draw(
         hi = lo + 1.0;
     }
     let c = cell as i32;
-    let at = |i: usize, j: usize| (LEFT as i32 + j as i32 * c, TOP as i32 + i as i32 * c);
+    let at = |i: usize, j: usize| (left as i32 + j as i32 * c, top as i32 + i as i32 * c);
     for (idx, &s) in e.similarities.iter().enumerate() {
         let (x, y) = at(idx / nd.max(1), idx % nd.max(1));
         let colour = viridis((s - lo) / (hi - lo));
@@ -125,7 +142,7 @@ fn draw(
             .pos(Pos::new(HPos::Right, VPos::Center));
         root.draw(&Text::new(
             label.clone(),
-            (LEFT as i32 - 6, y + c / 2),
+            (left as i32 - 6, y + c / 2),
             style,
         ))?;
     }
@@ -140,7 +157,7 @@ fn draw(
             .pos(Pos::new(HPos::Left, VPos::Center));
         root.draw(&Text::new(
             label.clone(),
-            (x + c / 2, TOP as i32 - 6),
+            (x + c / 2, top as i32 - 6),
             style,
         ))?;
     }
@@ -149,13 +166,12 @@ fn draw(
         (8, 16),
         ("sans-serif", 14).into_font().color(&BLACK),
     ))?;
-    scale(root, lo, hi, e.matches.len() as i32 * c, nd as i32 * c)
+    let x = left as i32 + nd as i32 * c + 16;
+    scale(root, lo, hi, (x, top as i32), e.matches.len() as i32 * c)
 }
 
-/// The colour scale at the right of the cells, `rows_px` high.
-fn scale(root: &Area<'_>, lo: f32, hi: f32, rows_px: i32, cols_px: i32) -> DrawResult {
-    let x = LEFT as i32 + cols_px + 16;
-    let top = TOP as i32;
+/// The colour scale, its top left corner at `(x, top)`, `rows_px` high.
+fn scale(root: &Area<'_>, lo: f32, hi: f32, (x, top): (i32, i32), rows_px: i32) -> DrawResult {
     let h = rows_px.max(40);
     let steps = 64;
     for k in 0..steps {
