@@ -116,7 +116,8 @@ fn draw(
         .iter()
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
-    if !(hi > lo) {
+    // One value everywhere (or none): any scale will do, and it must not divide by 0.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         hi = lo + 1.0;
     }
     let c = cell as i32;

@@ -181,7 +181,7 @@ fn rerank_bad_input_is_a_clear_error_or_an_empty_result() {
     assert!(stderr(&o).contains("no ids given"), "{}", stderr(&o));
     // A query of the wrong dimension.
     let wrong = t.p("wrong.npy");
-    write_npy_f32(&wrong, 2, DIM + 1, &vec![0.5; 2 * (DIM + 1)]);
+    write_npy_f32(&wrong, 2, DIM + 1, &[0.5; 2 * (DIM + 1)]);
     let e = fails(&[
         "rerank",
         s(&db),

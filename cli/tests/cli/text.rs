@@ -698,7 +698,7 @@ fn explain_and_rerank_with_text_label_query_tokens_with_their_wordpieces() {
     let at = tokens.iter().position(|t| *t == "what").expect("what");
     assert_eq!(&tokens[at..at + words.len()], &words, "{tokens:?}");
     assert_eq!(tokens[0], "[CLS]");
-    assert!(tokens.iter().any(|t| *t == "[MASK]"), "{tokens:?}");
+    assert!(tokens.contains(&"[MASK]"), "{tokens:?}");
     // The explanation's total is the rerank score of the same text query.
     let total: f32 = rows
         .iter()
