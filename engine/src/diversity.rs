@@ -120,6 +120,9 @@ pub(crate) fn search(
         collection: snap.collection.to_string(),
         reason,
     })?;
+    if k == 0 {
+        return Ok((Vec::new(), SearchStats::default()));
+    }
     let mut plain = SearchParams {
         diversity: None,
         ..params.clone()

@@ -363,6 +363,24 @@ fn explanations_sum_to_the_score_and_pick_each_query_tokens_argmax() {
 }
 
 #[test]
+fn explanations_of_queries_longer_than_the_kernels_query_block_still_equal_the_score() {
+    // The refine kernel sums its per-token maxima in blocks of 128 query tokens; the
+    // explanation's total must be summed the same way to stay bit for bit equal.
+    let c = clustered(40, 4, 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coll = collection(dir.path(), &c, Precision::F16);
+    for q in c.queries(2, 300, 0.2, 12) {
+        let ids: Vec<ExternalId> = (0..10).map(id).collect();
+        let r = coll.rerank(&q, &ids, 10).expect("rerank");
+        for h in &r.hits {
+            let e = coll.explain(&q, &h.id).expect("explain").expect("present");
+            assert_eq!(e.matches.len(), 300);
+            assert_eq!(e.score, h.score, "{}", h.id);
+        }
+    }
+}
+
+#[test]
 fn explain_bad_input_is_a_clear_error_or_none() {
     let c = clustered(30, 3, 8);
     let dir = tempfile::tempdir().expect("tempdir");
