@@ -354,7 +354,7 @@ pub struct ExplainArgs {
 }
 
 /// A count that must be positive: 0 results or 0 probes would silently return nothing.
-fn at_least_one<T>(s: &str) -> Result<T, String>
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + From<u8>,
     T::Err: std::fmt::Display,

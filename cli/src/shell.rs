@@ -107,8 +107,8 @@ enum ShellCmd {
         /// The query.
         #[command(flatten)]
         source: QuerySource,
-        /// Results per query (default: every given document).
-        #[arg(short = 'k')]
+        /// Results per query (at least 1; default: every given document).
+        #[arg(short = 'k', value_parser = crate::args::at_least_one::<usize>)]
         k: Option<usize>,
         /// A file of ids to score, one per line (with or instead of IDS).
         #[arg(long, value_name = "FILE")]
