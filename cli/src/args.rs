@@ -112,6 +112,17 @@ pub enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Merge a collection's segments and drop the bytes of deleted and replaced documents
+    /// (searches and other writers go on meanwhile).
+    Compact {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show collections: documents, tokens, segments, bytes per token, codec, model.
     Info {
         /// Database directory.

@@ -380,6 +380,29 @@ pub fn delete(coll: &Collection, ids: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Compacts a collection and reports what changed, on stderr (or as JSON on stdout).
+pub fn compact(coll: &Collection, json: bool) -> Result<()> {
+    let r = coll.compact()?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    eprintln!(
+        "compacted {:?}: {} merge{}, {} → {} segments, {} deleted document{} dropped, {} → {} bytes, {:.2} s",
+        coll.name(),
+        r.merges,
+        if r.merges == 1 { "" } else { "s" },
+        r.segments_before,
+        r.segments_after,
+        r.documents_dropped,
+        if r.documents_dropped == 1 { "" } else { "s" },
+        r.bytes_before,
+        r.bytes_after,
+        r.seconds
+    );
+    Ok(())
+}
+
 fn codec_summary(i: &CollectionInfo) -> String {
     if i.centroids == 0 {
         "untrained (the first ingest trains it)".into()

@@ -138,6 +138,14 @@ fn run(cmd: Command) -> Result<u8> {
             let database = Database::open(&db)?;
             commands::delete(&errors::collection(&database, &collection)?, &ids)?;
         }
+        Command::Compact {
+            db,
+            collection,
+            json,
+        } => {
+            let database = Database::open(&db)?;
+            commands::compact(&errors::collection(&database, &collection)?, json)?;
+        }
         Command::Info {
             db,
             collection,

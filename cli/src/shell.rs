@@ -151,6 +151,8 @@ enum ShellCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Merge the collection in use's segments, dropping deleted documents' bytes.
+    Compact,
     /// Drop a collection and its files.
     Drop {
         /// Collection name.
@@ -242,6 +244,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("device", ".device [auto|cpu|cuda|cuda:N]"),
     ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
+    ("compact", ".compact"),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
@@ -556,6 +559,7 @@ impl Shell {
                 println!("diversity: {}", rag::diversity_setting(s.diversity));
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
+            ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
             ShellCmd::Drop { collection } => {
                 crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;

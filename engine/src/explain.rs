@@ -11,7 +11,7 @@ use serde::Serialize;
 use tessera_kernels::{StoredVectors, maxsim_stored};
 use tessera_storage::ExternalId;
 
-use crate::db::Collection;
+use crate::collection::Collection;
 use crate::error::Result;
 use crate::locate::Missing;
 use crate::snapshot::Snapshot;

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 pub use tessera_storage::originals::Precision;
 
+pub use crate::writer::MergePolicy;
+
 /// Settings fixed when a collection is created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -27,6 +29,10 @@ pub struct CollectionConfig {
     /// the compressed codes. Collections created before originals existed read as `None`.
     #[serde(default = "no_originals")]
     pub originals: Precision,
+    /// When the writer merges segments by itself, and how large merges make them
+    /// ([`MergePolicy`]; collections created before merges existed get the default).
+    #[serde(default)]
+    pub merge_policy: MergePolicy,
 }
 
 fn no_originals() -> Precision {
@@ -44,6 +50,7 @@ impl CollectionConfig {
             kmeans_iters: 8,
             seed: 42,
             originals: Precision::F16,
+            merge_policy: MergePolicy::default(),
         }
     }
 
@@ -71,6 +78,12 @@ impl CollectionConfig {
         self
     }
 
+    /// Sets the merge policy.
+    pub fn with_merge_policy(mut self, policy: MergePolicy) -> Self {
+        self.merge_policy = policy;
+        self
+    }
+
     /// Sets the training seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -92,6 +105,9 @@ impl CollectionConfig {
         }
         if self.kmeans_iters == 0 {
             return Err("kmeans_iters must be at least 1".into());
+        }
+        if let Some(problem) = self.merge_policy.problem() {
+            return Err(format!("merge policy: {problem}"));
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 use tessera_kernels::{StoredVectors, maxsim_stored};
 use tessera_storage::ExternalId;
 
-use crate::db::Collection;
+use crate::collection::Collection;
 use crate::document::Hit;
 use crate::error::Result;
 use crate::locate::Missing;

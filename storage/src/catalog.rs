@@ -533,6 +533,12 @@ impl CatalogBatch {
         Ok(())
     }
 
+    /// Removes the tombstones of one segment (a merge dropped it).
+    pub fn delete_tombstones(&mut self, coll: u32, segment: u64) {
+        self.inner
+            .delete(key(TAG_TOMBSTONES, coll, &segment.to_be_bytes()));
+    }
+
     /// Sets a document's JSON metadata.
     pub fn put_metadata(&mut self, coll: u32, id: &ExternalId, json: &[u8]) {
         self.inner

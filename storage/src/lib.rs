@@ -28,6 +28,7 @@ mod error;
 pub mod failpoint;
 pub mod fsutil;
 mod ids;
+pub mod layout;
 mod mmap;
 pub mod originals;
 pub mod segment;

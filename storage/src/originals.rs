@@ -192,8 +192,18 @@ pub struct OriginalsInput<'a> {
     pub segment_id: u64,
     /// `n_docs + 1` token offsets, starting at 0 (the segment's).
     pub doc_offsets: &'a [u64],
-    /// Row-major `[n_tokens, dim]` vectors as ingested.
-    pub vectors: &'a [f32],
+    /// The vectors, row-major `[n_tokens, dim]`.
+    pub vectors: OriginalValues<'a>,
+}
+
+/// The values an originals file is written from.
+#[derive(Clone, Copy, Debug)]
+pub enum OriginalValues<'a> {
+    /// As ingested; converted to the file's precision (round to nearest even).
+    F32(&'a [f32]),
+    /// Already at the file's precision, little-endian, as [`OriginalsReader::doc_bytes`]
+    /// returns them (a merge copies documents without converting them twice).
+    Stored(&'a [u8]),
 }
 
 /// Converts `values` to `precision`'s little-endian bytes (round to nearest even).
@@ -217,7 +227,12 @@ fn encode_values(values: &[f32], precision: Precision) -> Vec<u8> {
 pub fn write_originals(out: &mut impl Write, input: &OriginalsInput<'_>) -> std::io::Result<u64> {
     let dim = input.dim as usize;
     let n_docs = input.doc_offsets.len().saturating_sub(1);
-    let n_tokens = input.vectors.len() / dim.max(1);
+    let row = dim * input.precision.bytes();
+    let bytes = match input.vectors {
+        OriginalValues::F32(v) => encode_values(v, input.precision),
+        OriginalValues::Stored(b) => b.to_vec(),
+    };
+    let n_tokens = bytes.len() / row.max(1);
     debug_assert_ne!(input.precision, Precision::None);
     debug_assert_eq!(input.doc_offsets.last().copied(), Some(n_tokens as u64));
     let meta = OriginalsMeta {
@@ -227,8 +242,6 @@ pub fn write_originals(out: &mut impl Write, input: &OriginalsInput<'_>) -> std:
         n_tokens: n_tokens as u64,
         segment_id: input.segment_id,
     };
-    let bytes = encode_values(input.vectors, input.precision);
-    let row = dim * input.precision.bytes();
     let crcs: Vec<u8> = input
         .doc_offsets
         .windows(2)
@@ -376,10 +389,9 @@ impl OriginalsReader {
         }
     }
 
-    /// The original vectors of local document `local`, row-major `[tokens, dim]`, after
-    /// checking them against the document's CRC (once per reader). A mismatch is a
-    /// [`Error::ChecksumMismatch`] naming the file and the document.
-    pub fn doc(&self, local: u32) -> Result<OriginalDoc<'_>> {
+    /// Document `local`'s stored bytes (little-endian values at the file's precision),
+    /// checked against its CRC on first read.
+    pub fn doc_bytes(&self, local: u32) -> Result<&[u8]> {
         let path = self.path();
         let l = local as usize;
         let offsets = self.doc_offsets();
@@ -415,6 +427,15 @@ impl OriginalsReader {
             }
             self.verified[word].fetch_or(bit, Ordering::AcqRel);
         }
+        Ok(bytes)
+    }
+
+    /// The original vectors of local document `local`, row-major `[tokens, dim]`, after
+    /// checking them against the document's CRC (once per reader). A mismatch is a
+    /// [`Error::ChecksumMismatch`] naming the file and the document.
+    pub fn doc(&self, local: u32) -> Result<OriginalDoc<'_>> {
+        let path = self.path();
+        let bytes = self.doc_bytes(local)?;
         let bad_layout = |e: bytemuck::PodCastError| {
             Error::corrupt(
                 path,
@@ -460,7 +481,7 @@ mod tests {
                 precision,
                 segment_id: 9,
                 doc_offsets: offsets,
-                vectors,
+                vectors: OriginalValues::F32(vectors),
             },
         )
         .expect("serialise");

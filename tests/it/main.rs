@@ -10,6 +10,7 @@ mod crash;
 mod failpoints;
 mod kill_loop;
 mod lifecycle;
+mod merges;
 mod originals;
 mod quality;
 mod rag;
