@@ -15,6 +15,7 @@ use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
 use tessera_bench::{dataset, drift, lifecycle, pydoc, report, run, stats, truth};
 
 mod gpu;
+mod rag;
 
 #[derive(Parser)]
 #[command(name = "tessera-bench", about = "Tessera benchmarks")]
@@ -36,6 +37,8 @@ enum Command {
     PreparePythonDoc(PrepareArgs),
     /// CPU vs GPU search: latency, batch QPS, recall, bytes moved, bandwidth.
     Gpu(gpu::GpuArgs),
+    /// Rerank-only throughput and the cost of a diverse top-10 (issue 14).
+    Rag(rag::RagArgs),
     /// A collection through churn (small batches, deletes, upserts), before and after
     /// `compact()`, against a fresh build of the same live documents (synthetic-minilm).
     Lifecycle(LifecycleArgs),
@@ -527,6 +530,7 @@ fn main() -> Result<()> {
         Command::Smoke(a) => smoke(&a),
         Command::Gpu(a) => gpu::run(&a),
         Command::Lifecycle(a) => lifecycle(&a),
+        Command::Rag(a) => rag::run(&a),
         Command::PreparePythonDoc(a) => {
             pydoc::prepare(&pydoc::PrepareSpec {
                 text_dir: a.text,

@@ -92,6 +92,16 @@ pub enum Command {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// Score given documents against a query by exact MaxSim (rerank only): full
+    /// precision over the originals where kept, else over the decompressed codes. Ids
+    /// that are not in the collection are listed on stderr; an empty id list prints no rows.
+    #[command(group(QUERIES.clone()))]
+    Rerank(RerankArgs),
+    /// Explain a document's score for a query: for each query token, the best document
+    /// token, its position and the similarity (their sum is the MaxSim score); with
+    /// --plot, a heatmap of every query token x document token similarity (SVG).
+    #[command(group(QUERIES.clone()))]
+    Explain(ExplainArgs),
     /// Delete documents by id.
     Delete {
         /// Database directory.
@@ -254,10 +264,108 @@ pub struct SearchOpts {
     /// (default: auto; in the shell, the `.device` setting).
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<tessera::Device>,
+    /// Diverse top-k: skip a candidate whose normalised MaxSim to the query or to a kept
+    /// result exceeds the thresholds (default 0.9 each; in the shell, the `.diversity`
+    /// setting).
+    #[arg(long)]
+    pub diverse: bool,
+    /// Diverse top-k, skipping candidates with MaxSim(query, doc) / query tokens above T
+    /// (|T| at most 1; 1: no test).
+    #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
+    pub max_query_similarity: Option<f32>,
+    /// Diverse top-k, skipping candidates whose symmetric normalised MaxSim to a result
+    /// already kept is above T (|T| at most 1; 1: no test).
+    #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
+    pub max_kept_similarity: Option<f32>,
+}
+
+/// A diversity threshold: normalised MaxSim, a number from -1 to 1.
+pub fn similarity(s: &str) -> Result<f32, String> {
+    let v: f32 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    let probe = tessera::Diversity::new(v, v);
+    probe
+        .check()
+        .map_err(|_| format!("{s} is not a number from -1 to 1 (normalised MaxSim)"))?;
+    Ok(v)
+}
+
+/// Where the query of `rerank` and `explain` comes from: the options of `search`.
+/// One of --query, --text and --like is required (the `queries` group of the commands that
+/// flatten this).
+#[derive(Args, Debug, Clone)]
+pub struct QuerySource {
+    /// Query file: .npy, .safetensors, .json or .jsonl.
+    #[arg(long)]
+    pub query: Option<PathBuf>,
+    /// Query text, encoded with the model.
+    #[arg(long, value_name = "TEXT", value_parser = query_text)]
+    pub text: Option<String>,
+    /// Use this document's stored vectors as the query.
+    #[arg(long, value_name = "ID")]
+    pub like: Option<String>,
+    /// Encoder model directory for --text (default: the one recorded with the collection).
+    #[arg(long, value_name = "DIR", requires = "text")]
+    pub model: Option<PathBuf>,
+}
+
+/// Exactly one query source for `rerank` and `explain`.
+static QUERIES: std::sync::LazyLock<clap::ArgGroup> = std::sync::LazyLock::new(|| {
+    clap::ArgGroup::new("queries")
+        .required(true)
+        .args(["query", "text", "like"])
+});
+
+/// Options of `tessera rerank`.
+#[derive(Args, Debug, Clone)]
+pub struct RerankArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Collection name.
+    pub collection: String,
+    /// The query.
+    #[command(flatten)]
+    pub source: QuerySource,
+    /// Ids of the documents to score, comma-separated (repeatable).
+    #[arg(
+        long,
+        value_name = "ID,ID",
+        value_delimiter = ',',
+        required_unless_present = "ids_file"
+    )]
+    pub ids: Vec<String>,
+    /// A file of ids to score, one per line.
+    #[arg(long, value_name = "FILE", conflicts_with = "ids")]
+    pub ids_file: Option<PathBuf>,
+    /// Results per query (default: every given document).
+    #[arg(short = 'k', value_parser = at_least_one::<usize>)]
+    pub k: Option<usize>,
+    /// Output format.
+    #[command(flatten)]
+    pub out: OutputArgs,
+}
+
+/// Options of `tessera explain`.
+#[derive(Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// Database directory.
+    pub db: PathBuf,
+    /// Collection name.
+    pub collection: String,
+    /// The document to explain.
+    pub id: String,
+    /// The query.
+    #[command(flatten)]
+    pub source: QuerySource,
+    /// Write a heatmap of query tokens x document tokens to this .svg file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Output format.
+    #[command(flatten)]
+    pub out: OutputArgs,
 }
 
 /// A count that must be positive: 0 results or 0 probes would silently return nothing.
-fn at_least_one<T>(s: &str) -> Result<T, String>
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + From<u8>,
     T::Err: std::fmt::Display,

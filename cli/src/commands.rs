@@ -33,6 +33,8 @@ pub struct Session {
     /// Refine budget of searches without `--refine` (the shell's `.refine`; `None`: the
     /// engine's default).
     pub refine: Option<usize>,
+    /// Diversity of searches without diversity flags (the shell's `.diversity`).
+    pub diversity: Option<tessera::Diversity>,
 }
 
 impl Session {
@@ -254,13 +256,17 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     if let Some(r) = o.refine {
         p = p.with_n_refine(r);
     }
+    // Issue 14: diverse top-k (rag.rs).
+    if let Some(d) = crate::rag::diversity(o) {
+        p = p.with_diversity(d);
+    }
     p.with_device(crate::device::for_search(
         o.device.unwrap_or(tessera::Device::Auto),
     ))
 }
 
 /// An f32 as the shortest decimal that reads back as the same f32.
-fn f32_value(x: f32) -> Value {
+pub fn f32_value(x: f32) -> Value {
     format!("{x}")
         .parse::<f64>()
         .map_or(Value::Null, Value::from)

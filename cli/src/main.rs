@@ -6,9 +6,11 @@ mod device;
 mod errors;
 mod formats;
 mod generate;
+mod heatmap;
 mod ingest;
 mod interrupt;
 mod query;
+mod rag;
 mod render;
 mod shell;
 mod text;
@@ -112,6 +114,21 @@ fn run(cmd: Command) -> Result<u8> {
             };
             let mut printer = Printer::stdout(out.mode());
             commands::search(&coll, &queries, &opts, &mut printer, false)?;
+        }
+        Command::Rerank(a) => {
+            let database = Database::open_read_only(&a.db)?;
+            let coll = errors::collection(&database, &a.collection)?;
+            let queries = rag::queries(&coll, &a.source, &mut rag::load_model)?;
+            let ids = rag::read_ids(&a.ids, a.ids_file.as_deref())?;
+            let mut printer = Printer::stdout(a.out.mode());
+            rag::rerank(&coll, &queries, &ids, a.k, &mut printer)?;
+        }
+        Command::Explain(a) => {
+            let database = Database::open_read_only(&a.db)?;
+            let coll = errors::collection(&database, &a.collection)?;
+            let queries = rag::queries(&coll, &a.source, &mut rag::load_model)?;
+            let mut printer = Printer::stdout(a.out.mode());
+            rag::explain(&coll, queries, &a.id, a.plot.as_ref(), &mut printer)?;
         }
         Command::Delete {
             db,

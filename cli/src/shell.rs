@@ -18,10 +18,10 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Editor, Helper};
 
-use crate::args::{CreateArgs, IngestArgs, SearchOpts, ShellArgs};
+use crate::args::{CreateArgs, IngestArgs, QuerySource, SearchOpts, ShellArgs};
 use crate::commands::{self, Session};
 use crate::render::{Mode, Printer};
-use crate::{ingest, interrupt, query, text};
+use crate::{ingest, interrupt, query, rag, text};
 
 /// `on` or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -95,6 +95,50 @@ enum ShellCmd {
         /// The query text (the rest of the line).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         words: Vec<String>,
+    },
+    /// Score given documents against a query by exact MaxSim (rerank only); ids not in the
+    /// collection are listed on stderr.
+    #[command(group(
+        clap::ArgGroup::new("queries")
+            .required(true)
+            .args(["query", "text", "like"])
+    ))]
+    Rerank {
+        /// The query.
+        #[command(flatten)]
+        source: QuerySource,
+        /// Results per query (at least 1; default: every given document).
+        #[arg(short = 'k', value_parser = crate::args::at_least_one::<usize>)]
+        k: Option<usize>,
+        /// A file of ids to score, one per line (with or instead of IDS).
+        #[arg(long, value_name = "FILE")]
+        ids_file: Option<PathBuf>,
+        /// Ids of the documents to score.
+        #[arg(value_name = "ID", required_unless_present = "ids_file")]
+        ids: Vec<String>,
+    },
+    /// Explain a document's score for a query token by token; --plot writes a heatmap (SVG).
+    #[command(group(
+        clap::ArgGroup::new("queries")
+            .required(true)
+            .args(["query", "text", "like"])
+    ))]
+    Explain {
+        /// The document.
+        id: String,
+        /// The query.
+        #[command(flatten)]
+        source: QuerySource,
+        /// Write a heatmap of query tokens x document tokens to this .svg file.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+    },
+    /// Set the diversity of .search and .text: off, on (0.9 and 0.9), or the two thresholds
+    /// (query, kept) from -1 to 1; no argument: show it.
+    Diversity {
+        /// off, on, or MAX_QUERY_SIMILARITY MAX_KEPT_SIMILARITY.
+        #[arg(num_args = 0..=2)]
+        values: Vec<String>,
     },
     /// Set the encoder model for .text and .ingest --text (no argument: show it).
     Model {
@@ -184,9 +228,18 @@ const SYNOPSES: &[(&str, &str)] = &[
     ),
     (
         "search",
-        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D]\n.search --like ID [-k K]",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D] [--diverse] [--max-query-similarity T] [--max-kept-similarity T]\n.search --like ID [-k K]",
     ),
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
+    (
+        "rerank",
+        ".rerank (--query FILE | --text TEXT | --like ID) [-k K] [--ids-file F] ID...",
+    ),
+    (
+        "explain",
+        ".explain ID (--query FILE | --text TEXT | --like ID) [--plot FILE.svg]",
+    ),
+    ("diversity", ".diversity [off|on|Q K]"),
     ("model", ".model [DIR]"),
     ("device", ".device [auto|cpu|cuda|cuda:N]"),
     ("refine", ".refine [N|0|auto]"),
@@ -305,6 +358,7 @@ impl Shell {
                 model_cache: None,
                 device: tessera::Device::Auto,
                 refine: None,
+                diversity: None,
             },
             bail,
             echo,
@@ -444,6 +498,7 @@ impl Shell {
             } => {
                 opts.device = opts.device.or(Some(s.device));
                 opts.refine = opts.refine.or(s.refine);
+                rag::default_diversity(&mut opts, s.diversity);
                 let coll = s.collection()?;
                 let m = s.query_model(&coll, model.as_deref())?;
                 let queries = text::text_queries(&m, &[words.join(" ")])?;
@@ -472,6 +527,7 @@ impl Shell {
             } => {
                 opts.device = opts.device.or(Some(s.device));
                 opts.refine = opts.refine.or(s.refine);
+                rag::default_diversity(&mut opts, s.diversity);
                 let coll = s.collection()?;
                 let queries = match (query, like) {
                     (_, Some(id)) => vec![commands::like_query(&coll, &id)?],
@@ -479,6 +535,28 @@ impl Shell {
                     (None, None) => bail!("give a query file or --like ID"),
                 };
                 commands::search(&coll, &queries, &opts, &mut s.printer, s.timer)?;
+            }
+            ShellCmd::Rerank {
+                source,
+                k,
+                ids_file,
+                ids,
+            } => {
+                let coll = s.collection()?;
+                let queries = rag::queries(&coll, &source, &mut |c, g| s.query_model(c, g))?;
+                let ids = rag::read_ids(&ids, ids_file.as_deref())?;
+                rag::rerank(&coll, &queries, &ids, k, &mut s.printer)?;
+            }
+            ShellCmd::Explain { id, source, plot } => {
+                let coll = s.collection()?;
+                let queries = rag::queries(&coll, &source, &mut |c, g| s.query_model(c, g))?;
+                rag::explain(&coll, queries, &id, plot.as_ref(), &mut s.printer)?;
+            }
+            ShellCmd::Diversity { values } => {
+                if !values.is_empty() {
+                    s.diversity = rag::parse_diversity_setting(&values)?;
+                }
+                println!("diversity: {}", rag::diversity_setting(s.diversity));
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
@@ -550,6 +628,7 @@ impl Shell {
                 println!("     timer: {}", on(s.timer));
                 println!("    device: {}", s.device);
                 println!("    refine: {}", refine_setting(s.refine));
+                println!(" diversity: {}", rag::diversity_setting(s.diversity));
                 println!("      bail: {}", on(self.bail));
                 println!("      echo: {}", on(self.echo));
             }

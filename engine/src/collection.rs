@@ -142,6 +142,11 @@ impl Collection {
             inner: self.state.current.read().clone(),
             collection: self.state.name.clone(),
             dim: self.state.config.dim as usize,
+            // Issue 14: ids to documents for rerank, explain and diversity (locate.rs).
+            locate: crate::locate::Locator::new(Arc::downgrade(&self.db), {
+                let coll = self.state.record.id;
+                move |db: &DbInner, ids| Ok(db.catalog.locations(coll, ids)?)
+            }),
         }
     }
 

@@ -72,6 +72,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Search settings are invalid (e.g. a diversity threshold out of range).
+    #[error("collection {collection:?}: invalid search settings: {reason}")]
+    InvalidParams {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
+    },
     /// A batch was encoded by another model than the one the collection records; nothing
     /// was committed.
     #[error(

@@ -24,13 +24,17 @@
 mod codec;
 mod collection;
 mod database;
+mod diversity;
 mod document;
 mod error;
+mod explain;
 mod gpu;
 mod kmeans;
 mod load;
+mod locate;
 mod model;
 mod options;
+mod rerank;
 mod search;
 mod snapshot;
 pub mod synthetic;
@@ -39,14 +43,17 @@ mod writer;
 pub use codec::{default_centroids, plaid_centroids};
 pub use collection::{Collection, CollectionInfo};
 pub use database::Database;
+pub use diversity::{DIVERSITY_DEPTH_FLOOR, DIVERSITY_DEPTH_PER_K, Diversity};
 pub use document::{Document, Hit};
 pub use error::{Error, Result};
+pub use explain::{Explanation, TokenMatch};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
     CollectionConfig, Device, IngestOptions, MergePolicy, OnConflict, ParseDeviceError, Precision,
     REFINE_FLOOR, REFINE_PER_K, SearchParams,
 };
+pub use rerank::RerankReport;
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;

@@ -205,6 +205,11 @@ pub struct SearchParams {
     /// Where the search runs (default `auto`: the first CUDA device when one is usable).
     #[serde(default)]
     pub device: Device,
+    /// Diverse top-k (issue 14): skip candidates too similar to the query or to a document
+    /// already kept ([`crate::Diversity`], `diversity.rs`); `None` (the default): plain
+    /// top-k.
+    #[serde(default)]
+    pub diversity: Option<crate::Diversity>,
 }
 
 /// Lower bound of the default prefilter budget ([`SearchParams::prefilter_budget`]).
@@ -234,6 +239,7 @@ impl Default for SearchParams {
             prefilter: None,
             exhaustive: false,
             device: Device::Auto,
+            diversity: None,
         }
     }
 }

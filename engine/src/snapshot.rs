@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub(crate) inner: Arc<SnapshotInner>,
     pub(crate) collection: Arc<str>,
     pub(crate) dim: usize,
+    /// Ids to documents through the collection's catalog (issue 14: rerank, explain,
+    /// diversity).
+    pub(crate) locate: crate::locate::Locator,
 }
 
 impl Snapshot {
@@ -61,6 +64,10 @@ impl Snapshot {
         params: &SearchParams,
     ) -> Result<(Vec<Hit>, SearchStats)> {
         self.check_query(query)?;
+        // Issue 14: a diverse top-k is its own stage around the search (diversity.rs).
+        if let Some(d) = &params.diversity {
+            return crate::diversity::search(self, query, k, params, d);
+        }
         if let Some(mut found) = crate::gpu::search_batch(&self.inner, &[query], k, params)? {
             return Ok(found.pop().unwrap_or_default());
         }
@@ -81,6 +88,13 @@ impl Snapshot {
         for q in queries {
             self.check_query(q)?;
         }
+        // Issue 14: diverse searches run one by one (diversity.rs), in parallel.
+        if params.diversity.is_some() {
+            return queries
+                .par_iter()
+                .map(|q| self.search(q, k, params))
+                .collect();
+        }
         let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
         if let Some(found) = crate::gpu::search_batch(&self.inner, &refs, k, params)? {
             return Ok(found.into_iter().map(|(hits, _)| hits).collect());
@@ -99,7 +113,7 @@ impl Snapshot {
         self.inner.live_docs()
     }
 
-    fn check_query(&self, query: &[f32]) -> Result<()> {
+    pub(crate) fn check_query(&self, query: &[f32]) -> Result<()> {
         let bad = |reason: String| Error::InvalidQuery {
             collection: self.collection.to_string(),
             reason,

@@ -13,5 +13,6 @@ mod lifecycle;
 mod merges;
 mod originals;
 mod quality;
+mod rag;
 mod readers;
 mod wal;

@@ -8,6 +8,7 @@ mod formats;
 mod interrupt;
 mod malformed;
 mod malformed_corpus;
+mod rag;
 mod shell;
 mod subcommands;
 mod text;

@@ -679,3 +679,42 @@ fn text_ingest_with_skip_existing_commits_only_the_new_documents() {
     assert_eq!(documents(&db, "docs"), PASSAGES.len() as u64);
     assert_each_query_finds_its_passage(&search_text(&db, &[]));
 }
+
+#[test]
+fn explain_and_rerank_with_text_label_query_tokens_with_their_wordpieces() {
+    let t = Tmp::new();
+    let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
+    write_corpus(&corpus);
+    ok(&ingest_text(&db, &corpus, &model()));
+    let q = "what is the capital city of France";
+    let out = ok(&["explain", s(&db), "docs", "paris", "--text", q, "--json"]);
+    let rows = json_lines(&out);
+    let tokens: Vec<&str> = rows
+        .iter()
+        .map(|r| r["token"].as_str().expect("token label"))
+        .collect();
+    // The query's wordpieces, in order, after [CLS] and the query marker; [MASK] padding.
+    let words = ["what", "is", "the", "capital", "city", "of", "france"];
+    let at = tokens.iter().position(|t| *t == "what").expect("what");
+    assert_eq!(&tokens[at..at + words.len()], &words, "{tokens:?}");
+    assert_eq!(tokens[0], "[CLS]");
+    assert!(tokens.contains(&"[MASK]"), "{tokens:?}");
+    // The explanation's total is the rerank score of the same text query.
+    let total: f32 = rows
+        .iter()
+        .map(|r| r["similarity"].as_f64().expect("similarity") as f32)
+        .sum();
+    let reranked = json_lines(&ok(&[
+        "rerank",
+        s(&db),
+        "docs",
+        "--text",
+        q,
+        "--ids",
+        "paris,rust",
+        "--json",
+    ]));
+    assert_eq!(reranked[0]["id"], "paris");
+    let score = reranked[0]["score"].as_f64().expect("score") as f32;
+    assert!((total - score).abs() <= 1e-4 * score, "{total} vs {score}");
+}

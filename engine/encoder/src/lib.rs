@@ -341,6 +341,13 @@ impl Encoder {
             .collect())
     }
 
+    /// The text of a token id that [`Encoder::token_ids`] returns (its wordpiece, or the
+    /// special token's name); `None` for an id outside the vocabulary. Labels token
+    /// vectors for people (the explanations of `tessera explain --text`).
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.plain.token_text(id)
+    }
+
     /// Tokenizes and builds model inputs.
     fn build(&self, texts: &[&str], kind: InputKind) -> Result<Vec<SeqInput>> {
         self.pool.install(|| {

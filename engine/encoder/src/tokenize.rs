@@ -56,6 +56,11 @@ impl TextTokenizer {
         Ok(copy)
     }
 
+    /// Text of a vocabulary or added token id (a wordpiece, e.g. `##ing`, or `[MASK]`).
+    pub(crate) fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// Id of a vocabulary or added token.
     pub(crate) fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
