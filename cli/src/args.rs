@@ -123,6 +123,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a new codec from a sample of the collection's original vectors and re-encode
+    /// every segment with it (searches and other writers go on meanwhile).
+    Retrain {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show collections: documents, tokens, segments, bytes per token, codec, model.
     Info {
         /// Database directory.

@@ -403,6 +403,28 @@ pub fn compact(coll: &Collection, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Re-trains a collection's codec and reports what changed, on stderr (or as JSON).
+pub fn retrain(coll: &Collection, json: bool) -> Result<()> {
+    let r = coll.retrain()?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    eprintln!(
+        "retrained {:?}: {} → {} centroids (trained on {} tokens), {} segments, {} tokens re-encoded, mean residual norm {:.4} → {:.4}, {:.2} s",
+        coll.name(),
+        r.centroids_before,
+        r.centroids_after,
+        r.trained_tokens,
+        r.segments,
+        r.tokens,
+        r.residual_norm_before,
+        r.residual_norm_after,
+        r.seconds
+    );
+    Ok(())
+}
+
 fn codec_summary(i: &CollectionInfo) -> String {
     if i.centroids == 0 {
         "untrained (the first ingest trains it)".into()

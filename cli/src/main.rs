@@ -146,6 +146,14 @@ fn run(cmd: Command) -> Result<u8> {
             let database = Database::open(&db)?;
             commands::compact(&errors::collection(&database, &collection)?, json)?;
         }
+        Command::Retrain {
+            db,
+            collection,
+            json,
+        } => {
+            let database = Database::open(&db)?;
+            commands::retrain(&errors::collection(&database, &collection)?, json)?;
+        }
         Command::Info {
             db,
             collection,

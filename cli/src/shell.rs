@@ -153,6 +153,8 @@ enum ShellCmd {
     },
     /// Merge the collection in use's segments, dropping deleted documents' bytes.
     Compact,
+    /// Re-train the collection in use's codec from its original vectors.
+    Retrain,
     /// Drop a collection and its files.
     Drop {
         /// Collection name.
@@ -245,6 +247,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
     ("compact", ".compact"),
+    ("retrain", ".retrain"),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
@@ -560,6 +563,7 @@ impl Shell {
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
+            ShellCmd::Retrain => commands::retrain(&s.collection()?, false)?,
             ShellCmd::Drop { collection } => {
                 crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;

@@ -25,7 +25,7 @@ use crate::options::CollectionConfig;
 /// Coarse groups searched per token when assigning it to a centroid.
 const ASSIGN_GROUPS: usize = 4;
 /// Tokens sampled for training, per centroid (FAISS-style: enough points per cell).
-const SAMPLE_PER_CENTROID: usize = 48;
+pub(crate) const SAMPLE_PER_CENTROID: usize = 48;
 /// Cap on residuals used for the quantiles.
 const QUANTILE_SAMPLE: usize = 65_536;
 

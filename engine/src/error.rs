@@ -115,6 +115,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Re-training needs the original vectors, and a segment has none (a collection created
+    /// with `Precision::None`, or a segment written before originals existed).
+    #[error(
+        "collection {collection:?}: segment {segment} keeps no original vectors, so the codec cannot be re-trained from the data (create the collection with originals f16, bf16 or f32)"
+    )]
+    NoOriginals {
+        /// The collection.
+        collection: String,
+        /// The segment without originals.
+        segment: u64,
+    },
     /// The requested compute device cannot be used (explicit `cuda[:N]` only; `auto` falls
     /// back to the CPU instead).
     #[error("device {device}: {reason}")]

@@ -57,4 +57,4 @@ pub use rerank::RerankReport;
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
-pub use writer::{CompactReport, DeleteReport, IngestReport};
+pub use writer::{CompactReport, DeleteReport, IngestReport, RetrainReport};

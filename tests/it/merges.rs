@@ -130,7 +130,7 @@ fn random_ingests_upserts_deletes_compactions_and_reopens_match_exact_maxsim_ove
         let mut next_id = 0u64;
         for step in 0..40 {
             let what = format!("seed {seed} step {step}");
-            match rng.random_range(0..10) {
+            match rng.random_range(0..11) {
                 0..=3 => {
                     let n = rng.random_range(1..8);
                     let docs: Vec<Document> = (0..n)
@@ -175,6 +175,10 @@ fn random_ingests_upserts_deletes_compactions_and_reopens_match_exact_maxsim_ove
                     let info = coll.info();
                     assert_eq!(info.segments, report.segments_after, "{what}");
                     assert!(report.segments_after <= report.segments_before, "{what}");
+                }
+                9 => {
+                    let report = coll.retrain().expect("retrain");
+                    assert_eq!(report.segments, coll.info().segments, "{what}");
                 }
                 _ => {
                     drop(coll);
@@ -364,6 +368,7 @@ fn reopen_matches(dir: &Path, model: &Model, what: &str) {
 fn a_merge_failing_at_any_step_of_its_commit_loses_nothing_and_resurrects_nothing() {
     // (point, file pattern, whether compact() must fail)
     let cases = [
+        (failpoint::CREATE, "codec-*.tcd.tmp", true),
         (failpoint::CREATE, "seg-*.tsg.tmp", true),
         (failpoint::WRITE, "seg-*.tsg.tmp", true),
         (failpoint::FSYNC, "seg-*.tsg.tmp", true),
@@ -401,7 +406,15 @@ fn a_merge_failing_at_any_step_of_its_commit_loses_nothing_and_resurrects_nothin
             // Points are process-wide: this test's directory first keeps others' untouched.
             let pattern = format!("{}*{pattern}", dir.path().display());
             failpoint::arm(point, &pattern, ErrorKind::Other);
-            let result = coll.compact();
+            // A re-training writes a codec; a compaction does not, so a codec point tries the
+            // re-training alone.
+            let retrain = coll.retrain();
+            let result = if pattern.contains("codec") {
+                retrain.map(|_| ())
+            } else {
+                assert_eq!(retrain.is_err(), fails, "{what}: retrain {retrain:?}");
+                coll.compact().map(|_| ())
+            };
             failpoint::disarm(&pattern);
             assert_eq!(result.is_err(), fails, "{what}: {result:?}");
             // The handle goes on serving the same documents either way.
@@ -418,4 +431,79 @@ fn a_merge_failing_at_any_step_of_its_commit_loses_nothing_and_resurrects_nothin
         drop(db);
         reopen_matches(dir.path(), &model, &format!("{what}, compacted"));
     }
+}
+
+#[test]
+fn retraining_a_collection_fed_in_small_drifting_batches_refits_the_codec_and_keeps_every_document()
+{
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Database::open_or_create(dir.path()).expect("open");
+    let coll = db.create_collection("c", config(false)).expect("create");
+    let mut rng = StdRng::seed_from_u64(21);
+    let mut model = Model::new();
+    // A first batch of 4 documents trains a coarse codec; the later ones come from other
+    // directions (a shifted centre), so the codec fits them badly.
+    for batch in 0..12u64 {
+        let docs: Vec<Document> = (0..4)
+            .map(|i| {
+                let id = batch * 4 + i;
+                let mut v = random_doc(&mut rng);
+                for (j, x) in v.iter_mut().enumerate() {
+                    if j % DIM == 8 + (batch as usize % 8) {
+                        *x += 2.0;
+                    }
+                }
+                model.insert(id, v.clone());
+                Document::new(id, v)
+            })
+            .collect();
+        coll.ingest(&docs, &IngestOptions::default())
+            .expect("ingest");
+    }
+    coll.delete(&[ExternalId::Int(5)]).expect("delete");
+    model.remove(&5);
+    let before = coll.info();
+    let held = coll.snapshot();
+    let report = coll.retrain().expect("retrain");
+    assert_eq!(report.segments, before.segments);
+    assert_eq!(report.centroids_before, before.centroids);
+    assert!(
+        report.residual_norm_after < report.residual_norm_before,
+        "the new codec fits worse: {report:?}"
+    );
+    let after = coll.info();
+    assert_eq!(after.codec_trained_tokens, report.trained_tokens);
+    assert_eq!(after.centroids, report.centroids_after);
+    check_all(&coll, &model, &mut rng, "after retrain");
+    // The snapshot taken before still searches the old codec's segments.
+    assert_eq!(
+        held.search(&random_doc(&mut rng), 100, &SearchParams::exhaustive())
+            .expect("old snapshot")
+            .len(),
+        model.len()
+    );
+    drop(held);
+    coll.compact().expect("sweep");
+    let codecs = data_files(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".tcd"))
+        .count();
+    assert_eq!(codecs, 1, "superseded codec files are removed");
+    drop(coll);
+    drop(db);
+    let db = Database::open(dir.path()).expect("reopen");
+    let coll = db.collection("c").expect("collection");
+    check_all(&coll, &model, &mut rng, "retrained, reopened");
+    let config = CollectionConfig::new(DIM as u32).originals(Precision::None);
+    let bare = db.create_collection("bare", config).expect("create");
+    bare.ingest(
+        &[Document::new(1u64, random_doc(&mut rng))],
+        &IngestOptions::default(),
+    )
+    .expect("ingest");
+    let err = bare.retrain().expect_err("no originals");
+    assert!(
+        err.to_string().contains("keeps no original vectors"),
+        "{err}"
+    );
 }

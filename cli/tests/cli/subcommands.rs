@@ -460,3 +460,54 @@ fn originals_are_kept_at_f16_by_default_reported_by_info_and_refine_is_a_search_
         assert_eq!(rows.len(), 15, "--refine {refine}: 3 queries x 5 hits");
     }
 }
+
+#[test]
+fn compact_and_retrain_keep_every_search_result_and_report_what_they_did() {
+    let t = Tmp::new();
+    let db = generated_db(&t, 60);
+    let queries = t.p("corpus").join("queries.npy");
+    let search = |db: &std::path::Path| {
+        ok(&[
+            "search",
+            s(db),
+            "passages",
+            "--query",
+            s(&queries),
+            "-k",
+            "5",
+            "--exhaustive",
+            "--json",
+        ])
+    };
+    let first = json_lines(&search(&db));
+    let gone: Vec<String> = first[..2]
+        .iter()
+        .map(|r| r["id"].as_str().expect("string id").to_owned())
+        .collect();
+    ok(&["delete", s(&db), "passages", &gone[0], &gone[1]]);
+    let before = json_lines(&search(&db));
+    let out = ok(&["compact", s(&db), "passages", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("json report");
+    assert_eq!(report["documents_dropped"], 2, "{report}");
+    assert_eq!(report["segments_after"], 1, "{report}");
+    let out = ok(&["retrain", s(&db), "passages", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(out.trim()).expect("json report");
+    assert_eq!(report["segments"], 1, "{report}");
+    assert!(
+        report["centroids_after"].as_u64().is_some_and(|c| c > 0),
+        "{report}"
+    );
+    // Exhaustive search ranks by the originals, which neither command changes.
+    let after = json_lines(&search(&db));
+    let ids = |rows: &[serde_json::Value]| rows.iter().map(|r| r["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(documents(&db, "passages"), 58);
+    // Without --json, one line on stderr says what happened.
+    let o = run(&["compact", s(&db), "passages"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("compacted \"passages\""),
+        "{}",
+        stderr(&o)
+    );
+}

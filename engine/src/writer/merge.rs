@@ -32,10 +32,11 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use tessera_storage::ExternalId;
 use tessera_storage::catalog::{CatalogBatch, DocLocation};
-use tessera_storage::originals::{OriginalValues, OriginalsReader, Precision};
-use tessera_storage::segment::{Codes, SegmentReader};
+use tessera_storage::originals::{OriginalValues, Precision};
+use tessera_storage::segment::Codes;
 
 use super::{CommitPlan, NewSegment, WrittenSegment, remove_unpublished, write_segment_files};
+use crate::codec::Codec;
 use crate::collection::{Collection, CollectionState};
 use crate::database::DbInner;
 use crate::error::Result;
@@ -224,44 +225,49 @@ pub struct CompactReport {
     pub seconds: f64,
 }
 
-/// Files of segments that a merge replaced, removed once no snapshot maps them.
+/// Files that a merge or a re-training replaced, removed once nothing in this process maps
+/// them (no snapshot holds the objects read from them).
 #[derive(Debug)]
 pub(crate) struct Retired {
     files: Vec<PathBuf>,
-    reader: Weak<SegmentReader>,
-    originals: Option<Weak<OriginalsReader>>,
+    holders: Vec<Weak<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Retired {
     fn of(s: &SegmentView, files: Vec<PathBuf>) -> Self {
+        let mut holders: Vec<Weak<dyn std::any::Any + Send + Sync>> =
+            vec![Arc::downgrade(&s.reader) as Weak<dyn std::any::Any + Send + Sync>];
+        if let Some(o) = &s.originals {
+            holders.push(Arc::downgrade(o) as Weak<dyn std::any::Any + Send + Sync>);
+        }
+        Retired { files, holders }
+    }
+
+    /// A codec file, removed once no snapshot holds the codec.
+    pub(crate) fn codec(codec: &Arc<Codec>, file: PathBuf) -> Self {
         Retired {
-            files,
-            reader: Arc::downgrade(&s.reader),
-            originals: s.originals.as_ref().map(Arc::downgrade),
+            files: vec![file],
+            holders: vec![Arc::downgrade(codec) as Weak<dyn std::any::Any + Send + Sync>],
         }
     }
 
     fn in_use(&self) -> bool {
-        self.reader.strong_count() > 0
-            || self
-                .originals
-                .as_ref()
-                .is_some_and(|o| o.strong_count() > 0)
+        self.holders.iter().any(|h| h.strong_count() > 0)
     }
 }
 
 /// The live documents of a group of segments, copied in order.
 #[derive(Default)]
-struct Gathered {
-    doc_offsets: Vec<u64>,
-    codes: Vec<u32>,
-    residuals: Vec<u8>,
-    scales: Vec<u16>,
-    ids: Vec<ExternalId>,
+pub(crate) struct Gathered {
+    pub(crate) doc_offsets: Vec<u64>,
+    pub(crate) codes: Vec<u32>,
+    pub(crate) residuals: Vec<u8>,
+    pub(crate) scales: Vec<u16>,
+    pub(crate) ids: Vec<ExternalId>,
     /// Stored originals bytes, when every source segment has originals.
-    originals: Option<Vec<u8>>,
+    pub(crate) originals: Option<Vec<u8>>,
     /// Per copied document: (index of its source in the group, its local id there).
-    origin: Vec<(usize, u32)>,
+    pub(crate) origin: Vec<(usize, u32)>,
 }
 
 /// A scale of 1 in binary16: what readers assume for segments written without scales.
@@ -270,7 +276,7 @@ const UNIT_SCALE: u16 = 0x3C00;
 /// How often (in documents) a background merge checks that its database is still open.
 const CANCEL_CHECK_DOCS: usize = 1024;
 
-fn gather(
+pub(crate) fn gather(
     sources: &[&SegmentView],
     keep_originals: bool,
     cancelled: &dyn Fn() -> bool,
@@ -489,7 +495,12 @@ fn merge_group(
         coll.check_live()?;
         coll.run_commit(|plan| {
             plan.adopt_files(std::mem::take(&mut files));
-            coll.swap(plan, group, &g, written)
+            let r = Replacement {
+                group: group.to_vec(),
+                gathered: g,
+                written,
+            };
+            Ok(((), coll.swap(plan, vec![r], None)?))
         })
     });
     if swapped.is_err() {
@@ -499,97 +510,102 @@ fn merge_group(
     Ok(Some(Merged { dropped, tokens }))
 }
 
+/// One group of segments and what replaces it: their live documents as copied (or
+/// re-encoded), and the segment written from them (`None` when none was live).
+pub(crate) struct Replacement {
+    pub(crate) group: Vec<u64>,
+    pub(crate) gathered: Gathered,
+    pub(crate) written: Option<WrittenSegment>,
+}
+
 impl Collection {
-    /// The merge's commit: the new segment replaces its sources in the manifest and the id
-    /// map; documents deleted since the copy are tombstoned in it.
-    fn swap(
+    /// The commit of a merge or a re-training: each replacement's segment takes the place of
+    /// its group in the manifest and the id map, documents deleted since the copy are
+    /// tombstoned in it, and `codec` (already written into the plan's manifest) becomes the
+    /// snapshot's codec.
+    pub(crate) fn swap(
         &self,
         plan: &mut CommitPlan,
-        group: &[u64],
-        g: &Gathered,
-        written: Option<WrittenSegment>,
-    ) -> Result<((), SnapshotInner)> {
+        replacements: Vec<Replacement>,
+        codec: Option<Arc<Codec>>,
+    ) -> Result<SnapshotInner> {
         let coll = self.state.record.id;
         let old = plan.old.clone();
-        let sources: Vec<&SegmentView> = group
-            .iter()
-            .map(|id| {
-                old.segments.iter().find(|s| s.id == *id).ok_or_else(|| {
-                    self.corrupt_record(
-                        "manifest".into(),
-                        format!("segment {id} left the collection during its merge"),
-                    )
-                })
-            })
-            .collect::<Result<_>>()?;
         let mut cat = CatalogBatch::default();
-        let mut deleted_since = RoaringBitmap::new();
-        if let Some(w) = &written {
-            for (new_local, &(si, local)) in g.origin.iter().enumerate() {
-                if sources[si].tombstones.contains(local) {
-                    deleted_since.insert(new_local as u32);
-                    continue;
+        let mut segments: Vec<SegmentView> = old.segments.clone();
+        let mut retired = Vec::new();
+        let mut views = Vec::new();
+        for r in replacements {
+            let sources: Vec<&SegmentView> = r
+                .group
+                .iter()
+                .map(|id| {
+                    old.segments.iter().find(|s| s.id == *id).ok_or_else(|| {
+                        self.corrupt_record(
+                            "manifest".into(),
+                            format!("segment {id} left the collection while it was rewritten"),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let mut deleted_since = RoaringBitmap::new();
+            if let Some(w) = &r.written {
+                for (new_local, &(si, local)) in r.gathered.origin.iter().enumerate() {
+                    if sources[si].tombstones.contains(local) {
+                        deleted_since.insert(new_local as u32);
+                        continue;
+                    }
+                    let loc = DocLocation {
+                        segment: w.entry.id,
+                        local: new_local as u32,
+                    };
+                    cat.put_location(coll, &r.gathered.ids[new_local], loc);
                 }
-                let loc = DocLocation {
-                    segment: w.entry.id,
-                    local: new_local as u32,
-                };
-                cat.put_location(coll, &g.ids[new_local], loc);
             }
-        }
-        for id in group {
-            cat.delete_tombstones(coll, *id);
-        }
-        let retired: Vec<Retired> = sources
-            .iter()
-            .map(|s| {
+            for s in &sources {
+                cat.delete_tombstones(coll, s.id);
                 let files = plan
                     .manifest
                     .segments
                     .iter()
-                    .find(|r| r.id == s.id)
-                    .map_or_else(Vec::new, |r| {
+                    .find(|e| e.id == s.id)
+                    .map_or_else(Vec::new, |e| {
                         let names =
-                            std::iter::once(&r.file).chain(r.originals.as_ref().map(|o| &o.file));
+                            std::iter::once(&e.file).chain(e.originals.as_ref().map(|o| &o.file));
                         names.map(|f| self.state.dir.file(f)).collect()
                     });
-                Retired::of(s, files)
-            })
-            .collect();
-        let m = &mut plan.manifest;
-        let at = m
-            .segments
-            .iter()
-            .position(|s| s.id == group[0])
-            .unwrap_or(m.segments.len());
-        m.segments.retain(|s| !group.contains(&s.id));
-        let mut segments: Vec<SegmentView> = old
-            .segments
-            .iter()
-            .filter(|s| !group.contains(&s.id))
-            .cloned()
-            .collect();
-        let entry = written.as_ref().map(|w| w.entry.clone());
-        if let Some(e) = &entry {
-            if !deleted_since.is_empty() {
-                cat.put_tombstones(coll, e.id, &deleted_since)?;
+                retired.push(Retired::of(s, files));
             }
-            m.segments.insert(at.min(m.segments.len()), e.clone());
+            let m = &mut plan.manifest;
+            let at = m
+                .segments
+                .iter()
+                .position(|e| e.id == r.group[0])
+                .unwrap_or(m.segments.len());
+            m.segments.retain(|e| !r.group.contains(&e.id));
+            segments.retain(|s| !r.group.contains(&s.id));
+            if let Some(w) = r.written {
+                if !deleted_since.is_empty() {
+                    cat.put_tombstones(coll, w.entry.id, &deleted_since)?;
+                }
+                m.segments.insert(at.min(m.segments.len()), w.entry.clone());
+                views.push((at, w, deleted_since));
+            }
         }
-        m.commits += 1;
+        plan.manifest.commits += 1;
         let published = plan.commit(&self.db, &self.state, cat)?;
-        if let Some(w) = written {
-            let at = at.min(segments.len());
-            segments.insert(at, w.into_view(&self.state.dir, published, deleted_since));
+        for (at, w, deleted_since) in views {
+            let view = w.into_view(&self.state.dir, published, deleted_since);
+            segments.insert(at.min(segments.len()), view);
         }
+        // Keep the manifest's order (views were placed by positions of the manifest).
+        let order: Vec<u64> = plan.manifest.segments.iter().map(|e| e.id).collect();
+        segments.sort_by_key(|s| order.iter().position(|id| *id == s.id));
         self.state.retired.lock().extend(retired);
-        Ok((
-            (),
-            SnapshotInner {
-                codec: old.codec.clone(),
-                segments,
-            },
-        ))
+        Ok(SnapshotInner {
+            codec: codec.or_else(|| old.codec.clone()),
+            segments,
+        })
     }
 }
 

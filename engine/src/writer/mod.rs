@@ -11,6 +11,7 @@
 mod delete;
 mod ingest;
 pub(crate) mod merge;
+mod retrain;
 mod tombstones;
 mod validate;
 
@@ -30,6 +31,7 @@ use tessera_storage::segment::{SegmentInput, SegmentReader, write_segment};
 pub use delete::DeleteReport;
 pub use ingest::IngestReport;
 pub use merge::{CompactReport, MergePolicy};
+pub use retrain::RetrainReport;
 
 use crate::codec::Codec;
 use crate::collection::{Collection, CollectionState};

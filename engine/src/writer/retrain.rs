@@ -1,0 +1,356 @@
+//! Re-training: a new codec from a sample of the whole collection's original vectors, and
+//! every segment re-encoded with it, in one commit.
+//!
+//! The codec is trained once, on the first batch, and only grows by appending centroids
+//! when later batches drift; a collection fed in small batches, or whose data moved, ends
+//! with a codec that fits it badly (more centroids, larger residuals, lower recall). The
+//! originals are the data, so the codes can be rebuilt from them at any time.
+//!
+//! **Online, like a merge.** The sample, the training and the re-encoding of the segments of
+//! a snapshot run without the writer lock (searches and writes go on); the lock is taken for
+//! the swap, which also re-encodes the segments committed meanwhile (with the new codec,
+//! under the lock, so none is left on the old one) and tombstones what was deleted during
+//! the work. The codec and every segment change in one synced catalog batch: a crash leaves
+//! the old codec and segments, or the new ones, never a mix. Deleted documents are dropped
+//! on the way, as a compaction would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use tessera_storage::catalog::CodecRef;
+use tessera_storage::codec as codec_file;
+use tessera_storage::fsutil::write_unpublished;
+use tessera_storage::layout::DataFile;
+use tessera_storage::originals::OriginalValues;
+
+use super::merge::{Gathered, Replacement, Retired, gather};
+use super::{CommitPlan, NewSegment, remove_unpublished, write_segment_files};
+use crate::codec::{self, Codec};
+use crate::collection::Collection;
+use crate::error::{Error, Result};
+use crate::snapshot::{SegmentView, SnapshotInner};
+
+/// What a re-training did.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RetrainReport {
+    /// Centroids of the codec before.
+    pub centroids_before: u32,
+    /// Centroids of the new codec.
+    pub centroids_after: u32,
+    /// Token vectors the new codec was trained on (a sample of the live ones).
+    pub trained_tokens: u64,
+    /// Segments written by the re-encoding (a segment without live documents is dropped).
+    pub segments: usize,
+    /// Token vectors re-encoded.
+    pub tokens: u64,
+    /// Mean residual norm of the re-encoded tokens under the old codec and the new one:
+    /// how much better the new codec fits.
+    pub residual_norm_before: f32,
+    /// See `residual_norm_before`.
+    pub residual_norm_after: f32,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Tokens encoded per call when re-encoding a segment (bounds the `f32` copy in memory).
+const ENCODE_CHUNK_TOKENS: usize = 1 << 16;
+
+impl Collection {
+    /// Trains a new codec from a sample of the collection's original vectors and re-encodes
+    /// every segment with it (README, "Codec lifecycle"). Needs originals in every segment
+    /// ([`Error::NoOriginals`] otherwise). Searches and writes go on meanwhile; merges wait.
+    pub fn retrain(&self) -> Result<RetrainReport> {
+        self.db.check_writable()?;
+        self.check_live()?;
+        let start = Instant::now();
+        let _no_merges_meanwhile = self.state.merging.lock();
+        let snap = self.state.current.read().clone();
+        let Some(old_codec) = snap.codec.clone() else {
+            return Ok(RetrainReport::default());
+        };
+        if let Some(s) = snap.segments.iter().find(|s| s.originals.is_none()) {
+            return Err(Error::NoOriginals {
+                collection: self.state.name.to_string(),
+                segment: s.id,
+            });
+        }
+        let cfg = &self.state.config;
+        let live_tokens = self.state.manifest.lock().live_tokens;
+        let k = cfg
+            .n_centroids
+            .unwrap_or_else(|| codec::default_centroids(live_tokens)) as usize;
+        let sample = sample_tokens(&snap, k * codec::SAMPLE_PER_CENTROID, cfg.seed)?;
+        let data = codec::train(&sample, cfg, Some(live_tokens), 0);
+        let trained_tokens = (sample.len() / cfg.dim as usize) as u64;
+        drop(sample);
+
+        // File ids for the codec and one segment per segment of the snapshot.
+        let first_id = {
+            let _w = self.db.writer.lock();
+            self.check_live()?;
+            let mut m = self.state.manifest.lock();
+            m.next_file_id += 1 + snap.segments.len() as u64;
+            m.next_file_id - 1 - snap.segments.len() as u64
+        };
+        let new_codec = Arc::new(Codec::from_data(first_id, data));
+        let mut files = Vec::new();
+        let work = (|| {
+            let file = DataFile::Codec.name(first_id);
+            let path = self.state.dir.file(&file);
+            files.push(path.clone());
+            write_unpublished(&path, |w| codec_file::write_codec(w, new_codec.data()))?;
+            let mut out = Vec::new();
+            for (i, s) in snap.segments.iter().enumerate() {
+                let id = first_id + 1 + i as u64;
+                out.push(self.reencode(s, &new_codec, &old_codec, id, &mut files)?);
+            }
+            Ok::<_, Error>((file, out))
+        })();
+        let (codec_file_name, done) = match work {
+            Ok(w) => w,
+            Err(e) => {
+                remove_unpublished(&files);
+                return Err(e);
+            }
+        };
+        let snap_ids: Vec<u64> = snap.segments.iter().map(|s| s.id).collect();
+        drop(snap);
+
+        let swapped = self.db.check_writable().and_then(|()| {
+            let _w = self.db.writer.lock();
+            self.check_live()?;
+            self.run_commit(|plan| {
+                plan.adopt_files(std::mem::take(&mut files));
+                self.swap_codec(
+                    plan,
+                    done,
+                    &snap_ids,
+                    &new_codec,
+                    &old_codec,
+                    codec_file_name,
+                )
+            })
+        });
+        if swapped.is_err() {
+            remove_unpublished(&files);
+        }
+        let mut report = swapped?;
+        report.centroids_before = old_codec.n_centroids();
+        report.centroids_after = new_codec.n_centroids();
+        report.trained_tokens = trained_tokens;
+        report.seconds = start.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// The swap, under the writer lock: segments committed since the snapshot are
+    /// re-encoded too, then the codec and every segment change in one commit.
+    fn swap_codec(
+        &self,
+        plan: &mut CommitPlan,
+        mut done: Vec<Reencoded>,
+        snap_ids: &[u64],
+        new_codec: &Arc<Codec>,
+        old_codec: &Arc<Codec>,
+        codec_file_name: String,
+    ) -> Result<(RetrainReport, SnapshotInner)> {
+        let old = plan.old.clone();
+        let mut files = Vec::new();
+        for s in old.segments.iter().filter(|s| !snap_ids.contains(&s.id)) {
+            if s.originals.is_none() {
+                return Err(Error::NoOriginals {
+                    collection: self.state.name.to_string(),
+                    segment: s.id,
+                });
+            }
+            let id = plan.next_file_id();
+            let codec = old.codec.as_ref().unwrap_or(old_codec);
+            done.push(self.reencode(s, new_codec, codec, id, &mut files)?);
+        }
+        plan.adopt_files(files);
+        // The codec of the snapshot at the swap (an ingest may have expanded it meanwhile)
+        // is superseded with the old one.
+        for c in [Some(old_codec), old.codec.as_ref()].into_iter().flatten() {
+            if let Some(r) = plan.manifest.codec.as_ref().filter(|r| r.id == c.id) {
+                let retired = Retired::codec(c, self.state.dir.file(&r.file));
+                self.state.retired.lock().push(retired);
+            }
+        }
+        plan.manifest.codec = Some(CodecRef {
+            id: new_codec.id,
+            file: codec_file_name,
+        });
+        let mut report = RetrainReport {
+            segments: done
+                .iter()
+                .filter(|r| r.replacement.written.is_some())
+                .count(),
+            ..RetrainReport::default()
+        };
+        let (mut before, mut after) = (0f64, 0f64);
+        let mut replacements = Vec::with_capacity(done.len());
+        for r in done {
+            report.tokens += r.tokens;
+            before += r.norm_before;
+            after += r.norm_after;
+            replacements.push(r.replacement);
+        }
+        let n = report.tokens.max(1) as f64;
+        report.residual_norm_before = (before / n) as f32;
+        report.residual_norm_after = (after / n) as f32;
+        let snapshot = self.swap(plan, replacements, Some(new_codec.clone()))?;
+        Ok((report, snapshot))
+    }
+
+    /// Segment `s`'s live documents re-encoded with `codec` from their originals and written
+    /// as segment `id` (unpublished; its files recorded in `files`).
+    fn reencode(
+        &self,
+        s: &SegmentView,
+        codec: &Codec,
+        old: &Codec,
+        id: u64,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<Reencoded> {
+        let Some(mut g) = gather(&[s], true, &|| false)? else {
+            unreachable!("an uncancellable gather always completes")
+        };
+        let (norm_before, norm_after) = self.encode_again(s, &mut g, codec, old)?;
+        let written = if g.ids.is_empty() {
+            None
+        } else {
+            let seg = NewSegment {
+                doc_offsets: &g.doc_offsets,
+                codes: &g.codes,
+                residuals: &g.residuals,
+                scales: &g.scales,
+                ids: &g.ids,
+                originals: g.originals.as_deref().map(OriginalValues::Stored),
+            };
+            Some(write_segment_files(
+                &self.state.dir,
+                &self.state.config,
+                codec,
+                id,
+                &seg,
+                files,
+            )?)
+        };
+        Ok(Reencoded {
+            tokens: g.codes.len() as u64,
+            norm_before,
+            norm_after,
+            replacement: Replacement {
+                group: vec![s.id],
+                gathered: g,
+                written,
+            },
+        })
+    }
+
+    /// Replaces `g`'s codes, residuals and scales by `codec`'s encoding of the originals;
+    /// returns the summed residual norms under `old` and under `codec`.
+    fn encode_again(
+        &self,
+        s: &SegmentView,
+        g: &mut Gathered,
+        codec: &Codec,
+        old: &Codec,
+    ) -> Result<(f64, f64)> {
+        let Some(o) = &s.originals else {
+            return Err(Error::NoOriginals {
+                collection: self.state.name.to_string(),
+                segment: s.id,
+            });
+        };
+        let (mut codes, mut residuals, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut before, mut after) = (0f64, 0f64);
+        let mut flat = Vec::new();
+        let flush = |flat: &mut Vec<f32>,
+                     codes: &mut Vec<u32>,
+                     residuals: &mut Vec<u8>,
+                     scales: &mut Vec<u16>,
+                     before: &mut f64,
+                     after: &mut f64| {
+            if flat.is_empty() {
+                return;
+            }
+            let e = codec.encode(flat, 0);
+            *after += e.norms.iter().map(|&x| f64::from(x)).sum::<f64>();
+            *before += old
+                .encode(flat, 0)
+                .norms
+                .iter()
+                .map(|&x| f64::from(x))
+                .sum::<f64>();
+            codes.extend_from_slice(&e.codes);
+            residuals.extend_from_slice(&e.packed);
+            scales.extend_from_slice(&e.scales);
+            flat.clear();
+        };
+        let dim = self.state.config.dim as usize;
+        for &(_, local) in &g.origin {
+            flat.extend(o.doc(local)?.to_f32());
+            if flat.len() / dim >= ENCODE_CHUNK_TOKENS {
+                flush(
+                    &mut flat,
+                    &mut codes,
+                    &mut residuals,
+                    &mut scales,
+                    &mut before,
+                    &mut after,
+                );
+            }
+        }
+        flush(
+            &mut flat,
+            &mut codes,
+            &mut residuals,
+            &mut scales,
+            &mut before,
+            &mut after,
+        );
+        g.codes = codes;
+        g.residuals = residuals;
+        g.scales = scales;
+        Ok((before, after))
+    }
+}
+
+/// One segment's re-encoding, with what it measured.
+pub(crate) struct Reencoded {
+    tokens: u64,
+    norm_before: f64,
+    norm_after: f64,
+    replacement: Replacement,
+}
+
+/// About `budget` token vectors (whole documents, drawn uniformly among the live ones) of
+/// the snapshot's originals, row-major.
+fn sample_tokens(snap: &SnapshotInner, budget: usize, seed: u64) -> Result<Vec<f32>> {
+    let mut docs: Vec<(usize, u32)> = Vec::new();
+    for (si, s) in snap.segments.iter().enumerate() {
+        for local in 0..s.reader.meta().n_docs {
+            if !s.tombstones.contains(local) {
+                docs.push((si, local));
+            }
+        }
+    }
+    docs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let mut out = Vec::new();
+    let dim = snap
+        .segments
+        .first()
+        .map_or(1, |s| s.reader.meta().dim as usize);
+    for (si, local) in docs {
+        if out.len() / dim >= budget {
+            break;
+        }
+        if let Some(o) = &snap.segments[si].originals {
+            out.extend(o.doc(local)?.to_f32());
+        }
+    }
+    Ok(out)
+}
