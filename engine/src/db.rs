@@ -502,6 +502,8 @@ fn load_collection(
     let mut tombstones: HashMap<u64, RoaringBitmap> =
         catalog.tombstones(record.id)?.into_iter().collect();
     let mut segments = Vec::with_capacity(manifest.segments.len());
+    // Filter indexes, rebuilt from the catalog's metadata (module `filter`).
+    let mut fields = crate::filter::index::load(catalog, record.id, &manifest, &record.name)?;
     for s in &manifest.segments {
         let reader = open_published(&dir, &s.file, cleanup, |p| Ok(SegmentReader::open(p)?))?;
         if reader.meta().dim != config.dim || reader.meta().n_docs != s.n_docs {
@@ -536,6 +538,7 @@ fn load_collection(
             reader: Arc::new(reader),
             originals,
             tombstones: Arc::new(deleted),
+            fields: Arc::new(fields.remove(&s.id).unwrap_or_default()),
         });
     }
     if let Some(seg) = tombstones.keys().min() {
@@ -810,7 +813,12 @@ impl Collection {
         &self.state.config
     }
 
-    fn check_live(&self) -> Result<()> {
+    /// The catalog and this collection's id in it (for `docs.rs`).
+    pub(crate) fn catalog(&self) -> (&Catalog, u32) {
+        (&self.db.catalog, self.state.record.id)
+    }
+
+    pub(crate) fn check_live(&self) -> Result<()> {
         if self.state.dropped.load(Ordering::SeqCst) {
             return Err(Error::CollectionNotFound(self.state.name.to_string()));
         }
@@ -829,7 +837,9 @@ impl Collection {
     /// Top-`k` documents for `query` (row-major `[query_tokens, dim]`), best first.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         self.check_live()?;
-        self.snapshot().search(query, k, params)
+        let mut hits = self.snapshot().search(query, k, params)?;
+        self.fill_hits(&mut hits, params.fields)?;
+        Ok(hits)
     }
 
     /// Searches many queries on one snapshot (see [`Snapshot::search_batch`]).
@@ -840,7 +850,11 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
         self.check_live()?;
-        self.snapshot().search_batch(queries, k, params)
+        let mut found = self.snapshot().search_batch(queries, k, params)?;
+        for hits in &mut found {
+            self.fill_hits(hits, params.fields)?;
+        }
+        Ok(found)
     }
 
     /// The JSON metadata stored with document `id`, if any.
@@ -891,7 +905,7 @@ impl Collection {
         )))
     }
 
-    fn corrupt_record(&self, key: String, reason: String) -> Error {
+    pub(crate) fn corrupt_record(&self, key: String, reason: String) -> Error {
         corrupt_record(&self.db.path, &self.state.name, key, reason)
     }
 
@@ -1236,6 +1250,11 @@ impl Collection {
                 Some(m) => batch.put_metadata(coll, &d.id, m.to_string().as_bytes()),
                 None => batch.delete_metadata(coll, &d.id),
             }
+            // Kept text (issue 14): replaced or removed with the rest of the document.
+            match &d.text {
+                Some(t) => batch.put_text(coll, &d.id, t)?,
+                None => batch.delete_text(coll, &d.id),
+            }
         }
         manifest.segments.push(SegmentRef {
             id: seg_id,
@@ -1279,6 +1298,7 @@ impl Collection {
             reader,
             originals,
             tombstones: Arc::new(RoaringBitmap::new()),
+            fields: Arc::new(crate::filter::index::SegmentFields::of_batch(docs)),
         });
         Ok((
             IngestReport {
@@ -1369,6 +1389,7 @@ impl Collection {
             }
             batch.delete_location(coll, id);
             batch.delete_metadata(coll, id);
+            batch.delete_text(coll, id);
         }
         if report.deleted == 0 {
             return Ok(report);

@@ -23,8 +23,10 @@
 
 mod codec;
 mod db;
+mod docs;
 mod document;
 mod error;
+pub mod filter;
 mod gpu;
 mod kmeans;
 mod model;
@@ -35,13 +37,14 @@ pub mod synthetic;
 
 pub use codec::{default_centroids, plaid_centroids};
 pub use db::{Collection, CollectionInfo, Database, DeleteReport, IngestReport};
-pub use document::{Document, Hit};
+pub use document::{Document, Hit, StoredDocument};
 pub use error::{Error, Result};
+pub use filter::{Cmp, Filter, FilterParseError, Scalar};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
-    CollectionConfig, Device, IngestOptions, OnConflict, ParseDeviceError, Precision, REFINE_FLOOR,
-    REFINE_PER_K, SearchParams,
+    CollectionConfig, Device, FILTER_SCAN_DOCS, HitFields, IngestOptions, OnConflict,
+    ParseDeviceError, Precision, REFINE_FLOOR, REFINE_PER_K, SearchParams,
 };
 pub use search::SearchStats;
 pub use snapshot::Snapshot;

@@ -189,7 +189,35 @@ pub struct SearchParams {
     /// Where the search runs (default `auto`: the first CUDA device when one is usable).
     #[serde(default)]
     pub device: Device,
+    /// Only documents matching this filter are returned; the candidate stages skip the
+    /// others, so the top-k is filled from matching documents (module `filter`). A filtered
+    /// search runs on the CPU (the GPU path logs why and falls back).
+    #[serde(skip)]
+    pub filter: Option<crate::Filter>,
+    /// A filtered search scores every matching document exactly instead of probing
+    /// postings when at most this many match; `None`: [`FILTER_SCAN_DOCS`].
+    #[serde(default)]
+    pub filter_scan: Option<usize>,
+    /// What each hit carries besides its id and score (metadata, text). Off by default, so
+    /// a bare search reads nothing from the catalog. Filled by `Collection::search` and
+    /// `search_batch`; a `Snapshot` holds no catalog and leaves them empty.
+    #[serde(default)]
+    pub fields: HitFields,
 }
+
+/// What hits carry besides id and score ([`SearchParams::fields`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitFields {
+    /// The document's JSON metadata.
+    pub metadata: bool,
+    /// The document's kept passage text.
+    pub text: bool,
+}
+
+/// A filtered search with at most this many matching documents scores them all exactly
+/// (then refines the best as usual) instead of probing postings: below it the scan is
+/// faster, above it the candidate stages are (BENCHMARKS.md, "Filtered search").
+pub const FILTER_SCAN_DOCS: usize = 4096;
 
 /// Lower bound of the default prefilter budget ([`SearchParams::prefilter_budget`]).
 pub const PREFILTER_FLOOR: usize = 4096;
@@ -218,6 +246,9 @@ impl Default for SearchParams {
             prefilter: None,
             exhaustive: false,
             device: Device::Auto,
+            filter: None,
+            filter_scan: None,
+            fields: HitFields::default(),
         }
     }
 }
@@ -235,6 +266,24 @@ impl SearchParams {
     pub fn with_nprobe(mut self, nprobe: u32) -> Self {
         self.nprobe = nprobe;
         self
+    }
+
+    /// Returns only documents that match `filter`.
+    pub fn with_filter(mut self, filter: crate::Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Makes hits carry the chosen fields (metadata, text).
+    pub fn with_fields(mut self, fields: HitFields) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// The most matching documents a filtered search scores all of instead of probing:
+    /// `filter_scan`, else [`FILTER_SCAN_DOCS`].
+    pub fn filter_scan_budget(&self) -> usize {
+        self.filter_scan.unwrap_or(FILTER_SCAN_DOCS)
     }
 
     /// Sets where the search runs.

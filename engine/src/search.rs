@@ -43,6 +43,7 @@ use tessera_storage::segment::{Codes, SegmentReader};
 use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::Result;
+use crate::filter::Allowed;
 use crate::options::SearchParams;
 use crate::snapshot::SnapshotInner;
 
@@ -221,6 +222,7 @@ pub(crate) fn search(
     query: &[f32],
     k: usize,
     params: &SearchParams,
+    allowed: Option<&Allowed>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let Some(codec) = snap.codec.as_deref() else {
@@ -235,10 +237,11 @@ pub(crate) fn search(
         let t = Instant::now();
         let mut tables = QueryTables::new(codec, query, scratch);
         stats.centroid_us = micros(t);
-        search_with_tables(snap, codec, &mut tables, nq, k, params, stats)
+        search_with_tables(snap, codec, &mut tables, nq, k, params, allowed, stats)
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn search_with_tables(
     snap: &SnapshotInner,
     codec: &Codec,
@@ -246,10 +249,14 @@ fn search_with_tables(
     nq: usize,
     k: usize,
     params: &SearchParams,
+    allowed: Option<&Allowed>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let refine = params.refine_count(k);
-    let ranked = if params.full_scan(k, snap.live_docs()) {
+    // Filter hook: a filter with few matches scores them all (module `filter`).
+    let scan_filtered = allowed.is_some_and(|a| a.count <= params.filter_scan_budget() as u64);
+    let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
+    let ranked = if params.full_scan(k, live) || scan_filtered {
         None
     } else {
         let t = Instant::now();
@@ -268,6 +275,7 @@ fn search_with_tables(
             tables,
             nq,
             &probes,
+            allowed,
             Budgets {
                 prefilter: params.prefilter_budget(k, snap.live_docs()),
                 rerank: params.rerank_limit(k),
@@ -288,7 +296,7 @@ fn search_with_tables(
             exact_until_settled(snap, codec, tables, &r, depth)
         }
         None => {
-            let all = all_live(snap);
+            let all = all_live(snap, allowed);
             let scores = exact_scores(codec, tables, &SegSlices::all(snap, codec), &all);
             (all, scores)
         }
@@ -302,8 +310,22 @@ fn search_with_tables(
     refine_and_rank(snap, tables.query, &scored, k, refine, stats)
 }
 
-/// Every live document of the snapshot, in segment order.
-fn all_live(snap: &SnapshotInner) -> Vec<Cand> {
+/// Every live document of the snapshot (every allowed one under a filter), in segment
+/// order.
+fn all_live(snap: &SnapshotInner, allowed: Option<&Allowed>) -> Vec<Cand> {
+    if let Some(a) = allowed {
+        return a
+            .per_seg
+            .iter()
+            .enumerate()
+            .flat_map(|(si, b)| {
+                b.iter().map(move |local| Cand {
+                    seg: si as u32,
+                    local,
+                })
+            })
+            .collect();
+    }
     snap.segments
         .iter()
         .enumerate()
@@ -333,6 +355,7 @@ fn approximate_candidates(
     tables: &mut QueryTables<'_>,
     nq: usize,
     probes: &Probes,
+    allowed: Option<&Allowed>,
     budgets: Budgets,
     stats: &mut SearchStats,
 ) -> Vec<Cand> {
@@ -358,7 +381,12 @@ fn approximate_candidates(
                 }
             }
             for (local, gain) in marks.touched() {
-                if !seg.tombstones.contains(local) {
+                // Filter hook: documents outside the filter never become candidates.
+                let keep = match allowed {
+                    Some(a) => a.contains(si, local),
+                    None => !seg.tombstones.contains(local),
+                };
+                if keep {
                     cands.push(Cand {
                         seg: si as u32,
                         local,
@@ -790,12 +818,7 @@ pub(crate) fn refine_and_rank(
     });
     let hits = ranked
         .into_iter()
-        .filter_map(|(_, score, i)| {
-            id(i).map(|id| Hit {
-                id: id.clone(),
-                score,
-            })
-        })
+        .filter_map(|(_, score, i)| id(i).map(|id| Hit::new(id.clone(), score)))
         .take(k)
         .collect();
     stats.refine_us = micros(t);
