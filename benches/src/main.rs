@@ -14,6 +14,7 @@ use tessera_bench::engines::Knobs;
 use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
 use tessera_bench::{dataset, drift, pydoc, report, run, stats, truth};
 
+mod filtered;
 mod gpu;
 
 #[derive(Parser)]
@@ -36,6 +37,9 @@ enum Command {
     PreparePythonDoc(PrepareArgs),
     /// CPU vs GPU search: latency, batch QPS, recall, bytes moved, bandwidth.
     Gpu(gpu::GpuArgs),
+    /// Filtered search at several selectivities (metadata filters): p50 and recall@10
+    /// against exact MaxSim over the matching documents.
+    Filtered(filtered::FilteredArgs),
 }
 
 #[derive(Args, Clone)]
@@ -467,6 +471,7 @@ fn main() -> Result<()> {
         Command::PythonDoc(a) => python_doc(&a),
         Command::Smoke(a) => smoke(&a),
         Command::Gpu(a) => gpu::run(&a),
+        Command::Filtered(a) => filtered::run(&a),
         Command::PreparePythonDoc(a) => {
             pydoc::prepare(&pydoc::PrepareSpec {
                 text_dir: a.text,

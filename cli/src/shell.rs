@@ -117,8 +117,8 @@ enum ShellCmd {
         #[arg(long = "where", value_name = "EXPR")]
         filter: Option<String>,
     },
-    /// Set the filter of searches (`.where EXPR`; `.where off` clears it; no argument: show
-    /// it).
+    /// Set the filter of searches (`.where EXPR`, the rest of the line as typed; `.where off`
+    /// clears it; no argument: shows it).
     Where {
         /// A filter expression (the rest of the line), or off.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -421,6 +421,20 @@ impl Shell {
             .any(|c| c.get_name() == name || c.get_all_aliases().any(|a| a == name));
         if !known {
             bail!("unknown command {first:?}; type .help for the list");
+        }
+        if name == "where" {
+            // The expression is the raw rest of the line: word splitting would strip the
+            // quotes that make its strings strings.
+            let rest = line.trim_start().trim_start_matches('.');
+            let expr = rest.get(name.len()..).unwrap_or("").trim();
+            let flow = self.exec(ShellCmd::Where {
+                words: if expr.is_empty() {
+                    vec![]
+                } else {
+                    vec![expr.to_owned()]
+                },
+            });
+            return flow;
         }
         *first = name.clone();
         let parsed = match ShellLine::try_parse_from(&words) {

@@ -280,6 +280,13 @@ impl SearchParams {
         self
     }
 
+    /// Sets the most matching documents a filtered search scores all of instead of
+    /// probing (`0`: always probe).
+    pub fn with_filter_scan(mut self, n: usize) -> Self {
+        self.filter_scan = Some(n);
+        self
+    }
+
     /// The most matching documents a filtered search scores all of instead of probing:
     /// `filter_scan`, else [`FILTER_SCAN_DOCS`].
     pub fn filter_scan_budget(&self) -> usize {
