@@ -792,8 +792,8 @@ fn hits_carry_metadata_and_text_in_every_output_mode() {
         row.get("text").is_none() && row.get("metadata").is_none(),
         "{row}"
     );
-    // Unknown fields are refused with the list of known ones.
-    let err = fails(&[
+    // Unknown fields are a usage error (exit 2) listing the known ones.
+    let out = run(&[
         "search",
         s(&db),
         "docs",
@@ -802,6 +802,8 @@ fn hits_carry_metadata_and_text_in_every_output_mode() {
         "--fields",
         "id,body",
     ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
     assert!(
         err.contains("unknown field \"body\"") && err.contains("metadata"),
         "{err}"
