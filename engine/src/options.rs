@@ -194,8 +194,9 @@ pub struct SearchParams {
     /// search runs on the CPU (the GPU path logs why and falls back).
     #[serde(skip)]
     pub filter: Option<crate::Filter>,
-    /// A filtered search scores every matching document exactly instead of probing
-    /// postings when at most this many match; `None`: [`FILTER_SCAN_DOCS`].
+    /// A filtered search ranks every matching document by its centroid-code estimate
+    /// instead of gathering candidates from the probed postings when at most this many
+    /// match; `None`: the prefilter budget ([`SearchParams::filter_scan_budget`]).
     #[serde(default)]
     pub filter_scan: Option<usize>,
     /// What each hit carries besides its id and score (metadata, text). Off by default, so
@@ -213,11 +214,6 @@ pub struct HitFields {
     /// The document's kept passage text.
     pub text: bool,
 }
-
-/// A filtered search with at most this many matching documents scores them all exactly
-/// (then refines the best as usual) instead of probing postings: below it the scan is
-/// faster, above it the candidate stages are (BENCHMARKS.md, "Filtered search").
-pub const FILTER_SCAN_DOCS: usize = 4096;
 
 /// Lower bound of the default prefilter budget ([`SearchParams::prefilter_budget`]).
 pub const PREFILTER_FLOOR: usize = 4096;
@@ -280,17 +276,23 @@ impl SearchParams {
         self
     }
 
-    /// Sets the most matching documents a filtered search scores all of instead of
-    /// probing (`0`: always probe).
+    /// Sets the most matching documents a filtered search ranks all of instead of probing
+    /// postings (`0`: always probe).
     pub fn with_filter_scan(mut self, n: usize) -> Self {
         self.filter_scan = Some(n);
         self
     }
 
-    /// The most matching documents a filtered search scores all of instead of probing:
-    /// `filter_scan`, else [`FILTER_SCAN_DOCS`].
-    pub fn filter_scan_budget(&self) -> usize {
-        self.filter_scan.unwrap_or(FILTER_SCAN_DOCS)
+    /// The most matching documents for which a top-`k` search over `live_docs` documents
+    /// ranks every matching document by its centroid-code estimate instead of gathering
+    /// candidates from the probed postings: `filter_scan`, else the prefilter budget
+    /// ([`SearchParams::prefilter_budget`]). Why that budget: the postings stage keeps that
+    /// many candidates for the same estimate, so estimating all matching documents costs no
+    /// more, and it reaches the matching documents that share no probed centroid with the
+    /// query (BENCHMARKS.md, "Filtered search").
+    pub fn filter_scan_budget(&self, k: usize, live_docs: u64) -> usize {
+        self.filter_scan
+            .unwrap_or_else(|| self.prefilter_budget(k, live_docs))
     }
 
     /// Sets where the search runs.

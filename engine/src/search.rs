@@ -253,11 +253,22 @@ fn search_with_tables(
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let refine = params.refine_count(k);
-    // Filter hook: a filter with few matches scores them all (module `filter`).
-    let scan_filtered = allowed.is_some_and(|a| a.count <= params.filter_scan_budget() as u64);
     let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
-    let ranked = if params.full_scan(k, live) || scan_filtered {
+    // Filter hook: a filter with few enough matches skips the postings (module `filter`).
+    let budget = params.filter_scan_budget(k, snap.live_docs()) as u64;
+    let few = allowed.filter(|a| a.count <= budget);
+    let ranked = if params.full_scan(k, live) {
         None
+    } else if let Some(a) = few {
+        Some(rank_allowed(
+            snap,
+            codec,
+            tables,
+            nq,
+            a,
+            params.rerank_limit(k),
+            stats,
+        ))
     } else {
         let t = Instant::now();
         let probes = probe(
@@ -406,27 +417,60 @@ fn approximate_candidates(
         // Ascending order reads each segment's codes front to back.
         cands.sort_unstable_by_key(|c| (c.seg, c.local));
     }
-    // Tier 2: every token's centroid counts, on byte-quantised scores.
+    let ranked = rank_by_codes(snap, codec, tables, nq, &cands, rerank);
+    stats.approx_us = micros(t);
+    ranked
+}
+
+/// Tier 2: the best `rerank` of `cands` by the centroid-code estimate (every token's
+/// centroid counts, on byte-quantised scores), best first: the exact stage takes them in
+/// this order.
+fn rank_by_codes(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &mut QueryTables<'_>,
+    nq: usize,
+    cands: &[Cand],
+    rerank: usize,
+) -> Vec<Cand> {
     if !tables.bytes_ready {
         tables.bytes.rebuild(tables.scores, tables.stride, nq);
         tables.bytes_ready = true;
     }
     let bytes = &*tables.bytes;
-    approx.clear();
     let segs = SegSlices::all(snap, codec);
-    approx.extend(
-        cands
-            .iter()
-            .map(|c| match segs[c.seg as usize].doc(c.local).codes {
-                Codes::U16(cs) => bytes.estimate(cs),
-                Codes::U32(cs) => bytes.estimate(cs),
-            }),
-    );
-    // Best first: the exact stage takes them in this order.
-    let ranked = top_k(&approx, rerank)
+    let approx: Vec<f32> = cands
+        .iter()
+        .map(|c| match segs[c.seg as usize].doc(c.local).codes {
+            Codes::U16(cs) => bytes.estimate(cs),
+            Codes::U32(cs) => bytes.estimate(cs),
+        })
+        .collect();
+    top_k(&approx, rerank)
         .into_iter()
         .map(|i| cands[i as usize])
-        .collect();
+        .collect()
+}
+
+/// Filter hook: every document the filter allows, ranked by the centroid-code estimate
+/// without the postings stage. A selective filter leaves documents that share no probed
+/// centroid with the query among its best (the query's clusters hold few of them), which
+/// the postings would never reach; when no more documents match than the postings stage
+/// would keep anyway (`SearchParams::filter_scan_budget`), estimating them all costs no
+/// more than the unfiltered search's second stage.
+fn rank_allowed(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &mut QueryTables<'_>,
+    nq: usize,
+    allowed: &Allowed,
+    rerank: usize,
+    stats: &mut SearchStats,
+) -> Vec<Cand> {
+    let t = Instant::now();
+    let cands = all_live(snap, Some(allowed));
+    stats.candidates = cands.len();
+    let ranked = rank_by_codes(snap, codec, tables, nq, &cands, rerank);
     stats.approx_us = micros(t);
     ranked
 }

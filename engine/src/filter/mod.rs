@@ -7,9 +7,11 @@
 //! **Evaluation.** A filter is evaluated once per search (once per batch) to one roaring
 //! bitmap of local ids per segment, minus the segment's tombstones ([`Allowed`]); the
 //! candidate stages of the search then skip every document outside it, so the top-k is
-//! filled from matching documents only. When few documents match
-//! ([`crate::SearchParams::filter_scan_budget`]), scoring all of them exactly is cheaper than
-//! probing postings that mostly hold other documents, and the search does that instead.
+//! filled from matching documents only. When no more documents match than the postings stage
+//! would keep ([`crate::SearchParams::filter_scan_budget`]), every matching document gets
+//! the centroid-code estimate instead, so those that share no probed centroid with the
+//! query (common under a selective filter) are not lost; the exact and refine stages follow
+//! as usual.
 //!
 //! **Index** ([`index::SegmentFields`]): per segment, per field (a top-level key of the
 //! metadata object, or a dotted path into nested objects), one ordered map from value to
