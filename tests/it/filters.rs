@@ -297,7 +297,10 @@ fn filtered_search_at_the_defaults_reaches_the_unfiltered_recall() {
         let scan = recall_at_10(&coll, &live, Some(&f), &queries, &truths, &defaults);
         let probed = recall_at_10(&coll, &live, Some(&f), &queries, &truths, &probe_only);
         println!("bucket < {limit}: recall@10 defaults {scan:.3}, postings forced {probed:.3}");
-        assert!(scan >= floor, "bucket < {limit}: default recall@10 {scan:.3}");
+        assert!(
+            scan >= floor,
+            "bucket < {limit}: default recall@10 {scan:.3}"
+        );
         // The postings path alone (forced) keeps the floor while the filter leaves a tenth
         // or more of the documents; below that the probed postings reach too few of the
         // best matching documents, which is why a selective filter estimates them all.
@@ -576,4 +579,41 @@ fn hits_carry_metadata_and_text_only_on_request_and_deletes_remove_the_text() {
     assert_eq!(listed.len(), 29);
     assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "id order");
     assert!(listed.iter().all(|d| d.id != ExternalId::Int(6)));
+}
+
+#[test]
+fn a_filtered_search_on_a_gpu_setting_runs_on_the_cpu_with_the_same_hits() {
+    let c = corpus(200, 16, 9);
+    let (docs, _) = documents(&c, 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open_or_create(dir.path()).expect("create");
+    let coll = db
+        .create_collection("c", CollectionConfig::new(16))
+        .expect("collection");
+    coll.ingest(&docs, &IngestOptions::default())
+        .expect("ingest");
+    let f = Filter::eq("lang", "fr");
+    let q = c.queries(1, 6, 0.4, 3).remove(0);
+    let cpu = coll
+        .search(
+            &q,
+            10,
+            &SearchParams::default()
+                .with_device(tessera::Device::Cpu)
+                .with_filter(f.clone()),
+        )
+        .expect("cpu");
+    assert_eq!(cpu.len(), 10);
+    // `cuda` insists on the device for unfiltered searches (an error without one), but the
+    // kernels have no filter stage: a filtered search falls back to the CPU on any setting.
+    for device in [tessera::Device::Auto, tessera::Device::Cuda(0)] {
+        let p = SearchParams::default()
+            .with_device(device)
+            .with_filter(f.clone());
+        assert_eq!(coll.search(&q, 10, &p).expect("falls back"), cpu);
+        assert_eq!(
+            coll.search_batch(&[q.clone()], 10, &p).expect("falls back"),
+            vec![cpu.clone()]
+        );
+    }
 }
