@@ -360,6 +360,7 @@ struct Budgets {
     rerank: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn approximate_candidates(
     snap: &SnapshotInner,
     codec: &Codec,

@@ -338,22 +338,21 @@ fn filters_respect_deletes_and_upserts_and_survive_reopen() {
         // Upsert: 20 English documents become German, 20 others become English.
         let mut upserts = Vec::new();
         let (mut to_de, mut to_en) = (0, 0);
-        for i in 0..300usize {
+        for (i, meta) in metas.iter_mut().enumerate() {
             let id = ExternalId::Int(i as u64);
             if deleted.contains(&id) {
                 continue;
             }
-            let en = metas[i]["lang"] == "en";
+            let en = meta["lang"] == "en";
             if (en && to_de < 20) || (!en && to_en < 20) {
                 if en {
                     to_de += 1
                 } else {
                     to_en += 1
                 }
-                metas[i]["lang"] = json!(if en { "de" } else { "en" });
-                upserts.push(
-                    Document::new(i as u64, c.doc(i).to_vec()).with_metadata(metas[i].clone()),
-                );
+                meta["lang"] = json!(if en { "de" } else { "en" });
+                upserts
+                    .push(Document::new(i as u64, c.doc(i).to_vec()).with_metadata(meta.clone()));
             }
         }
         coll.ingest(&upserts, &IngestOptions::upsert())
@@ -479,7 +478,8 @@ fn bad_filters_are_clear_errors_and_an_empty_id_list_returns_nothing() {
         ] {
             assert_eq!(coll.search(&q, 5, &params).expect("search"), vec![]);
             assert_eq!(
-                coll.search_batch(&[q.clone()], 5, &params).expect("batch"),
+                coll.search_batch(std::slice::from_ref(&q), 5, &params)
+                    .expect("batch"),
                 vec![vec![]]
             );
         }
@@ -537,7 +537,11 @@ fn hits_carry_metadata_and_text_only_on_request_and_deletes_remove_the_text() {
         assert_eq!(h.text, text, "{}", h.id);
     }
     let batch = coll
-        .search_batch(&[q.clone()], 30, &SearchParams::default().with_fields(both))
+        .search_batch(
+            std::slice::from_ref(&q),
+            30,
+            &SearchParams::default().with_fields(both),
+        )
         .expect("batch");
     assert_eq!(batch[0], full);
     // get: tokens, metadata, text, vectors on request.
@@ -612,7 +616,8 @@ fn a_filtered_search_on_a_gpu_setting_runs_on_the_cpu_with_the_same_hits() {
             .with_filter(f.clone());
         assert_eq!(coll.search(&q, 10, &p).expect("falls back"), cpu);
         assert_eq!(
-            coll.search_batch(&[q.clone()], 10, &p).expect("falls back"),
+            coll.search_batch(std::slice::from_ref(&q), 10, &p)
+                .expect("falls back"),
             vec![cpu.clone()]
         );
     }
