@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use roaring::{MultiOps, RoaringBitmap};
 
-use super::index::{Key, OrdF64, SegmentFields};
+use super::index::{KINDS, Key, OrdF64, SegmentFields};
 use super::{Cmp, Filter, Scalar};
 use crate::error::{Error, Result};
 use crate::snapshot::{SegmentView, SnapshotInner};
@@ -56,13 +56,10 @@ fn kinds(snap: &SnapshotInner) -> BTreeMap<&str, BTreeSet<&'static str>> {
     for s in &snap.segments {
         for (name, f) in &s.fields.fields {
             let e = out.entry(name.as_str()).or_default();
-            for k in f.values.keys() {
-                e.insert(match k {
-                    Key::Null => "null",
-                    Key::Bool(_) => "boolean",
-                    Key::Num(_) => "number",
-                    Key::Str(_) => "string",
-                });
+            for (i, kind) in KINDS.iter().enumerate() {
+                if f.kinds & (1 << i) != 0 {
+                    e.insert(kind);
+                }
             }
         }
     }

@@ -46,7 +46,20 @@ impl Ord for OrdF64 {
     }
 }
 
+/// The kinds of value, in the order of [`Key::kind_bit`]'s bits.
+pub(crate) const KINDS: [&str; 4] = ["null", "boolean", "number", "string"];
+
 impl Key {
+    /// This key's kind as one bit (bit `i` is `KINDS[i]`).
+    pub(crate) fn kind_bit(&self) -> u8 {
+        match self {
+            Key::Null => 1,
+            Key::Bool(_) => 2,
+            Key::Num(_) => 4,
+            Key::Str(_) => 8,
+        }
+    }
+
     pub(crate) fn of(s: &super::Scalar) -> Key {
         match s {
             super::Scalar::Null => Key::Null,
@@ -65,6 +78,9 @@ pub(crate) struct FieldIndex {
     pub(crate) exists: RoaringBitmap,
     /// Each value to the documents that hold it.
     pub(crate) values: BTreeMap<Key, RoaringBitmap>,
+    /// The kinds of value present ([`Key::kind_bit`]), so that checking a filter's types
+    /// does not walk the values.
+    pub(crate) kinds: u8,
 }
 
 /// The filter index of one segment; immutable once built.
@@ -134,7 +150,9 @@ impl SegmentFields {
     fn insert(&mut self, field: &str, s: &super::Scalar, local: u32) {
         let f = self.fields.entry(field.to_owned()).or_default();
         f.exists.insert(local);
-        f.values.entry(Key::of(s)).or_default().insert(local);
+        let key = Key::of(s);
+        f.kinds |= key.kind_bit();
+        f.values.entry(key).or_default().insert(local);
     }
 
     /// The local document of external id `id` in `reader`'s segment, if it is there.
