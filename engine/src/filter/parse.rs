@@ -248,10 +248,10 @@ impl Parser {
             Tok::LParen => {
                 self.next();
                 let e = self.expr()?;
-                if self.next() != Tok::RParen {
-                    self.pos -= 1;
+                if *self.peek() != Tok::RParen {
                     return self.expected("`)`");
                 }
+                self.next();
                 Ok(e)
             }
             Tok::At => {
@@ -356,10 +356,10 @@ impl Parser {
 
     /// `( [value (, value)*] )`, each value with its position.
     fn list(&mut self) -> Parsed<Vec<(Scalar, usize)>> {
-        if self.next() != Tok::LParen {
-            self.pos -= 1;
+        if *self.peek() != Tok::LParen {
             return self.expected("`(` to open the list");
         }
+        self.next();
         let mut out = Vec::new();
         if *self.peek() == Tok::RParen {
             self.next();
@@ -368,14 +368,15 @@ impl Parser {
         loop {
             let at = self.at();
             out.push((self.value()?, at));
-            match self.next() {
+            match self.peek() {
                 Tok::Comma => {}
-                Tok::RParen => return Ok(out),
-                _ => {
-                    self.pos -= 1;
-                    return self.expected("`,` or `)`");
+                Tok::RParen => {
+                    self.next();
+                    return Ok(out);
                 }
+                _ => return self.expected("`,` or `)`"),
             }
+            self.next();
         }
     }
 }
@@ -468,6 +469,9 @@ mod tests {
             ("(a = 1", 6, "expected `)`"),
             ("a = 1 b = 2", 6, "expected `AND`, `OR` or the end"),
             ("tag IN ('a' 'b')", 12, "expected `,` or `)`"),
+            ("tag IN ('a',", 12, "expected a value"),
+            ("tag IN ('a'", 11, "expected `,` or `)`"),
+            ("tag IN 'a'", 7, "expected `(`"),
             ("a = 'open", 4, "unterminated"),
             ("a = #", 4, "unexpected character"),
             ("a > true", 4, "compares numbers or strings"),
