@@ -3,7 +3,9 @@
 //! fraction `s` of them. Per selectivity: p50 latency and recall@10 against exact MaxSim
 //! (full-precision, plain scoring of every matching document) at the defaults, with the
 //! postings stage forced (`filter_scan 0`) and with the centroid-code estimate of every
-//! matching document forced (`filter_scan max`), the two paths the default chooses between.
+//! matching document forced (`filter_scan max`), and exact MaxSim over the originals of every
+//! matching document forced (`filter_exact max`): the three paths the default chooses
+//! between.
 //! Also the unfiltered search and the time a reopen spends rebuilding the filter index
 //! from the catalog.
 
@@ -88,6 +90,29 @@ fn exact_top10(ds: &Dataset, keep: &(dyn Fn(u64) -> bool + Sync)) -> Result<Vec<
         .collect())
 }
 
+/// The exact top-10 of a selectivity, kept in the work directory so that a run over a
+/// reused index does not recompute it.
+fn cached_truth(
+    work: &std::path::Path,
+    a: &FilteredArgs,
+    s: f64,
+    compute: impl FnOnce() -> Result<Vec<Vec<u64>>>,
+) -> Result<Vec<Vec<u64>>> {
+    let path = work.join(format!(
+        "truth-{}-{}-{}-{s}.json",
+        a.docs, a.queries, a.seed
+    ));
+    if let Ok(bytes) = std::fs::read(&path)
+        && let Ok(t) = serde_json::from_slice(&bytes)
+    {
+        return Ok(t);
+    }
+    let t = compute()?;
+    std::fs::write(&path, serde_json::to_vec(&t)?)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(t)
+}
+
 /// p50 latency (ms, one query at a time after one warm-up pass) and mean recall@10.
 fn measure(
     coll: &tessera::Collection,
@@ -165,7 +190,7 @@ pub fn run(a: &FilteredArgs) -> Result<()> {
         a.preset,
         a.queries
     );
-    let all = exact_top10(&ds, &|_| true)?;
+    let all = cached_truth(&work, a, 1.0, || exact_top10(&ds, &|_| true))?;
     let (p50, r) = measure(&coll, &ds, &SearchParams::default(), &all)?;
     md += &format!(
         "| 100% (no filter) | {} | default | {p50:.2} | {r:.3} |\n",
@@ -176,17 +201,22 @@ pub fn run(a: &FilteredArgs) -> Result<()> {
         let limit = (s * 1e6).round() as u64;
         let keep = move |id: u64| bucket(id) < limit;
         let matching = (0..a.docs as u64).filter(|&i| keep(i)).count();
-        let truth = exact_top10(&ds, &keep)?;
+        let truth = cached_truth(&work, a, s, || exact_top10(&ds, &keep))?;
         let f = Filter::range("bucket", Cmp::Lt, limit as f64);
+        let forced = SearchParams::default().with_filter_exact(0);
         for (mode, params) in [
             ("default", SearchParams::default()),
             (
                 "postings stage (filter_scan 0)",
-                SearchParams::default().with_filter_scan(0),
+                forced.clone().with_filter_scan(0),
             ),
             (
                 "estimate every matching doc (filter_scan max)",
-                SearchParams::default().with_filter_scan(usize::MAX),
+                forced.clone().with_filter_scan(usize::MAX),
+            ),
+            (
+                "exact over originals (filter_exact max)",
+                SearchParams::default().with_filter_exact(usize::MAX),
             ),
         ] {
             let (p50, r) = measure(&coll, &ds, &params.with_filter(f.clone()), &truth)?;

@@ -43,8 +43,8 @@ pub use filter::{Cmp, Filter, FilterParseError, Scalar};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
-    CollectionConfig, Device, HitFields, IngestOptions, OnConflict, ParseDeviceError, Precision,
-    REFINE_FLOOR, REFINE_PER_K, SearchParams,
+    CollectionConfig, Device, FILTER_EXACT_DOCS, HitFields, IngestOptions, OnConflict,
+    ParseDeviceError, Precision, REFINE_FLOOR, REFINE_PER_K, SearchParams,
 };
 pub use search::SearchStats;
 pub use snapshot::Snapshot;

@@ -199,12 +199,24 @@ pub struct SearchParams {
     /// match; `None`: the prefilter budget ([`SearchParams::filter_scan_budget`]).
     #[serde(default)]
     pub filter_scan: Option<usize>,
+    /// A filtered search scores every matching document by full-precision MaxSim over its
+    /// originals, skipping the centroid stages altogether, when at most this many match
+    /// (and every segment keeps originals); `None`: [`FILTER_EXACT_DOCS`].
+    #[serde(default)]
+    pub filter_exact: Option<usize>,
     /// What each hit carries besides its id and score (metadata, text). Off by default, so
     /// a bare search reads nothing from the catalog. Filled by `Collection::search` and
     /// `search_batch`; a `Snapshot` holds no catalog and leaves them empty.
     #[serde(default)]
     pub fields: HitFields,
 }
+
+/// Matching documents up to which a filtered search is answered by exact MaxSim over their
+/// originals alone ([`SearchParams::filter_exact`]): the centroid stages cost a fixed
+/// query × centroid table per query (65,536 centroids × 32 query tokens at 100K documents),
+/// which scoring a few hundred documents exactly undercuts (BENCHMARKS.md, "Filtered
+/// search").
+pub const FILTER_EXACT_DOCS: usize = 512;
 
 /// What hits carry besides id and score ([`SearchParams::fields`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +256,7 @@ impl Default for SearchParams {
             device: Device::Auto,
             filter: None,
             filter_scan: None,
+            filter_exact: None,
             fields: HitFields::default(),
         }
     }
@@ -274,6 +287,18 @@ impl SearchParams {
     pub fn with_fields(mut self, fields: HitFields) -> Self {
         self.fields = fields;
         self
+    }
+
+    /// Sets the most matching documents a filtered search scores exactly over their
+    /// originals alone (`0`: never).
+    pub fn with_filter_exact(mut self, n: usize) -> Self {
+        self.filter_exact = Some(n);
+        self
+    }
+
+    /// `filter_exact`, else [`FILTER_EXACT_DOCS`].
+    pub fn filter_exact_budget(&self) -> usize {
+        self.filter_exact.unwrap_or(FILTER_EXACT_DOCS)
     }
 
     /// Sets the most matching documents a filtered search ranks all of instead of probing

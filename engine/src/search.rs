@@ -233,6 +233,13 @@ pub(crate) fn search(
     if k == 0 || nq == 0 {
         return Ok(Vec::new());
     }
+    // Filter hook: few enough matches are scored exactly, without the centroid stages.
+    if let Some(a) = allowed
+        && a.count <= params.filter_exact_budget() as u64
+        && snap.segments.iter().all(|s| s.originals.is_some())
+    {
+        return exact_allowed(snap, query, a, k, stats);
+    }
     SCRATCH.with_borrow_mut(|scratch| {
         let t = Instant::now();
         let mut tables = QueryTables::new(codec, query, scratch);
@@ -319,6 +326,26 @@ fn search_with_tables(
         compressed: &scores,
     };
     refine_and_rank(snap, tables.query, &scored, k, refine, stats)
+}
+
+/// Full-precision MaxSim over the originals of every document `allowed` holds: the refine
+/// stage over all of them, with no centroid table (its fixed cost is what a few hundred
+/// exact scores undercut).
+fn exact_allowed(
+    snap: &SnapshotInner,
+    query: &[f32],
+    allowed: &Allowed,
+    k: usize,
+    stats: &mut SearchStats,
+) -> Result<Vec<Hit>> {
+    let cands = all_live(snap, Some(allowed));
+    stats.candidates = cands.len();
+    let zeros = vec![0f32; cands.len()];
+    let scored = Scored {
+        cands: &cands,
+        compressed: &zeros,
+    };
+    refine_and_rank(snap, query, &scored, k, cands.len(), stats)
 }
 
 /// Every live document of the snapshot (every allowed one under a filter), in segment

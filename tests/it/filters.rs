@@ -203,9 +203,14 @@ fn filtered_exhaustive_search_equals_exact_maxsim_over_the_matching_documents() 
         for q in c.queries(3, 16, 0.4, 9) {
             let truth = brute_force(&coll, &live, &f, &q, dim);
             for k in [1, 10, 1000] {
-                let p = SearchParams::exhaustive().with_filter(f.clone());
-                let hits = coll.search(&q, k, &p).expect("search");
-                assert_same_ranking(&hits, &truth, k, &format!("{f:?} k={k}"));
+                // Exhaustive, through the exact path for few matches and the full scan.
+                for exact in [usize::MAX, 0] {
+                    let p = SearchParams::exhaustive()
+                        .with_filter_exact(exact)
+                        .with_filter(f.clone());
+                    let hits = coll.search(&q, k, &p).expect("search");
+                    assert_same_ranking(&hits, &truth, k, &format!("{f:?} k={k}"));
+                }
             }
         }
     }
@@ -286,29 +291,32 @@ fn filtered_search_at_the_defaults_reaches_the_unfiltered_recall() {
     let floor = 0.95;
     println!("unfiltered recall@10 {unfiltered:.3}");
     assert!(unfiltered >= floor, "unfiltered recall@10 {unfiltered:.3}");
-    // 50%, 10%, 2% and 0.5% of the documents; at the defaults all of these estimate every
-    // matching document (fewer than the prefilter budget), so the postings path is forced
-    // too.
-    let probe_only = SearchParams::default();
-    let probe_only = probe_only.with_filter_scan(0);
+    // 50%, 10%, 2% and 0.5% of the documents. The defaults choose among three paths by the
+    // number of matches; each is also forced: exact MaxSim over the originals of every
+    // match, the centroid-code estimate of every match, and the probed postings.
+    let exact = SearchParams::default().with_filter_exact(usize::MAX);
+    let estimate = SearchParams::default()
+        .with_filter_exact(0)
+        .with_filter_scan(usize::MAX);
+    let postings = SearchParams::default()
+        .with_filter_exact(0)
+        .with_filter_scan(0);
     for limit in [500i64, 100, 20, 5] {
         let f = Filter::range("bucket", Cmp::Lt, limit);
         let truths = truth_of(Some(&f));
-        let scan = recall_at_10(&coll, &live, Some(&f), &queries, &truths, &defaults);
-        let probed = recall_at_10(&coll, &live, Some(&f), &queries, &truths, &probe_only);
-        println!("bucket < {limit}: recall@10 defaults {scan:.3}, postings forced {probed:.3}");
-        assert!(
-            scan >= floor,
-            "bucket < {limit}: default recall@10 {scan:.3}"
+        let r = |p: &SearchParams| recall_at_10(&coll, &live, Some(&f), &queries, &truths, p);
+        let (d, x, e, p) = (r(&defaults), r(&exact), r(&estimate), r(&postings));
+        println!(
+            "bucket < {limit}: recall@10 defaults {d:.3}, exact {x:.3}, estimate all {e:.3}, postings {p:.3}"
         );
-        // The postings path alone (forced) keeps the floor while the filter leaves a tenth
-        // or more of the documents; below that the probed postings reach too few of the
-        // best matching documents, which is why a selective filter estimates them all.
+        for (what, got) in [("defaults", d), ("exact", x), ("estimate all", e)] {
+            assert!(got >= floor, "bucket < {limit}: {what} recall@10 {got:.3}");
+        }
+        // The postings path alone keeps the floor while the filter leaves a tenth or more
+        // of the documents; below that the probed postings reach too few of the best
+        // matching documents, which is why a selective filter takes another path.
         if limit >= 100 {
-            assert!(
-                probed >= floor,
-                "bucket < {limit}: postings-path recall@10 {probed:.3}"
-            );
+            assert!(p >= floor, "bucket < {limit}: postings recall@10 {p:.3}");
         }
     }
 }
@@ -385,7 +393,10 @@ fn filters_respect_deletes_and_upserts_and_survive_reopen() {
         for p in [
             SearchParams::exhaustive(),
             SearchParams::default(),
-            SearchParams::default().with_filter_scan(0),
+            SearchParams::default().with_filter_exact(0),
+            SearchParams::default()
+                .with_filter_exact(0)
+                .with_filter_scan(0),
         ] {
             let hits = coll
                 .search(&q, 300, &p.clone().with_filter(f.clone()))

@@ -11,7 +11,8 @@
 //! would keep ([`crate::SearchParams::filter_scan_budget`]), every matching document gets
 //! the centroid-code estimate instead, so those that share no probed centroid with the
 //! query (common under a selective filter) are not lost; the exact and refine stages follow
-//! as usual.
+//! as usual. When only a few hundred match ([`crate::SearchParams::filter_exact_budget`]),
+//! they are all scored by exact MaxSim over their originals, without the centroid stages.
 //!
 //! **Index** ([`index::SegmentFields`]): per segment, per field (a top-level key of the
 //! metadata object, or a dotted path into nested objects), one ordered map from value to
