@@ -104,6 +104,22 @@ pub enum Cmp {
 
 /// Which documents a search may return. Build with the constructors or [`Filter::parse`].
 ///
+/// ```no_run
+/// use tessera::{Cmp, Database, Filter, HitFields, SearchParams};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = Database::open_read_only("my.db")?;
+/// let docs = db.collection("docs")?;
+/// let recent_english = Filter::eq("lang", "en").and(Filter::range("year", Cmp::Ge, 2020i64));
+/// assert_eq!(recent_english, Filter::parse(r#"lang = "en" AND year >= 2020"#)?);
+/// let params = SearchParams::default()
+///     .with_filter(recent_english)
+///     .with_fields(HitFields { metadata: true, text: true });
+/// for hit in docs.search(&vec![0.1; 32 * 128], 10, &params)? {
+///     println!("{} {} {:?}", hit.id, hit.score, hit.text);
+/// }
+/// # Ok(()) }
+/// ```
+///
 /// Semantics: a field matches when any of its values does (a scalar is one value; an array
 /// holds one per element). `NOT f` is every live document that `f` does not match,
 /// including those without the field; `a != v` is `NOT a = v`. Comparing a field with a
