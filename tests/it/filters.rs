@@ -472,6 +472,14 @@ fn bad_filters_are_clear_errors_and_an_empty_id_list_returns_nothing() {
         assert!(err.to_string().contains("collection \"c\""), "{err}");
         assert!(err.to_string().contains(needle), "{f:?}: {err}");
     }
+    // A filter built in code nested beyond the grammar's limit is refused before the checks
+    // and the evaluation recurse into it.
+    let mut deep = Filter::eq("lang", "en");
+    for _ in 0..1_000 {
+        deep = deep.not();
+    }
+    let err = coll.search(&q, 5, &p(deep)).expect_err("too deep");
+    assert!(err.to_string().contains("nested deeper than 64"), "{err}");
     // Malformed expressions: the position of the problem.
     let e = Filter::parse(r#"lang = "en" AND AND year > 1"#).expect_err("malformed");
     assert_eq!(e.position, 16);

@@ -36,10 +36,16 @@ pub(crate) fn allowed(
     let Some(filter) = filter else {
         return Ok(None);
     };
-    check(filter, &kinds(snap)).map_err(|reason| Error::InvalidFilter {
+    let invalid = |reason| Error::InvalidFilter {
         collection: collection.to_owned(),
         reason,
-    })?;
+    };
+    if deeper_than(filter, MAX_DEPTH) {
+        return Err(invalid(format!(
+            "the filter is nested deeper than {MAX_DEPTH} levels"
+        )));
+    }
+    check(filter, &kinds(snap)).map_err(invalid)?;
     let per_seg: Vec<RoaringBitmap> = snap
         .segments
         .iter()
@@ -47,6 +53,22 @@ pub(crate) fn allowed(
         .collect();
     let count = per_seg.iter().map(RoaringBitmap::len).sum();
     Ok(Some(Allowed { per_seg, count }))
+}
+
+/// The deepest nesting of `AND`, `OR` and `NOT` evaluated (the grammar's own limit): the
+/// checks and the evaluation recurse, and a filter built in code could otherwise nest deep
+/// enough to overflow the stack.
+const MAX_DEPTH: usize = 64;
+
+/// Whether `f` nests deeper than `limit` (recursing at most `limit` levels).
+fn deeper_than(f: &Filter, limit: usize) -> bool {
+    match f {
+        Filter::And(fs) | Filter::Or(fs) => {
+            limit == 0 || fs.iter().any(|f| deeper_than(f, limit - 1))
+        }
+        Filter::Not(f) => limit == 0 || deeper_than(f, limit - 1),
+        _ => false,
+    }
 }
 
 /// Per field, the kinds of value ("string", "number", ...) some document of the snapshot
