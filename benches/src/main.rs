@@ -14,6 +14,7 @@ use tessera_bench::engines::Knobs;
 use tessera_bench::run::{PEER_AVAILABLE, RunOptions};
 use tessera_bench::{dataset, drift, lifecycle, pydoc, report, run, stats, truth};
 
+mod filtered;
 mod gpu;
 mod rag;
 
@@ -42,6 +43,9 @@ enum Command {
     /// A collection through churn (small batches, deletes, upserts), before and after
     /// `compact()`, against a fresh build of the same live documents (synthetic-minilm).
     Lifecycle(LifecycleArgs),
+    /// Filtered search at several selectivities (metadata filters): p50 and recall@10
+    /// against exact MaxSim over the matching documents.
+    Filtered(filtered::FilteredArgs),
 }
 
 #[derive(Args, Clone)]
@@ -531,6 +535,7 @@ fn main() -> Result<()> {
         Command::Gpu(a) => gpu::run(&a),
         Command::Lifecycle(a) => lifecycle(&a),
         Command::Rag(a) => rag::run(&a),
+        Command::Filtered(a) => filtered::run(&a),
         Command::PreparePythonDoc(a) => {
             pydoc::prepare(&pydoc::PrepareSpec {
                 text_dir: a.text,

@@ -102,6 +102,46 @@ pub enum Command {
     /// --plot, a heatmap of every query token x document token similarity (SVG).
     #[command(group(QUERIES.clone()))]
     Explain(ExplainArgs),
+    /// Show stored documents by id: token count, metadata, kept text and, with --vectors,
+    /// the vectors.
+    Get {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Ids (a number that is not a string id names an integer id).
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Also print each document's vectors (as stored: the originals, else decompressed).
+        #[arg(long)]
+        vectors: bool,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// List every document: id, token count and metadata, in id order.
+    List {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Only documents matching this filter (see `search --where`).
+        #[arg(long = "where", value_name = "EXPR")]
+        filter: Option<String>,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Export every document's id, metadata and (with --text) kept text as JSON lines.
+    Export {
+        /// Database directory.
+        db: PathBuf,
+        /// Collection name.
+        collection: String,
+        /// Include the kept passage text.
+        #[arg(long)]
+        text: bool,
+    },
     /// Delete documents by id.
     Delete {
         /// Database directory.
@@ -223,6 +263,10 @@ pub struct IngestArgs {
     /// Threads for text encoding and vector compression (0: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// With --text: do not keep the passage text (by default it is stored compressed with
+    /// each document and returned with hits).
+    #[arg(long, requires = "text")]
+    pub no_store_text: bool,
 }
 
 /// Options of `tessera encode`.
@@ -288,6 +332,58 @@ pub struct SearchOpts {
     /// already kept is above T (|T| at most 1; 1: no test).
     #[arg(long, value_name = "T", value_parser = similarity, allow_negative_numbers = true)]
     pub max_kept_similarity: Option<f32>,
+    /// Only documents whose metadata match EXPR, e.g. `lang = "en" AND year >= 2020 AND NOT
+    /// tag IN ("a","b") AND EXISTS author`, or `@id IN ("d1", 7)` (README, "Filters"; in
+    /// the shell, the `.where` setting).
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Columns of each hit, comma-separated, from query, rank, id, score, metadata, text
+    /// (default: query,rank,id,score; in the shell, the `.fields` setting).
+    #[arg(long, value_name = "LIST", value_parser = parse_fields)]
+    pub fields: Option<Fields>,
+}
+
+/// The columns a search prints ([`SearchOpts::fields`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fields(pub Vec<&'static str>);
+
+/// Every column a hit can show, in the default order.
+pub const HIT_COLUMNS: [&str; 6] = ["query", "rank", "id", "score", "metadata", "text"];
+
+impl Default for Fields {
+    fn default() -> Self {
+        Fields(vec!["query", "rank", "id", "score"])
+    }
+}
+
+impl std::fmt::Display for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+/// A comma-separated list of hit columns, each known and none twice.
+pub fn parse_fields(s: &str) -> Result<Fields, String> {
+    let mut out: Vec<&'static str> = Vec::new();
+    for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        let Some(&col) = HIT_COLUMNS.iter().find(|c| c.eq_ignore_ascii_case(word)) else {
+            return Err(format!(
+                "unknown field {word:?}; choose from {}",
+                HIT_COLUMNS.join(", ")
+            ));
+        };
+        if out.contains(&col) {
+            return Err(format!("field {word:?} is listed twice"));
+        }
+        out.push(col);
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "no fields given; choose from {}",
+            HIT_COLUMNS.join(", ")
+        ));
+    }
+    Ok(Fields(out))
 }
 
 /// A diversity threshold: normalised MaxSim, a number from -1 to 1.

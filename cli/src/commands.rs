@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tessera::{Collection, CollectionConfig, CollectionInfo, Database, ExternalId, SearchParams};
 
-use crate::args::{CreateArgs, SearchOpts};
+use crate::args::{CreateArgs, Fields, SearchOpts};
 use crate::interrupt;
 use crate::query::Query;
 use crate::render::{Printer, ResultSet};
@@ -35,6 +35,10 @@ pub struct Session {
     pub refine: Option<usize>,
     /// Diversity of searches without diversity flags (the shell's `.diversity`).
     pub diversity: Option<tessera::Diversity>,
+    /// Filter of searches without `--where` (the shell's `.where`).
+    pub filter: Option<String>,
+    /// Hit columns of searches without `--fields` (the shell's `.fields`).
+    pub fields: Option<Fields>,
 }
 
 impl Session {
@@ -240,8 +244,17 @@ pub fn create(db: &Database, a: &CreateArgs) -> Result<Collection> {
     Ok(coll)
 }
 
+/// A `--where` expression as a filter; a syntax error shows where, with a caret.
+pub fn parse_filter(expr: &str) -> Result<tessera::Filter> {
+    tessera::Filter::parse(expr).map_err(|e| {
+        // The caret goes to stderr: the error itself is printed on one line.
+        eprintln!("{}", e.pointer());
+        anyhow::Error::new(e)
+    })
+}
+
 /// Search parameters from command-line settings.
-pub fn search_params(o: &SearchOpts) -> SearchParams {
+pub fn search_params(o: &SearchOpts) -> Result<SearchParams> {
     let mut p = if o.exhaustive {
         SearchParams::exhaustive()
     } else {
@@ -260,9 +273,17 @@ pub fn search_params(o: &SearchOpts) -> SearchParams {
     if let Some(d) = crate::rag::diversity(o) {
         p = p.with_diversity(d);
     }
-    p.with_device(crate::device::for_search(
+    if let Some(expr) = &o.filter {
+        p = p.with_filter(parse_filter(expr)?);
+    }
+    let fields = o.fields.clone().unwrap_or_default();
+    p = p.with_fields(tessera::HitFields {
+        metadata: fields.0.contains(&"metadata"),
+        text: fields.0.contains(&"text"),
+    });
+    Ok(p.with_device(crate::device::for_search(
         o.device.unwrap_or(tessera::Device::Auto),
-    ))
+    )))
 }
 
 /// An f32 as the shortest decimal that reads back as the same f32.
@@ -280,13 +301,10 @@ pub fn search(
     printer: &mut Printer,
     timer: bool,
 ) -> Result<()> {
-    let params = search_params(opts);
-    let mut rs = ResultSet::new(&[
-        ("query", "query"),
-        ("rank", "rank"),
-        ("id", "id"),
-        ("score", "score"),
-    ]);
+    let params = search_params(opts)?;
+    let fields = opts.fields.clone().unwrap_or_default();
+    let columns: Vec<(&'static str, &'static str)> = fields.0.iter().map(|&c| (c, c)).collect();
+    let mut rs = ResultSet::new(&columns);
     let mut times: Vec<Duration> = Vec::with_capacity(queries.len());
     let mut stopped = None;
     for (i, q) in queries.iter().enumerate() {
@@ -300,12 +318,21 @@ pub fn search(
             .with_context(|| format!("query {}", q.label))?;
         times.push(start.elapsed());
         for (rank, h) in hits.iter().enumerate() {
-            rs.push(vec![
-                q.label.clone(),
-                json!(rank + 1),
-                serde_json::to_value(&h.id)?,
-                f32_value(h.score),
-            ]);
+            let row = fields
+                .0
+                .iter()
+                .map(|&c| {
+                    Ok(match c {
+                        "query" => q.label.clone(),
+                        "rank" => json!(rank + 1),
+                        "id" => serde_json::to_value(&h.id)?,
+                        "score" => f32_value(h.score),
+                        "metadata" => h.metadata.clone().unwrap_or(Value::Null),
+                        _ => h.text.clone().map_or(Value::Null, Value::String),
+                    })
+                })
+                .collect::<Result<Vec<Value>>>()?;
+            rs.push(row);
         }
     }
     printer.print(&rs)?;
@@ -353,6 +380,124 @@ pub fn resolve_id(coll: &Collection, s: &str) -> Result<ExternalId> {
         }
     }
     Ok(as_str)
+}
+
+/// `tessera get` / `.get`: one row per id: id, tokens, metadata, text (and vectors); an id
+/// that is not there is reported on stderr and makes the command fail after the rows.
+pub fn get(coll: &Collection, ids: &[String], vectors: bool) -> Result<ResultSet> {
+    let ext: Vec<ExternalId> = ids
+        .iter()
+        .map(|s| resolve_id(coll, s))
+        .collect::<Result<_>>()?;
+    let mut cols = vec![
+        ("id", "id"),
+        ("tokens", "tokens"),
+        ("metadata", "metadata"),
+        ("text", "text"),
+    ];
+    if vectors {
+        cols.push(("vectors", "vectors"));
+    }
+    let mut rs = ResultSet::new(&cols);
+    let mut missing = Vec::new();
+    let dim = coll.config().dim as usize;
+    for (id, doc) in ext.iter().zip(coll.get(&ext, vectors)?) {
+        let Some(d) = doc else {
+            missing.push(id.to_string());
+            continue;
+        };
+        let mut row = vec![
+            serde_json::to_value(&d.id)?,
+            json!(d.tokens),
+            d.metadata.unwrap_or(Value::Null),
+            d.text.map_or(Value::Null, Value::String),
+        ];
+        if vectors {
+            let rows: Vec<Vec<Value>> = d
+                .vectors
+                .unwrap_or_default()
+                .chunks(dim.max(1))
+                .map(|r| r.iter().map(|&x| f32_value(x)).collect())
+                .collect();
+            row.push(json!(rows));
+        }
+        rs.push(row);
+    }
+    if !missing.is_empty() {
+        return Err(MissingIds(rs, missing).into());
+    }
+    Ok(rs)
+}
+
+/// Prints what [`get`] found, then fails if some ids were not found.
+pub fn print_get(printer: &mut Printer, found: Result<ResultSet>) -> Result<()> {
+    match found {
+        Ok(rs) => printer.print(&rs),
+        Err(e) => match e.downcast::<MissingIds>() {
+            Ok(m) => {
+                printer.print(&m.0)?;
+                bail!("{m}")
+            }
+            Err(e) => Err(e),
+        },
+    }
+}
+
+/// Rows of the ids that were found, and the ids that were not: printed, then an error.
+#[derive(Debug)]
+pub struct MissingIds(pub ResultSet, pub Vec<String>);
+
+impl std::fmt::Display for MissingIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not found: {}", self.1.join(", "))
+    }
+}
+
+impl std::error::Error for MissingIds {}
+
+/// `tessera list` / `.list`: id, tokens and metadata of every document (or of those matching
+/// `filter`), in id order.
+pub fn list(coll: &Collection, filter: Option<&str>) -> Result<ResultSet> {
+    let keep: Option<std::collections::HashSet<ExternalId>> = match filter {
+        Some(expr) => Some(coll.matching(&parse_filter(expr)?)?.into_iter().collect()),
+        None => None,
+    };
+    let mut rs = ResultSet::new(&[("id", "id"), ("tokens", "tokens"), ("metadata", "metadata")]);
+    let docs = coll.list(tessera::HitFields {
+        metadata: true,
+        text: false,
+    })?;
+    for d in docs {
+        if keep.as_ref().is_some_and(|k| !k.contains(&d.id)) {
+            continue;
+        }
+        rs.push(vec![
+            serde_json::to_value(&d.id)?,
+            json!(d.tokens),
+            d.metadata.unwrap_or(Value::Null),
+        ]);
+    }
+    Ok(rs)
+}
+
+/// `tessera export`: one JSON object per document, `{"id", "metadata"[, "text"]}`, in id
+/// order, the shape `ingest --text` reads back (with the text).
+pub fn export(coll: &Collection, text: bool, out: &mut impl std::io::Write) -> Result<usize> {
+    let docs = coll.list(tessera::HitFields {
+        metadata: true,
+        text,
+    })?;
+    for d in &docs {
+        let mut obj = serde_json::Map::new();
+        obj.insert("id".into(), serde_json::to_value(&d.id)?);
+        if let Some(t) = &d.text {
+            obj.insert("text".into(), Value::String(t.clone()));
+        }
+        obj.insert("metadata".into(), d.metadata.clone().unwrap_or(Value::Null));
+        writeln!(out, "{}", Value::Object(obj)).context("cannot write the export")?;
+    }
+    out.flush().context("cannot write the export")?;
+    Ok(docs.len())
 }
 
 /// Deletes ids and reports what happened on stderr.

@@ -130,6 +130,40 @@ fn run(cmd: Command) -> Result<u8> {
             let mut printer = Printer::stdout(a.out.mode());
             rag::explain(&coll, queries, &a.id, a.plot.as_ref(), &mut printer)?;
         }
+        Command::Get {
+            db,
+            collection,
+            ids,
+            vectors,
+            out,
+        } => {
+            let database = Database::open_read_only(&db)?;
+            let coll = errors::collection(&database, &collection)?;
+            let mut printer = Printer::stdout(out.mode());
+            commands::print_get(&mut printer, commands::get(&coll, &ids, vectors))?;
+        }
+        Command::List {
+            db,
+            collection,
+            filter,
+            out,
+        } => {
+            let database = Database::open_read_only(&db)?;
+            let coll = errors::collection(&database, &collection)?;
+            let rs = commands::list(&coll, filter.as_deref())?;
+            Printer::stdout(out.mode()).print(&rs)?;
+        }
+        Command::Export {
+            db,
+            collection,
+            text,
+        } => {
+            let database = Database::open_read_only(&db)?;
+            let coll = errors::collection(&database, &collection)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let n = commands::export(&coll, text, &mut out)?;
+            eprintln!("exported {n} documents from {:?}", coll.name());
+        }
         Command::Delete {
             db,
             collection,

@@ -145,6 +145,35 @@ enum ShellCmd {
         /// Model directory (Hugging Face BERT or PyLate ColBERT).
         dir: Option<PathBuf>,
     },
+    /// Show stored documents of the collection in use: tokens, metadata, text (and vectors).
+    Get {
+        /// Ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Also show the vectors.
+        #[arg(long)]
+        vectors: bool,
+    },
+    /// List the documents of the collection in use: id, tokens, metadata (with --where,
+    /// only those matching).
+    List {
+        /// Only documents matching this filter.
+        #[arg(long = "where", value_name = "EXPR")]
+        filter: Option<String>,
+    },
+    /// Set the filter of searches (`.where EXPR`, the rest of the line as typed; `.where off`
+    /// clears it; no argument: shows it).
+    Where {
+        /// A filter expression (the rest of the line), or off.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
+    /// Set the columns of search results (e.g. `.fields id,score,metadata,text`; `.fields
+    /// default`; no argument: show them).
+    Fields {
+        /// Comma-separated columns from query, rank, id, score, metadata, text; or default.
+        list: Option<String>,
+    },
     /// Delete documents by id from the collection in use.
     Delete {
         /// Ids.
@@ -230,7 +259,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ),
     (
         "search",
-        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D] [--diverse] [--max-query-similarity T] [--max-kept-similarity T]\n.search --like ID [-k K]",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D] [--diverse] [--max-query-similarity T] [--max-kept-similarity T] [--where EXPR] [--fields LIST]\n.search --like ID [-k K]",
     ),
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
     (
@@ -245,6 +274,10 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("model", ".model [DIR]"),
     ("device", ".device [auto|cpu|cuda|cuda:N]"),
     ("refine", ".refine [N|0|auto]"),
+    ("get", ".get ID... [--vectors]"),
+    ("list", ".list [--where EXPR]"),
+    ("where", ".where [EXPR | off]"),
+    ("fields", ".fields [LIST | default]"),
     ("delete", ".delete ID..."),
     ("compact", ".compact"),
     ("retrain", ".retrain"),
@@ -337,6 +370,15 @@ pub fn split_words(line: &str) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// The session's `.device`, `.refine`, `.where` and `.fields` for a search that did not set
+/// them itself.
+fn apply_settings(s: &Session, opts: &mut SearchOpts) {
+    opts.device = opts.device.or(Some(s.device));
+    opts.refine = opts.refine.or(s.refine);
+    opts.filter = opts.filter.clone().or_else(|| s.filter.clone());
+    opts.fields = opts.fields.clone().or_else(|| s.fields.clone());
+}
+
 fn refine_setting(r: Option<usize>) -> String {
     match r {
         None => format!(
@@ -362,6 +404,8 @@ impl Shell {
                 device: tessera::Device::Auto,
                 refine: None,
                 diversity: None,
+                filter: None,
+                fields: None,
             },
             bail,
             echo,
@@ -438,6 +482,20 @@ impl Shell {
         if !known {
             bail!("unknown command {first:?}; type .help for the list");
         }
+        if name == "where" {
+            // The expression is the raw rest of the line: word splitting would strip the
+            // quotes that make its strings strings.
+            let rest = line.trim_start().trim_start_matches('.');
+            let expr = rest.get(name.len()..).unwrap_or("").trim();
+            let flow = self.exec(ShellCmd::Where {
+                words: if expr.is_empty() {
+                    vec![]
+                } else {
+                    vec![expr.to_owned()]
+                },
+            });
+            return flow;
+        }
         *first = name.clone();
         let parsed = match ShellLine::try_parse_from(&words) {
             Ok(p) => p,
@@ -499,8 +557,7 @@ impl Shell {
                 model,
                 words,
             } => {
-                opts.device = opts.device.or(Some(s.device));
-                opts.refine = opts.refine.or(s.refine);
+                apply_settings(s, &mut opts);
                 rag::default_diversity(&mut opts, s.diversity);
                 let coll = s.collection()?;
                 let m = s.query_model(&coll, model.as_deref())?;
@@ -528,8 +585,7 @@ impl Shell {
                 like,
                 mut opts,
             } => {
-                opts.device = opts.device.or(Some(s.device));
-                opts.refine = opts.refine.or(s.refine);
+                apply_settings(s, &mut opts);
                 rag::default_diversity(&mut opts, s.diversity);
                 let coll = s.collection()?;
                 let queries = match (query, like) {
@@ -560,6 +616,38 @@ impl Shell {
                     s.diversity = rag::parse_diversity_setting(&values)?;
                 }
                 println!("diversity: {}", rag::diversity_setting(s.diversity));
+            }
+            ShellCmd::Get { ids, vectors } => {
+                let found = commands::get(&s.collection()?, &ids, vectors);
+                commands::print_get(&mut s.printer, found)?;
+            }
+            ShellCmd::List { filter } => {
+                let rs =
+                    commands::list(&s.collection()?, filter.as_deref().or(s.filter.as_deref()))?;
+                s.printer.print(&rs)?;
+            }
+            ShellCmd::Where { words } => {
+                let expr = words.join(" ");
+                match expr.trim() {
+                    "" => {}
+                    e if e.eq_ignore_ascii_case("off") => s.filter = None,
+                    e => {
+                        // Checked now, so a typo shows up here and not at the next search.
+                        commands::parse_filter(e)?;
+                        s.filter = Some(e.to_owned());
+                    }
+                }
+                println!("where: {}", s.filter.as_deref().unwrap_or("off"));
+            }
+            ShellCmd::Fields { list } => {
+                match list.as_deref() {
+                    None => {}
+                    Some("default") => s.fields = None,
+                    Some(l) => {
+                        s.fields = Some(crate::args::parse_fields(l).map_err(anyhow::Error::msg)?)
+                    }
+                }
+                println!("fields: {}", s.fields.clone().unwrap_or_default());
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
@@ -633,6 +721,8 @@ impl Shell {
                 println!("    device: {}", s.device);
                 println!("    refine: {}", refine_setting(s.refine));
                 println!(" diversity: {}", rag::diversity_setting(s.diversity));
+                println!("     where: {}", s.filter.as_deref().unwrap_or("off"));
+                println!("    fields: {}", s.fields.clone().unwrap_or_default());
                 println!("      bail: {}", on(self.bail));
                 println!("      echo: {}", on(self.echo));
             }

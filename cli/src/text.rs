@@ -617,7 +617,10 @@ pub fn ingest_text(
             encoded_docs += 1;
             encoded_tokens += rows as u64;
             places.push(e.doc.describe());
-            let d = Document::new(e.doc.id, e.vectors.data);
+            let mut d = Document::new(e.doc.id, e.vectors.data);
+            if !args.no_store_text {
+                d = d.with_text(e.doc.text);
+            }
             batch.push(match e.doc.metadata {
                 Some(m) => d.with_metadata(m),
                 None => d,

@@ -129,6 +129,11 @@ impl Collection {
         &self.state.config
     }
 
+    /// The catalog and this collection's id in it (for `docs.rs`).
+    pub(crate) fn catalog(&self) -> (&tessera_storage::catalog::Catalog, u32) {
+        (&self.db.catalog, self.state.record.id)
+    }
+
     pub(crate) fn check_live(&self) -> Result<()> {
         if self.state.dropped.load(Ordering::SeqCst) {
             return Err(Error::CollectionNotFound(self.state.name.to_string()));
@@ -153,7 +158,9 @@ impl Collection {
     /// Top-`k` documents for `query` (row-major `[query_tokens, dim]`), best first.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
         self.check_live()?;
-        self.snapshot().search(query, k, params)
+        let mut hits = self.snapshot().search(query, k, params)?;
+        self.fill_hits(&mut hits, params.fields)?;
+        Ok(hits)
     }
 
     /// Searches many queries on one snapshot (see [`Snapshot::search_batch`]).
@@ -164,7 +171,11 @@ impl Collection {
         params: &SearchParams,
     ) -> Result<Vec<Vec<Hit>>> {
         self.check_live()?;
-        self.snapshot().search_batch(queries, k, params)
+        let mut found = self.snapshot().search_batch(queries, k, params)?;
+        for hits in &mut found {
+            self.fill_hits(hits, params.fields)?;
+        }
+        Ok(found)
     }
 
     /// The JSON metadata stored with document `id`, if any.

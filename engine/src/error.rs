@@ -80,6 +80,15 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A metadata filter cannot be evaluated on this collection: it names a field that no
+    /// document has, or compares a field with a kind of value it never holds.
+    #[error("collection {collection:?}: invalid filter: {reason}")]
+    InvalidFilter {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
+    },
     /// A batch was encoded by another model than the one the collection records; nothing
     /// was committed.
     #[error(

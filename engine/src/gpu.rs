@@ -103,8 +103,12 @@ fn device_error(device: Device, e: &GpuError) -> Error {
 
 /// Prints why the GPU is not used, once per process and reason.
 fn log_fallback(e: &GpuError) {
+    log_reason(e.to_string());
+}
+
+/// Prints why a search runs on the CPU, once per process and reason.
+fn log_reason(msg: String) {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let msg = e.to_string();
     let mut seen = SEEN
         .get_or_init(|| Mutex::new(HashSet::new()))
         .lock()
@@ -146,6 +150,12 @@ pub(crate) fn search_batch(
     k: usize,
     params: &SearchParams,
 ) -> Result<Option<Vec<Answer>>> {
+    if params.filter.is_some() && params.device != Device::Cpu {
+        // The kernels have no filter stage: a filtered search runs on the CPU, whatever the
+        // device setting, and says so once.
+        log_reason("a metadata filter is set (filtered searches run on the CPU)".into());
+        return Ok(None);
+    }
     let Some(gpu) = route(params.device)? else {
         return Ok(None);
     };
@@ -206,7 +216,7 @@ pub(crate) fn search_batch(
                 // The probed postings reached fewer documents than asked for: the CPU path
                 // then scores every live document, and so does this query.
                 let mut stats = SearchStats::default();
-                let hits = crate::search::search(snap, query, k, params, &mut stats)?;
+                let hits = crate::search::search(snap, query, k, params, None, &mut stats)?;
                 return Ok((hits, stats));
             }
             let scored = Scored {

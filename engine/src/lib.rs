@@ -25,9 +25,11 @@ mod codec;
 mod collection;
 mod database;
 mod diversity;
+mod docs;
 mod document;
 mod error;
 mod explain;
+pub mod filter;
 mod gpu;
 mod kmeans;
 mod load;
@@ -44,14 +46,15 @@ pub use codec::{default_centroids, plaid_centroids};
 pub use collection::{Collection, CollectionInfo};
 pub use database::Database;
 pub use diversity::{DIVERSITY_DEPTH_FLOOR, DIVERSITY_DEPTH_PER_K, Diversity};
-pub use document::{Document, Hit};
+pub use document::{Document, Hit, StoredDocument};
 pub use error::{Error, Result};
 pub use explain::{Explanation, TokenMatch};
+pub use filter::{Cmp, Filter, FilterParseError, Scalar};
 pub use gpu::{GpuCounters, ResolvedDevice, gpu_counters, resolve_device};
 pub use model::ModelRecord;
 pub use options::{
-    CollectionConfig, Device, IngestOptions, MergePolicy, OnConflict, ParseDeviceError, Precision,
-    REFINE_FLOOR, REFINE_PER_K, SearchParams,
+    CollectionConfig, Device, FILTER_EXACT_DOCS, HitFields, IngestOptions, MergePolicy, OnConflict,
+    ParseDeviceError, Precision, REFINE_FLOOR, REFINE_PER_K, SearchParams,
 };
 pub use rerank::RerankReport;
 pub use search::SearchStats;

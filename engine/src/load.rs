@@ -49,6 +49,8 @@ pub(crate) fn load_collection(
     let mut tombstones: HashMap<u64, RoaringBitmap> =
         catalog.tombstones(record.id)?.into_iter().collect();
     let mut segments = Vec::with_capacity(manifest.segments.len());
+    // Filter indexes, rebuilt from the catalog's metadata (module `filter`).
+    let mut fields = crate::filter::index::load(catalog, record.id, &manifest, &record.name)?;
     for s in &manifest.segments {
         let reader = dir.open_published(
             &s.file,
@@ -91,6 +93,7 @@ pub(crate) fn load_collection(
             reader: Arc::new(reader),
             originals,
             tombstones: Arc::new(deleted),
+            fields: Arc::new(fields.remove(&s.id).unwrap_or_default()),
         });
     }
     if let Some(seg) = tombstones.keys().min() {

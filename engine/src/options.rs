@@ -210,6 +210,42 @@ pub struct SearchParams {
     /// top-k.
     #[serde(default)]
     pub diversity: Option<crate::Diversity>,
+    /// Only documents matching this filter are returned; the candidate stages skip the
+    /// others, so the top-k is filled from matching documents (module `filter`). A filtered
+    /// search runs on the CPU (the GPU path logs why and falls back).
+    #[serde(skip)]
+    pub filter: Option<crate::Filter>,
+    /// A filtered search ranks every matching document by its centroid-code estimate
+    /// instead of gathering candidates from the probed postings when at most this many
+    /// match; `None`: the prefilter budget ([`SearchParams::filter_scan_budget`]).
+    #[serde(default)]
+    pub filter_scan: Option<usize>,
+    /// A filtered search scores every matching document by full-precision MaxSim over its
+    /// originals, skipping the centroid stages altogether, when at most this many match
+    /// (and every segment keeps originals); `None`: [`FILTER_EXACT_DOCS`].
+    #[serde(default)]
+    pub filter_exact: Option<usize>,
+    /// What each hit carries besides its id and score (metadata, text). Off by default, so
+    /// a bare search reads nothing from the catalog. Filled by `Collection::search` and
+    /// `search_batch`; a `Snapshot` holds no catalog and leaves them empty.
+    #[serde(default)]
+    pub fields: HitFields,
+}
+
+/// Matching documents up to which a filtered search is answered by exact MaxSim over their
+/// originals alone ([`SearchParams::filter_exact`]): the centroid stages cost a fixed
+/// query × centroid table per query (65,536 centroids × 32 query tokens at 100K documents),
+/// which scoring a few hundred documents exactly undercuts (BENCHMARKS.md, "Filtered
+/// search").
+pub const FILTER_EXACT_DOCS: usize = 512;
+
+/// What hits carry besides id and score ([`SearchParams::fields`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HitFields {
+    /// The document's JSON metadata.
+    pub metadata: bool,
+    /// The document's kept passage text.
+    pub text: bool,
 }
 
 /// Lower bound of the default prefilter budget ([`SearchParams::prefilter_budget`]).
@@ -240,6 +276,10 @@ impl Default for SearchParams {
             exhaustive: false,
             device: Device::Auto,
             diversity: None,
+            filter: None,
+            filter_scan: None,
+            filter_exact: None,
+            fields: HitFields::default(),
         }
     }
 }
@@ -257,6 +297,49 @@ impl SearchParams {
     pub fn with_nprobe(mut self, nprobe: u32) -> Self {
         self.nprobe = nprobe;
         self
+    }
+
+    /// Returns only documents that match `filter`.
+    pub fn with_filter(mut self, filter: crate::Filter) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Makes hits carry the chosen fields (metadata, text).
+    pub fn with_fields(mut self, fields: HitFields) -> Self {
+        self.fields = fields;
+        self
+    }
+
+    /// Sets the most matching documents a filtered search scores exactly over their
+    /// originals alone (`0`: never).
+    pub fn with_filter_exact(mut self, n: usize) -> Self {
+        self.filter_exact = Some(n);
+        self
+    }
+
+    /// `filter_exact`, else [`FILTER_EXACT_DOCS`].
+    pub fn filter_exact_budget(&self) -> usize {
+        self.filter_exact.unwrap_or(FILTER_EXACT_DOCS)
+    }
+
+    /// Sets the most matching documents a filtered search ranks all of instead of probing
+    /// postings (`0`: always probe).
+    pub fn with_filter_scan(mut self, n: usize) -> Self {
+        self.filter_scan = Some(n);
+        self
+    }
+
+    /// The most matching documents for which a top-`k` search over `live_docs` documents
+    /// ranks every matching document by its centroid-code estimate instead of gathering
+    /// candidates from the probed postings: `filter_scan`, else the prefilter budget
+    /// ([`SearchParams::prefilter_budget`]). Why that budget: the postings stage keeps that
+    /// many candidates for the same estimate, so estimating all matching documents costs no
+    /// more, and it reaches the matching documents that share no probed centroid with the
+    /// query (BENCHMARKS.md, "Filtered search").
+    pub fn filter_scan_budget(&self, k: usize, live_docs: u64) -> usize {
+        self.filter_scan
+            .unwrap_or_else(|| self.prefilter_budget(k, live_docs))
     }
 
     /// Sets where the search runs.

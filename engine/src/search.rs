@@ -43,6 +43,7 @@ use tessera_storage::segment::{Codes, SegmentReader};
 use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::Result;
+use crate::filter::Allowed;
 use crate::options::SearchParams;
 use crate::snapshot::SnapshotInner;
 
@@ -221,6 +222,7 @@ pub(crate) fn search(
     query: &[f32],
     k: usize,
     params: &SearchParams,
+    allowed: Option<&Allowed>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let Some(codec) = snap.codec.as_deref() else {
@@ -231,14 +233,22 @@ pub(crate) fn search(
     if k == 0 || nq == 0 {
         return Ok(Vec::new());
     }
+    // Filter hook: few enough matches are scored exactly, without the centroid stages.
+    if let Some(a) = allowed
+        && a.count <= params.filter_exact_budget() as u64
+        && snap.segments.iter().all(|s| s.originals.is_some())
+    {
+        return exact_allowed(snap, query, a, k, stats);
+    }
     SCRATCH.with_borrow_mut(|scratch| {
         let t = Instant::now();
         let mut tables = QueryTables::new(codec, query, scratch);
         stats.centroid_us = micros(t);
-        search_with_tables(snap, codec, &mut tables, nq, k, params, stats)
+        search_with_tables(snap, codec, &mut tables, nq, k, params, allowed, stats)
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn search_with_tables(
     snap: &SnapshotInner,
     codec: &Codec,
@@ -246,11 +256,26 @@ fn search_with_tables(
     nq: usize,
     k: usize,
     params: &SearchParams,
+    allowed: Option<&Allowed>,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let refine = params.refine_count(k);
-    let ranked = if params.full_scan(k, snap.live_docs()) {
+    let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
+    // Filter hook: a filter with few enough matches skips the postings (module `filter`).
+    let budget = params.filter_scan_budget(k, snap.live_docs()) as u64;
+    let few = allowed.filter(|a| a.count <= budget);
+    let ranked = if params.full_scan(k, live) {
         None
+    } else if let Some(a) = few {
+        Some(rank_allowed(
+            snap,
+            codec,
+            tables,
+            nq,
+            a,
+            params.rerank_limit(k),
+            stats,
+        ))
     } else {
         let t = Instant::now();
         let probes = probe(
@@ -268,6 +293,7 @@ fn search_with_tables(
             tables,
             nq,
             &probes,
+            allowed,
             Budgets {
                 prefilter: params.prefilter_budget(k, snap.live_docs()),
                 rerank: params.rerank_limit(k),
@@ -288,7 +314,7 @@ fn search_with_tables(
             exact_until_settled(snap, codec, tables, &r, depth)
         }
         None => {
-            let all = all_live(snap);
+            let all = all_live(snap, allowed);
             let scores = exact_scores(codec, tables, &SegSlices::all(snap, codec), &all);
             (all, scores)
         }
@@ -302,8 +328,42 @@ fn search_with_tables(
     refine_and_rank(snap, tables.query, &scored, k, refine, stats)
 }
 
-/// Every live document of the snapshot, in segment order.
-fn all_live(snap: &SnapshotInner) -> Vec<Cand> {
+/// Full-precision MaxSim over the originals of every document `allowed` holds: the refine
+/// stage over all of them, with no centroid table (its fixed cost is what a few hundred
+/// exact scores undercut).
+fn exact_allowed(
+    snap: &SnapshotInner,
+    query: &[f32],
+    allowed: &Allowed,
+    k: usize,
+    stats: &mut SearchStats,
+) -> Result<Vec<Hit>> {
+    let cands = all_live(snap, Some(allowed));
+    stats.candidates = cands.len();
+    let zeros = vec![0f32; cands.len()];
+    let scored = Scored {
+        cands: &cands,
+        compressed: &zeros,
+    };
+    refine_and_rank(snap, query, &scored, k, cands.len(), stats)
+}
+
+/// Every live document of the snapshot (every allowed one under a filter), in segment
+/// order.
+fn all_live(snap: &SnapshotInner, allowed: Option<&Allowed>) -> Vec<Cand> {
+    if let Some(a) = allowed {
+        return a
+            .per_seg
+            .iter()
+            .enumerate()
+            .flat_map(|(si, b)| {
+                b.iter().map(move |local| Cand {
+                    seg: si as u32,
+                    local,
+                })
+            })
+            .collect();
+    }
     snap.segments
         .iter()
         .enumerate()
@@ -327,12 +387,14 @@ struct Budgets {
     rerank: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn approximate_candidates(
     snap: &SnapshotInner,
     codec: &Codec,
     tables: &mut QueryTables<'_>,
     nq: usize,
     probes: &Probes,
+    allowed: Option<&Allowed>,
     budgets: Budgets,
     stats: &mut SearchStats,
 ) -> Vec<Cand> {
@@ -358,7 +420,12 @@ fn approximate_candidates(
                 }
             }
             for (local, gain) in marks.touched() {
-                if !seg.tombstones.contains(local) {
+                // Filter hook: documents outside the filter never become candidates.
+                let keep = match allowed {
+                    Some(a) => a.contains(si, local),
+                    None => !seg.tombstones.contains(local),
+                };
+                if keep {
                     cands.push(Cand {
                         seg: si as u32,
                         local,
@@ -378,27 +445,60 @@ fn approximate_candidates(
         // Ascending order reads each segment's codes front to back.
         cands.sort_unstable_by_key(|c| (c.seg, c.local));
     }
-    // Tier 2: every token's centroid counts, on byte-quantised scores.
+    let ranked = rank_by_codes(snap, codec, tables, nq, &cands, rerank);
+    stats.approx_us = micros(t);
+    ranked
+}
+
+/// Tier 2: the best `rerank` of `cands` by the centroid-code estimate (every token's
+/// centroid counts, on byte-quantised scores), best first: the exact stage takes them in
+/// this order.
+fn rank_by_codes(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &mut QueryTables<'_>,
+    nq: usize,
+    cands: &[Cand],
+    rerank: usize,
+) -> Vec<Cand> {
     if !tables.bytes_ready {
         tables.bytes.rebuild(tables.scores, tables.stride, nq);
         tables.bytes_ready = true;
     }
     let bytes = &*tables.bytes;
-    approx.clear();
     let segs = SegSlices::all(snap, codec);
-    approx.extend(
-        cands
-            .iter()
-            .map(|c| match segs[c.seg as usize].doc(c.local).codes {
-                Codes::U16(cs) => bytes.estimate(cs),
-                Codes::U32(cs) => bytes.estimate(cs),
-            }),
-    );
-    // Best first: the exact stage takes them in this order.
-    let ranked = top_k(&approx, rerank)
+    let approx: Vec<f32> = cands
+        .iter()
+        .map(|c| match segs[c.seg as usize].doc(c.local).codes {
+            Codes::U16(cs) => bytes.estimate(cs),
+            Codes::U32(cs) => bytes.estimate(cs),
+        })
+        .collect();
+    top_k(&approx, rerank)
         .into_iter()
         .map(|i| cands[i as usize])
-        .collect();
+        .collect()
+}
+
+/// Filter hook: every document the filter allows, ranked by the centroid-code estimate
+/// without the postings stage. A selective filter leaves documents that share no probed
+/// centroid with the query among its best (the query's clusters hold few of them), which
+/// the postings would never reach; when no more documents match than the postings stage
+/// would keep anyway (`SearchParams::filter_scan_budget`), estimating them all costs no
+/// more than the unfiltered search's second stage.
+fn rank_allowed(
+    snap: &SnapshotInner,
+    codec: &Codec,
+    tables: &mut QueryTables<'_>,
+    nq: usize,
+    allowed: &Allowed,
+    rerank: usize,
+    stats: &mut SearchStats,
+) -> Vec<Cand> {
+    let t = Instant::now();
+    let cands = all_live(snap, Some(allowed));
+    stats.candidates = cands.len();
+    let ranked = rank_by_codes(snap, codec, tables, nq, &cands, rerank);
     stats.approx_us = micros(t);
     ranked
 }
@@ -790,12 +890,7 @@ pub(crate) fn refine_and_rank(
     });
     let hits = ranked
         .into_iter()
-        .filter_map(|(_, score, i)| {
-            id(i).map(|id| Hit {
-                id: id.clone(),
-                score,
-            })
-        })
+        .filter_map(|(_, score, i)| id(i).map(|id| Hit::new(id.clone(), score)))
         .take(k)
         .collect();
     stats.refine_us = micros(t);

@@ -21,6 +21,8 @@ pub(crate) struct SegmentView {
     /// The segment's original vectors, when the collection keeps them.
     pub(crate) originals: Option<Arc<OriginalsReader>>,
     pub(crate) tombstones: Arc<RoaringBitmap>,
+    /// The segment's metadata index for filters (module `filter`).
+    pub(crate) fields: Arc<crate::filter::index::SegmentFields>,
 }
 
 #[derive(Debug, Default)]
@@ -71,8 +73,10 @@ impl Snapshot {
         if let Some(mut found) = crate::gpu::search_batch(&self.inner, &[query], k, params)? {
             return Ok(found.pop().unwrap_or_default());
         }
+        let allowed = self.allowed(params)?;
         let mut stats = SearchStats::default();
-        let hits = crate::search::search(&self.inner, query, k, params, &mut stats)?;
+        let hits =
+            crate::search::search(&self.inner, query, k, params, allowed.as_ref(), &mut stats)?;
         Ok((hits, stats))
     }
 
@@ -99,13 +103,20 @@ impl Snapshot {
         if let Some(found) = crate::gpu::search_batch(&self.inner, &refs, k, params)? {
             return Ok(found.into_iter().map(|(hits, _)| hits).collect());
         }
+        // One filter evaluation for the whole batch.
+        let allowed = self.allowed(params)?;
         queries
             .par_iter()
             .map(|q| {
                 let mut stats = SearchStats::default();
-                crate::search::search(&self.inner, q, k, params, &mut stats)
+                crate::search::search(&self.inner, q, k, params, allowed.as_ref(), &mut stats)
             })
             .collect()
+    }
+
+    /// The documents `params.filter` allows, `None` without a filter.
+    fn allowed(&self, params: &SearchParams) -> Result<Option<crate::filter::Allowed>> {
+        crate::filter::allowed(&self.inner, params.filter.as_ref(), &self.collection)
     }
 
     /// Live documents in this view.

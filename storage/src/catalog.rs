@@ -20,6 +20,7 @@ const TAG_MANIFEST: u8 = b'M';
 const TAG_LOCATION: u8 = b'I';
 const TAG_TOMBSTONES: u8 = b'T';
 const TAG_METADATA: u8 = b'X';
+const TAG_TEXT: u8 = b'P';
 
 /// Value of the format key: identifies a Tessera catalog and its layout version.
 pub const CATALOG_FORMAT: &str = "tessera-catalog 1";
@@ -246,6 +247,11 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The catalog's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Sets the database-wide record on its own, durably.
     pub fn put_db_record(&self, r: &DbRecord) -> Result<()> {
         let mut b = CatalogBatch::default();
@@ -351,6 +357,92 @@ impl Catalog {
     /// The JSON metadata stored for a document, if any.
     pub fn metadata(&self, coll: u32, id: &ExternalId) -> Result<Option<Vec<u8>>> {
         self.get(&key(TAG_METADATA, coll, &id.key_bytes()))
+    }
+
+    /// Values of `tag` for `ids` of collection `coll` in one multi-get (`None` where absent).
+    fn multi_values(&self, tag: u8, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| key(tag, coll, &id.key_bytes()))
+            .collect();
+        self.db
+            .multi_get(&keys)
+            .into_iter()
+            .map(|v| v.map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// The JSON metadata of each of `ids` (`None` where a document has none), in one
+    /// multi-get.
+    pub fn metadata_many(&self, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.multi_values(TAG_METADATA, coll, ids)
+    }
+
+    /// The kept passage text of each of `ids` (`None` where none is kept), in one multi-get.
+    pub fn texts(&self, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<String>>> {
+        let values = self.multi_values(TAG_TEXT, coll, ids)?;
+        ids.iter()
+            .zip(values)
+            .map(|(id, v)| match v {
+                None => Ok(None),
+                Some(v) => {
+                    crate::doctext::decode(&v)
+                        .map(Some)
+                        .map_err(|reason| Error::CorruptRecord {
+                            path: self.path.clone(),
+                            key: format!("text of document {id} in collection {coll}"),
+                            reason,
+                        })
+                }
+            })
+            .collect()
+    }
+
+    /// Every key of `tag` in collection `coll` with its value, in key order (ids sort
+    /// integers first, numerically, then strings bytewise). A key whose id does not decode
+    /// is a corrupt record.
+    fn scan(&self, tag: u8, coll: u32) -> Result<Vec<(ExternalId, Box<[u8]>)>> {
+        let prefix = key(tag, coll, &[]);
+        let mut out = Vec::new();
+        for item in self.db.prefix_iterator(&prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id = ExternalId::from_key_bytes(&k[prefix.len()..]).ok_or_else(|| {
+                Error::CorruptRecord {
+                    path: self.path.clone(),
+                    key: printable(&k),
+                    reason: "the key's document id does not decode".into(),
+                }
+            })?;
+            out.push((id, v));
+        }
+        Ok(out)
+    }
+
+    /// Every document of `coll` that has metadata, with its JSON, in id order.
+    pub fn all_metadata(&self, coll: u32) -> Result<Vec<(ExternalId, Vec<u8>)>> {
+        Ok(self
+            .scan(TAG_METADATA, coll)?
+            .into_iter()
+            .map(|(id, v)| (id, v.into_vec()))
+            .collect())
+    }
+
+    /// Every live document of `coll` with its location, in id order.
+    pub fn all_locations(&self, coll: u32) -> Result<Vec<(ExternalId, DocLocation)>> {
+        self.scan(TAG_LOCATION, coll)?
+            .into_iter()
+            .map(|(id, v)| {
+                let loc = DocLocation::decode(&v).ok_or_else(|| Error::CorruptRecord {
+                    path: self.path.clone(),
+                    key: format!("location of document {id} in collection {coll}"),
+                    reason: "document location is not 12 bytes".into(),
+                })?;
+                Ok((id, loc))
+            })
+            .collect()
     }
 
     /// Commits `batch` atomically with a synced write: durable when this returns.
@@ -489,7 +581,13 @@ impl CatalogBatch {
         let mut k = vec![TAG_COLLECTION];
         k.extend_from_slice(r.name.as_bytes());
         self.inner.delete(k);
-        for tag in [TAG_MANIFEST, TAG_LOCATION, TAG_TOMBSTONES, TAG_METADATA] {
+        for tag in [
+            TAG_MANIFEST,
+            TAG_LOCATION,
+            TAG_TOMBSTONES,
+            TAG_METADATA,
+            TAG_TEXT,
+        ] {
             let from = key(tag, r.id, &[]);
             let to = match r.id.checked_add(1) {
                 Some(next) => key(tag, next, &[]),
@@ -548,6 +646,21 @@ impl CatalogBatch {
     /// Removes a document's metadata.
     pub fn delete_metadata(&mut self, coll: u32, id: &ExternalId) {
         self.inner.delete(key(TAG_METADATA, coll, &id.key_bytes()));
+    }
+
+    /// Sets a document's kept passage text (compressed: [`crate::doctext::encode`]).
+    pub fn put_text(&mut self, coll: u32, id: &ExternalId, text: &str) -> Result<()> {
+        let v = crate::doctext::encode(text).map_err(|e| Error::Io {
+            path: PathBuf::from(format!("<text of document {id}>")),
+            source: e,
+        })?;
+        self.inner.put(key(TAG_TEXT, coll, &id.key_bytes()), v);
+        Ok(())
+    }
+
+    /// Removes a document's kept text.
+    pub fn delete_text(&mut self, coll: u32, id: &ExternalId) {
+        self.inner.delete(key(TAG_TEXT, coll, &id.key_bytes()));
     }
 }
 

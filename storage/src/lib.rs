@@ -24,6 +24,7 @@ compile_error!(
 pub mod catalog;
 pub mod codec;
 pub mod container;
+pub mod doctext;
 mod error;
 pub mod failpoint;
 pub mod fsutil;

@@ -8,6 +8,7 @@ mod corruption;
 mod corruption_sweep;
 mod crash;
 mod failpoints;
+mod filters;
 mod kill_loop;
 mod lifecycle;
 mod merges;

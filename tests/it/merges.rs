@@ -507,3 +507,61 @@ fn retraining_a_collection_fed_in_small_drifting_batches_refits_the_codec_and_ke
         "{err}"
     );
 }
+
+#[test]
+fn filters_see_the_same_documents_after_merges_and_a_retraining() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Database::open_or_create(dir.path()).expect("open");
+    let coll = db.create_collection("c", config(false)).expect("create");
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut model = Model::new();
+    for batch in 0..5u64 {
+        let docs: Vec<Document> = (0..8)
+            .map(|i| {
+                let id = batch * 8 + i;
+                let v = random_doc(&mut rng);
+                model.insert(id, v.clone());
+                Document::new(id, v).with_metadata(serde_json::json!({"g": id % 3}))
+            })
+            .collect();
+        coll.ingest(&docs, &IngestOptions::default())
+            .expect("ingest");
+    }
+    let gone: Vec<ExternalId> = [1u64, 4, 9, 30]
+        .iter()
+        .map(|i| ExternalId::Int(*i))
+        .collect();
+    coll.delete(&gone).expect("delete");
+    for id in [1u64, 4, 9, 30] {
+        model.remove(&id);
+    }
+    let matching: Model = model
+        .iter()
+        .filter(|(id, _)| *id % 3 == 1)
+        .map(|(id, v)| (*id, v.clone()))
+        .collect();
+    let query = random_doc(&mut rng);
+    let filtered = |coll: &Collection| {
+        let params = SearchParams::exhaustive()
+            .with_filter(tessera::Filter::parse("g = 1").expect("filter"));
+        let mut ids: Vec<ExternalId> = coll
+            .search(&query, 100, &params)
+            .expect("search")
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        ids.sort_by_key(|id| id.to_string());
+        ids
+    };
+    let mut want: Vec<ExternalId> = matching.keys().map(|id| ExternalId::Int(*id)).collect();
+    want.sort_by_key(|id| id.to_string());
+    assert_eq!(filtered(&coll), want, "before");
+    coll.compact().expect("compact");
+    assert_eq!(filtered(&coll), want, "compacted");
+    coll.retrain().expect("retrain");
+    assert_eq!(filtered(&coll), want, "retrained");
+    drop(coll);
+    drop(db);
+    let db = Database::open(dir.path()).expect("reopen");
+    assert_eq!(filtered(&db.collection("c").expect("c")), want, "reopened");
+}

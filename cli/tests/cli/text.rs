@@ -718,3 +718,304 @@ fn explain_and_rerank_with_text_label_query_tokens_with_their_wordpieces() {
     let score = reranked[0]["score"].as_f64().expect("score") as f32;
     assert!((total - score).abs() <= 1e-4 * score, "{total} vs {score}");
 }
+
+/// A text collection of [`PASSAGES`] whose metadata is `{"n": i, "lang": "en" or "de"}`
+/// (even positions English).
+fn rag_db(t: &Tmp) -> PathBuf {
+    let corpus = t.p("rag.jsonl");
+    let lines: Vec<String> = PASSAGES
+        .iter()
+        .enumerate()
+        .map(|(i, (id, text, _))| {
+            let lang = if i % 2 == 0 { "en" } else { "de" };
+            serde_json::json!({"id": id, "text": text, "metadata": {"n": i, "lang": lang}})
+                .to_string()
+        })
+        .collect();
+    std::fs::write(&corpus, lines.join("\n") + "\n").expect("write corpus");
+    let db = t.p("rag-db");
+    let m = model();
+    ok(&ingest_text(&db, &corpus, &m));
+    db
+}
+
+fn passage(id: &str) -> (usize, &'static str) {
+    PASSAGES
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.0 == id)
+        .map(|(i, p)| (i, p.1))
+        .expect("a passage id")
+}
+
+#[test]
+fn hits_carry_metadata_and_text_in_every_output_mode() {
+    let t = Tmp::new();
+    let db = rag_db(&t);
+    let (query, fields) = (PASSAGES[1].2, "id,score,metadata,text");
+    let base = [
+        "search",
+        s(&db),
+        "docs",
+        "-k",
+        "3",
+        "--text",
+        query,
+        "--fields",
+        fields,
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    // JSON lines and JSON: exactly the chosen keys, in order, with the stored values.
+    let jsonl = with(&["--mode", "jsonl"]);
+    let json: Vec<Value> =
+        serde_json::from_str(&with(&["--mode", "json"])).expect("one JSON array");
+    // JSON lines keep the chosen columns' order.
+    for line in jsonl.lines() {
+        let at = |k: &str| line.find(&format!("\"{k}\":")).expect(k);
+        assert!(
+            at("id") < at("score") && at("score") < at("metadata") && at("metadata") < at("text"),
+            "{line}"
+        );
+    }
+    for rows in [json_lines(&jsonl), json] {
+        assert_eq!(rows.len(), 3);
+        for r in &rows {
+            let mut keys: Vec<&str> = r
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            keys.sort_unstable();
+            assert_eq!(keys, ["id", "metadata", "score", "text"], "{r}");
+            let id = r["id"].as_str().expect("id");
+            let (n, text) = passage(id);
+            assert_eq!(r["metadata"]["n"], Value::from(n), "{r}");
+            assert_eq!(r["text"], Value::from(text), "{r}");
+        }
+        assert_eq!(rows[0]["id"], "paris");
+    }
+    // CSV: a header of the fields and the text quoted where it holds commas.
+    let csv = with(&["--mode", "csv"]);
+    assert!(csv.starts_with("id,score,metadata,text\n"), "{csv}");
+    assert!(
+        csv.contains(&format!("\"{}\"", passage("paris").1)),
+        "{csv}"
+    );
+    assert!(csv.contains(r#""{""lang"":""de"",""n"":1}""#), "{csv}");
+    // Table: the text and the metadata are cells of the hit's row.
+    let table = with(&["--mode", "table"]);
+    assert!(
+        table.contains("metadata") && table.contains("text"),
+        "{table}"
+    );
+    assert!(table.contains("Eiffel"), "{table}");
+    assert!(table.contains(r#""lang":"de""#), "{table}");
+    // Without --fields, hits stay bare.
+    let bare = ok(&[
+        "search",
+        s(&db),
+        "docs",
+        "-k",
+        "1",
+        "--text",
+        query,
+        "--json",
+    ]);
+    let row = &json_lines(&bare)[0];
+    assert!(
+        row.get("text").is_none() && row.get("metadata").is_none(),
+        "{row}"
+    );
+    // Unknown fields are a usage error (exit 2) listing the known ones.
+    let out = run(&[
+        "search",
+        s(&db),
+        "docs",
+        "--text",
+        query,
+        "--fields",
+        "id,body",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown field \"body\"") && err.contains("metadata"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_shell_shows_metadata_and_text_and_applies_where() {
+    let t = Tmp::new();
+    let db = rag_db(&t);
+    let script = format!(
+        ".mode jsonl\n.fields id,metadata,text\n.where lang = \"de\"\n.show\n.text -k 8 {}\n.where off\n.fields default\n.text -k 1 {}\n",
+        PASSAGES[0].2, PASSAGES[0].2
+    );
+    let out = run_stdin(&["shell", s(&db)], &script);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("where: lang = \"de\""), "{text}");
+    assert!(text.contains("fields: id,metadata,text"), "{text}");
+    let rows: Vec<Value> = json_lines(
+        &text
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    // Four German passages under the filter, each with its text; then one bare hit.
+    let filtered: Vec<&Value> = rows.iter().filter(|r| r.get("text").is_some()).collect();
+    assert_eq!(filtered.len(), 4, "{text}");
+    for r in filtered {
+        assert_eq!(r["metadata"]["lang"], "de", "{r}");
+        let (_, passage_text) = passage(r["id"].as_str().expect("id"));
+        assert_eq!(r["text"], passage_text);
+    }
+    let last = rows.last().expect("a bare hit");
+    assert_eq!(last["id"], "rust");
+    assert!(last.get("text").is_none(), "{last}");
+    // A syntax error in .where names the position and keeps the old setting.
+    let out = run_stdin(&["shell", s(&db)], ".where lang = \n.where\n");
+    assert!(stderr(&out).contains("character 6"), "{}", stderr(&out));
+    assert!(stdout(&out).contains("where: off"), "{}", stdout(&out));
+}
+
+#[test]
+fn get_list_and_export_return_what_was_ingested() {
+    let t = Tmp::new();
+    let db = rag_db(&t);
+    let got = json_lines(&ok(&["get", s(&db), "docs", "tides", "rust", "--json"]));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0]["id"], "tides");
+    assert_eq!(got[0]["text"], passage("tides").1);
+    assert_eq!(got[0]["metadata"]["n"], 6);
+    assert!(got[0]["tokens"].as_u64().expect("tokens") > 5);
+    assert!(got[0].get("vectors").is_none());
+    let with_vectors = json_lines(&ok(&["get", s(&db), "docs", "rust", "--vectors", "--json"]));
+    let rows = with_vectors[0]["vectors"].as_array().expect("rows");
+    assert_eq!(
+        rows.len() as u64,
+        with_vectors[0]["tokens"].as_u64().expect("tokens")
+    );
+    assert_eq!(rows[0].as_array().map(Vec::len), Some(128));
+    // A missing id: the others print, then the command fails naming it.
+    let out = run(&["get", s(&db), "docs", "rust", "nope", "--json"]);
+    assert!(!out.status.success());
+    assert_eq!(json_lines(&stdout(&out)).len(), 1);
+    assert!(stderr(&out).contains("not found: nope"), "{}", stderr(&out));
+
+    let listed = json_lines(&ok(&["list", s(&db), "docs", "--json"]));
+    let mut ids: Vec<&str> = PASSAGES.iter().map(|p| p.0).collect();
+    ids.sort_unstable();
+    let got_ids: Vec<&str> = listed
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(got_ids, ids);
+    assert!(listed.iter().all(|r| r["metadata"]["lang"].is_string()));
+    let german = json_lines(&ok(&[
+        "list",
+        s(&db),
+        "docs",
+        "--where",
+        "lang = 'de'",
+        "--json",
+    ]));
+    assert_eq!(german.len(), 4);
+
+    // Export with text is a corpus that `ingest --text` reads back to the same documents.
+    let exported = ok(&["export", s(&db), "docs", "--text"]);
+    let rows = json_lines(&exported);
+    assert_eq!(rows.len(), PASSAGES.len());
+    for r in &rows {
+        let (n, text) = passage(r["id"].as_str().expect("id"));
+        assert_eq!(
+            (r["metadata"]["n"].as_u64(), r["text"].as_str()),
+            (Some(n as u64), Some(text))
+        );
+    }
+    let again = t.p("again.jsonl");
+    std::fs::write(&again, &exported).expect("write");
+    let db2 = t.p("db2");
+    let m = model();
+    ok(&ingest_text(&db2, &again, &m));
+    assert_eq!(ok(&["export", s(&db2), "docs", "--text"]), exported);
+    let no_text = json_lines(&ok(&["export", s(&db), "docs"]));
+    assert!(no_text.iter().all(|r| r.get("text").is_none()));
+}
+
+#[test]
+fn no_store_text_keeps_vectors_and_metadata_but_no_text() {
+    let t = Tmp::new();
+    let corpus = t.p("corpus.jsonl");
+    write_corpus(&corpus);
+    let db = t.p("db");
+    let m = model();
+    let mut args = ingest_text(&db, &corpus, &m);
+    args.push("--no-store-text");
+    ok(&args);
+    let got = json_lines(&ok(&["get", s(&db), "docs", "rust", "--json"]));
+    assert_eq!(got[0]["text"], Value::Null);
+    assert_eq!(got[0]["metadata"]["n"], 0);
+    let hit = json_lines(&ok(&[
+        "search",
+        s(&db),
+        "docs",
+        "--text",
+        PASSAGES[0].2,
+        "-k",
+        "1",
+        "--fields",
+        "id,text",
+        "--json",
+    ]));
+    assert_eq!(hit[0]["id"], "rust");
+    assert_eq!(hit[0]["text"], Value::Null);
+}
+
+#[test]
+fn where_errors_are_clear_and_an_empty_id_list_returns_no_hits() {
+    let t = Tmp::new();
+    let db = rag_db(&t);
+    let q = PASSAGES[0].2;
+    let search = |expr: &str| {
+        run(&[
+            "search",
+            s(&db),
+            "docs",
+            "--text",
+            q,
+            "--where",
+            expr,
+            "--json",
+        ])
+    };
+    let err = stderr(&search("lang = "));
+    assert!(
+        err.contains("character 7") && err.contains("expected a value"),
+        "{err}"
+    );
+    let err = stderr(&search("colour = 'red'"));
+    assert!(
+        err.contains("unknown field `colour`") && err.contains("lang, n"),
+        "{err}"
+    );
+    let err = stderr(&search("n >= 'x'"));
+    assert!(
+        err.contains("type mismatch") && err.contains("`n` holds number"),
+        "{err}"
+    );
+    let out = search("@id IN ()");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let ids = json_lines(&stdout(&search("@id IN ('tides', 'bread') AND n >= 0")));
+    let mut got: Vec<&str> = ids.iter().map(|r| r["id"].as_str().expect("id")).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["bread", "tides"]);
+}

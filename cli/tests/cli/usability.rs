@@ -661,8 +661,8 @@ fn the_readme_shows_every_option_of_every_subcommand() {
         .expect("a library section");
     assert!(quick < library, "the quick start comes before the library");
     for sub in [
-        "create", "ingest", "search", "rerank", "explain", "delete", "info", "encode", "shell",
-        "generate",
+        "create", "ingest", "search", "rerank", "explain", "get", "list", "export", "delete",
+        "info", "encode", "shell", "generate",
     ] {
         let help = ok(&[sub, "--help"]);
         let synopsis = readme_synopsis(&readme, sub);

@@ -55,6 +55,7 @@ impl Collection {
                     }
                     batch.delete_location(coll, id);
                     batch.delete_metadata(coll, id);
+                    batch.delete_text(coll, id);
                 }
                 if report.deleted > 0 {
                     tombstones.write(&mut batch, coll)?;

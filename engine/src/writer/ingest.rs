@@ -16,6 +16,7 @@ use crate::codec::{self, Codec, Encoded};
 use crate::collection::Collection;
 use crate::document::Document;
 use crate::error::{Error, Result};
+use crate::filter::index::SegmentFields;
 use crate::options::{CollectionConfig, IngestOptions, OnConflict};
 use crate::snapshot::SnapshotInner;
 
@@ -192,6 +193,11 @@ impl Collection {
                 Some(m) => cat.put_metadata(coll, &d.id, m.to_string().as_bytes()),
                 None => cat.delete_metadata(coll, &d.id),
             }
+            // Kept text (issue 14): replaced or removed with the rest of the document.
+            match &d.text {
+                Some(t) => cat.put_text(coll, &d.id, t)?,
+                None => cat.delete_text(coll, &d.id),
+            }
         }
         let tokens = written.entry.n_tokens;
         let segment_bytes = written.entry.bytes;
@@ -212,7 +218,8 @@ impl Collection {
         // Committed once this returns: nothing below may fail the ingest.
         let published = plan.commit(&self.db, &self.state, cat)?;
         let mut segments = tombstones.apply(&plan.old.segments);
-        segments.push(written.into_view(&self.state.dir, published, RoaringBitmap::new()));
+        let fields = SegmentFields::of_batch(batch.docs);
+        segments.push(written.into_view(&self.state.dir, published, RoaringBitmap::new(), fields));
         let report = IngestReport {
             documents: batch.docs.len(),
             tokens: tokens as usize,

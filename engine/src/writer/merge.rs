@@ -40,6 +40,7 @@ use crate::codec::Codec;
 use crate::collection::{Collection, CollectionState};
 use crate::database::DbInner;
 use crate::error::Result;
+use crate::filter::index::SegmentFields;
 use crate::snapshot::{SegmentView, SnapshotInner};
 
 /// When the writer merges segments by itself, and how large merged segments grow.
@@ -519,6 +520,19 @@ pub(crate) struct Replacement {
 }
 
 impl Collection {
+    /// The filter index of a rewritten segment whose local documents are `ids`, from the
+    /// catalog's metadata (a merge copies documents, not their metadata, which the catalog
+    /// keeps by external id).
+    fn segment_fields(&self, ids: &[ExternalId]) -> Result<SegmentFields> {
+        let metadata = self.metadata_many(ids)?;
+        Ok(SegmentFields::build(
+            metadata
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.as_ref().map(|m| (i as u32, m))),
+        ))
+    }
+
     /// The commit of a merge or a re-training: each replacement's segment takes the place of
     /// its group in the manifest and the id map, documents deleted since the copy are
     /// tombstoned in it, and `codec` (already written into the plan's manifest) becomes the
@@ -589,13 +603,14 @@ impl Collection {
                     cat.put_tombstones(coll, w.entry.id, &deleted_since)?;
                 }
                 m.segments.insert(at.min(m.segments.len()), w.entry.clone());
-                views.push((at, w, deleted_since));
+                let fields = self.segment_fields(&r.gathered.ids)?;
+                views.push((at, w, deleted_since, fields));
             }
         }
         plan.manifest.commits += 1;
         let published = plan.commit(&self.db, &self.state, cat)?;
-        for (at, w, deleted_since) in views {
-            let view = w.into_view(&self.state.dir, published, deleted_since);
+        for (at, w, deleted_since, fields) in views {
+            let view = w.into_view(&self.state.dir, published, deleted_since, fields);
             segments.insert(at.min(segments.len()), view);
         }
         // Keep the manifest's order (views were placed by positions of the manifest).

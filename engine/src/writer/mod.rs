@@ -37,6 +37,7 @@ use crate::codec::Codec;
 use crate::collection::{Collection, CollectionState};
 use crate::database::DbInner;
 use crate::error::{Error, Result};
+use crate::filter::index::SegmentFields;
 use crate::load::open_originals;
 use crate::options::CollectionConfig;
 use crate::snapshot::{SegmentView, SnapshotInner};
@@ -162,6 +163,7 @@ impl WrittenSegment {
         dir: &CollectionDir,
         published: bool,
         tombstones: RoaringBitmap,
+        fields: SegmentFields,
     ) -> SegmentView {
         if published {
             self.reader.set_path(&dir.file(&self.entry.file));
@@ -174,6 +176,7 @@ impl WrittenSegment {
             reader: Arc::new(self.reader),
             originals: self.originals.map(Arc::new),
             tombstones: Arc::new(tombstones),
+            fields: Arc::new(fields),
         }
     }
 }
