@@ -34,6 +34,7 @@ mod options;
 mod search;
 mod snapshot;
 pub mod synthetic;
+mod verify;
 mod writer;
 
 pub use codec::{default_centroids, plaid_centroids};
@@ -50,4 +51,5 @@ pub use options::{
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
+pub use verify::{Problem, VerifyCounts, VerifyReport, verify};
 pub use writer::{CompactReport, DeleteReport, IngestReport};
