@@ -14,4 +14,5 @@ mod merges;
 mod originals;
 mod quality;
 mod readers;
+mod verify;
 mod wal;

@@ -141,7 +141,31 @@ fn check_segment(
     let check = verify_segment(&path);
     count_file(report, collection, &check);
     report.checked.documents += u64::from(entry.n_docs);
+    let originals = entry.originals.as_ref().map(|o| {
+        let opath = locate(dir, &o.file);
+        let check = verify_originals(&opath);
+        count_file(report, collection, &check);
+        if let Some(originals) = &check.reader
+            && originals.file_len() != o.bytes
+        {
+            report.push(
+                Some(collection),
+                opath.display().to_string(),
+                format!(
+                    "{} bytes, its manifest entry {}",
+                    originals.file_len(),
+                    o.bytes
+                ),
+            );
+        }
+        (opath, check.reader)
+    });
     let reader = check.reader?;
+    if let Some((opath, Some(o))) = &originals
+        && let Some(reason) = originals_mismatch(o, &reader, entry.id)
+    {
+        report.push(Some(collection), opath.display().to_string(), reason);
+    }
     let m = reader.meta();
     let mut mismatch = Vec::new();
     if m.n_docs != entry.n_docs {
@@ -175,27 +199,6 @@ fn check_segment(
                 mismatch.join("; ")
             ),
         );
-    }
-    if let Some(o) = &entry.originals {
-        let opath = locate(dir, &o.file);
-        let check = verify_originals(&opath);
-        count_file(report, collection, &check);
-        if let Some(originals) = &check.reader {
-            if let Some(reason) = originals_mismatch(originals, &reader, entry.id) {
-                report.push(Some(collection), opath.display().to_string(), reason);
-            }
-            if originals.file_len() != o.bytes {
-                report.push(
-                    Some(collection),
-                    opath.display().to_string(),
-                    format!(
-                        "{} bytes, its manifest entry {}",
-                        originals.file_len(),
-                        o.bytes
-                    ),
-                );
-            }
-        }
     }
     // A segment whose shape disagrees with its entry cannot check records against it.
     (m.n_docs == entry.n_docs).then_some(reader)

@@ -66,18 +66,29 @@ pub struct VerifyCounts {
 pub struct VerifyReport {
     /// Every fault found, in the order found (database, then collection by collection).
     pub problems: Vec<Problem>,
+    /// Findings that are not faults: data files a later commit superseded, which the
+    /// engine keeps while a snapshot may still map them and a writer's open removes.
+    pub notes: Vec<Problem>,
     /// What was checked.
     pub checked: VerifyCounts,
 }
 
 impl VerifyReport {
-    /// Whether no problem was found.
+    /// Whether no problem was found (notes are not problems).
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
     }
 
     pub(crate) fn push(&mut self, collection: Option<&str>, subject: String, reason: String) {
         self.problems.push(Problem {
+            collection: collection.map(str::to_owned),
+            subject,
+            reason,
+        });
+    }
+
+    pub(crate) fn note(&mut self, collection: Option<&str>, subject: String, reason: String) {
+        self.notes.push(Problem {
             collection: collection.map(str::to_owned),
             subject,
             reason,

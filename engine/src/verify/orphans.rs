@@ -1,6 +1,8 @@
 //! Files and directories the catalog does not account for. A writer's open removes most of
 //! them (`tessera_storage::layout`'s cleanup rules); verification only reports them, with
-//! what their name says about how they came to be there.
+//! what their name says about how they came to be there. Superseded data files are notes,
+//! not problems: a healthy database has them between a merge or codec expansion and the
+//! next writer open.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -23,20 +25,31 @@ pub(super) fn check_collection_files(
         Ok(files) => {
             for path in files {
                 let file = path.file_name().map(|n| n.to_string_lossy().into_owned());
-                let reason = match file.as_deref().and_then(DataFile::parse) {
-                    Some((_, id)) if id < manifest.next_file_id => {
-                        "a data file the manifest no longer references (superseded; a writer's \
-                         open removes it)"
-                            .to_owned()
-                    }
-                    Some((_, id)) => format!(
-                        "a data file the manifest does not reference, with file id {id} not \
-                         below the next file id {}: published by a commit the catalog lost",
-                        manifest.next_file_id
+                let subject = path.display().to_string();
+                match file.as_deref().and_then(DataFile::parse) {
+                    // File ids come from the manifest's counter: one below it was published
+                    // by a commit the catalog has, and superseded since (a merge, an
+                    // expanded codec). The engine keeps it while snapshots may map it.
+                    Some((_, id)) if id < manifest.next_file_id => report.note(
+                        c,
+                        subject,
+                        "superseded by a later commit; a writer's open removes it".into(),
                     ),
-                    None => "a data file the manifest does not reference".to_owned(),
-                };
-                report.push(c, path.display().to_string(), reason);
+                    Some((_, id)) => report.push(
+                        c,
+                        subject,
+                        format!(
+                            "a data file the manifest does not reference, with file id {id} not \
+                             below the next file id {}: published by a commit the catalog lost",
+                            manifest.next_file_id
+                        ),
+                    ),
+                    None => report.push(
+                        c,
+                        subject,
+                        "a data file the manifest does not reference".into(),
+                    ),
+                }
             }
         }
         Err(e) => report.push_storage(c, &e),
