@@ -109,6 +109,8 @@ enum ShellCmd {
     },
     /// Merge the collection in use's segments, dropping deleted documents' bytes.
     Compact,
+    /// Check every file and record of the open database; one line per problem.
+    Verify,
     /// Drop a collection and its files.
     Drop {
         /// Collection name.
@@ -192,6 +194,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("refine", ".refine [N|0|auto]"),
     ("delete", ".delete ID..."),
     ("compact", ".compact"),
+    ("verify", ".verify"),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
@@ -482,6 +485,13 @@ impl Shell {
             }
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
+            ShellCmd::Verify => {
+                let report = s.db()?.verify()?;
+                commands::print_verify(&report, false)?;
+                if !report.is_clean() {
+                    bail!("verify found {} problem(s)", report.problems.len());
+                }
+            }
             ShellCmd::Drop { collection } => {
                 crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;
