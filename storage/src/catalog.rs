@@ -670,4 +670,40 @@ mod tests {
         let catalog = Catalog::open(&path, true, false).expect("creating again completes it");
         assert_eq!(catalog.db_record().expect("record"), DbRecord::default());
     }
+
+    #[test]
+    fn collection_records_lists_every_record_and_reports_undecodable_ones_as_problems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&dir.path().join("catalog"), true, false).expect("catalog");
+        let mut b = CatalogBatch::default();
+        let id = ExternalId::Int(7);
+        let loc = DocLocation {
+            segment: 3,
+            local: 1,
+        };
+        b.put_location(0, &id, loc);
+        b.put_tombstones(0, 3, &RoaringBitmap::from_iter([2u32]))
+            .expect("tombstones");
+        b.put_metadata(0, &id, b"{}");
+        // Another collection's records are not listed.
+        b.put_location(1, &ExternalId::Int(8), loc);
+        // What no writer produces: a short location, a bitmap that does not decode, and a
+        // metadata key that is no external id.
+        b.inner.put(
+            key(TAG_LOCATION, 0, &ExternalId::Int(9).key_bytes()),
+            b"short",
+        );
+        b.inner
+            .put(key(TAG_TOMBSTONES, 0, &4u64.to_be_bytes()), b"junk");
+        b.inner.put(key(TAG_METADATA, 0, &[9, 9]), b"{}");
+        catalog.commit(b).expect("commit");
+
+        let r = catalog.collection_records(0).expect("records");
+        assert_eq!(r.locations, vec![(id.clone(), loc)]);
+        assert_eq!(r.tombstones, vec![(3, RoaringBitmap::from_iter([2u32]))]);
+        assert_eq!(r.metadata, vec![id]);
+        let problems: Vec<String> = r.problems.iter().map(|e| e.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("not 12 bytes"), "{problems:?}");
+    }
 }

@@ -123,7 +123,7 @@ fn describe(e: &tessera_storage::Error) -> (String, String) {
         ),
         S::Io { path, source } => (path.display().to_string(), source.to_string()),
         S::UnsupportedVersion { path, .. } => (path.display().to_string(), e.to_string()),
-        other => (String::new(), other.to_string()),
+        other => ("storage".into(), other.to_string()),
     }
 }
 
