@@ -320,3 +320,27 @@ fn a_missing_segment_file_is_reported() {
     std::fs::remove_file(file(dir.path(), &m.segments[1].file)).expect("rm");
     assert_found(dir.path(), &[&m.segments[1].file, "missing"]);
 }
+
+#[test]
+fn a_catalog_that_cannot_be_opened_is_a_report_naming_its_damaged_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    // build() commits in one open, so one write-ahead log holds every commit.
+    let log = std::fs::read_dir(dir.path().join("catalog"))
+        .expect("ls catalog")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a write-ahead log");
+    let len = std::fs::metadata(&log).expect("stat").len() as usize;
+    flip(&log, len / 2);
+    Database::open_read_only(dir.path()).expect_err("a damaged log refuses the open");
+    let name = log
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let lines = assert_found(dir.path(), &["catalog", "damaged", &name]);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+}
