@@ -174,6 +174,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read every file and catalog record and report every fault, one line each (checksums
+    /// of every section and originals document, the id map, tombstones and counts against
+    /// the segments, orphan files). Changes nothing; exits with status 1 if it finds any.
+    Verify {
+        /// Database directory.
+        db: PathBuf,
+        /// Print the report (problems, notes, counts) as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show collections: documents, tokens, segments, bytes per token, codec, model.
     Info {
         /// Database directory.

@@ -570,6 +570,40 @@ pub fn retrain(coll: &Collection, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Prints a verification: one line per problem and per note on stdout, then a summary
+/// line (or the whole report as JSON).
+pub fn print_verify(r: &tessera::VerifyReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    for p in &r.problems {
+        println!("{p}");
+    }
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    let c = &r.checked;
+    println!(
+        "{}: checked {} collection{}, {} files, {} sections, {} documents ({} originals documents), {} id-map entries, {} tombstones, {} metadata records",
+        match r.problems.len() {
+            0 => "ok".to_owned(),
+            1 => "1 problem".to_owned(),
+            n => format!("{n} problems"),
+        },
+        c.collections,
+        if c.collections == 1 { "" } else { "s" },
+        c.files,
+        c.sections,
+        c.documents,
+        c.original_documents,
+        c.id_map_entries,
+        c.tombstones,
+        c.metadata_records
+    );
+    Ok(())
+}
+
 fn codec_summary(i: &CollectionInfo) -> String {
     if i.centroids == 0 {
         "untrained (the first ingest trains it)".into()

@@ -188,6 +188,11 @@ fn run(cmd: Command) -> Result<u8> {
             let database = Database::open(&db)?;
             commands::retrain(&errors::collection(&database, &collection)?, json)?;
         }
+        Command::Verify { db, json } => {
+            let report = tessera::verify(&db)?;
+            commands::print_verify(&report, json)?;
+            return Ok(u8::from(!report.is_clean()));
+        }
         Command::Info {
             db,
             collection,

@@ -184,6 +184,8 @@ enum ShellCmd {
     Compact,
     /// Re-train the collection in use's codec from its original vectors.
     Retrain,
+    /// Check every file and record of the open database; one line per problem.
+    Verify,
     /// Drop a collection and its files.
     Drop {
         /// Collection name.
@@ -281,6 +283,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ("delete", ".delete ID..."),
     ("compact", ".compact"),
     ("retrain", ".retrain"),
+    ("verify", ".verify"),
     ("drop", ".drop NAME"),
     ("info", ".info [NAME] (or .schema)"),
     ("mode", ".mode table|json|jsonl|csv"),
@@ -652,6 +655,13 @@ impl Shell {
             ShellCmd::Delete { ids } => commands::delete(&s.collection()?, &ids)?,
             ShellCmd::Compact => commands::compact(&s.collection()?, false)?,
             ShellCmd::Retrain => commands::retrain(&s.collection()?, false)?,
+            ShellCmd::Verify => {
+                let report = s.db()?.verify()?;
+                commands::print_verify(&report, false)?;
+                if !report.is_clean() {
+                    bail!("verify found {} problem(s)", report.problems.len());
+                }
+            }
             ShellCmd::Drop { collection } => {
                 crate::errors::collection(s.db()?, &collection)?;
                 s.db()?.drop_collection(&collection)?;

@@ -264,6 +264,22 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Reads every file and catalog record of the database and reports every fault found
+    /// (see [`crate::verify()`], which does the same from a path without opening the
+    /// database, and also works when the open fails). Nothing is repaired or removed.
+    ///
+    /// It takes this handle's writer mutex, so no commit through this handle changes the
+    /// files while they are checked, but not the database's writer lock: it works on a
+    /// read-only handle too, and then checks the catalog as of that handle's open. A writer
+    /// handle's open has already completed interrupted commits and removed debris, so
+    /// orphan files only show through a read-only handle or [`crate::verify()`].
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        let _w = self.inner.writer.lock();
+        crate::verify::verify_catalog(&self.inner.path, &self.inner.catalog)
+    }
+}
+
 impl DbInner {
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {

@@ -40,6 +40,7 @@ mod rerank;
 mod search;
 mod snapshot;
 pub mod synthetic;
+mod verify;
 mod writer;
 
 pub use codec::{default_centroids, plaid_centroids};
@@ -60,4 +61,5 @@ pub use rerank::RerankReport;
 pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
+pub use verify::{Problem, VerifyCounts, VerifyReport, verify};
 pub use writer::{CompactReport, DeleteReport, IngestReport, RetrainReport};

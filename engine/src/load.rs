@@ -185,25 +185,37 @@ pub(crate) fn open_originals(
     seg_id: u64,
 ) -> Result<OriginalsReader> {
     let originals = OriginalsReader::open(path)?;
+    if let Some(reason) = originals_mismatch(&originals, seg, seg_id) {
+        return Err(tessera_storage::Error::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        }
+        .into());
+    }
+    Ok(originals)
+}
+
+/// How an originals file fails to hold the same documents as segment `seg_id`, if it does.
+pub(crate) fn originals_mismatch(
+    originals: &OriginalsReader,
+    seg: &SegmentReader,
+    seg_id: u64,
+) -> Option<String> {
     let (m, sm) = (originals.meta(), seg.meta());
     if m.segment_id != seg_id
         || m.dim != sm.dim
         || m.n_docs != sm.n_docs
         || originals.doc_offsets() != seg.doc_offsets()
     {
-        return Err(tessera_storage::Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!(
-                "originals do not match segment {seg_id} ({}): segment {}, dim {}, {} documents",
-                seg.path().display(),
-                m.segment_id,
-                m.dim,
-                m.n_docs
-            ),
-        }
-        .into());
+        return Some(format!(
+            "originals do not match segment {seg_id} ({}): segment {}, dim {}, {} documents",
+            seg.path().display(),
+            m.segment_id,
+            m.dim,
+            m.n_docs
+        ));
     }
-    Ok(originals)
+    None
 }
 
 /// Whether `e` says a file does not exist (a reader's view may name a file that a writer in

@@ -142,6 +142,19 @@ impl DocLocation {
     }
 }
 
+/// Every record of one collection, as [`Catalog::collection_records`] read them.
+#[derive(Debug, Default)]
+pub struct CollectionRecords {
+    /// Id-map entries: each external id and where its document is stored.
+    pub locations: Vec<(ExternalId, DocLocation)>,
+    /// Tombstones, per segment id.
+    pub tombstones: Vec<(u64, RoaringBitmap)>,
+    /// External ids that have metadata.
+    pub metadata: Vec<ExternalId>,
+    /// Records that could not be decoded ([`Error::CorruptRecord`], naming the key).
+    pub problems: Vec<Error>,
+}
+
 fn key(tag: u8, coll: u32, rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(5 + rest.len());
     k.push(tag);
@@ -352,6 +365,86 @@ impl Catalog {
             out.push((u64::from_be_bytes(seg), bitmap));
         }
         Ok(out)
+    }
+
+    /// Every collection record, each undecodable one a problem rather than an error (see
+    /// [`Catalog::collection_records`]).
+    pub fn collections_checked(&self) -> Result<(Vec<CollectionRecord>, Vec<Error>)> {
+        let (mut out, mut problems) = (Vec::new(), Vec::new());
+        for item in self.db.prefix_iterator([TAG_COLLECTION]) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if k.first() != Some(&TAG_COLLECTION) {
+                break;
+            }
+            match self.json(&k, &v) {
+                Ok(r) => out.push(r),
+                Err(e) => problems.push(e),
+            }
+        }
+        Ok((out, problems))
+    }
+
+    /// Every id-map entry, tombstone bitmap and metadata key of collection `coll`, read-only,
+    /// for a verifier. A record that does not decode is a problem in the result, not an
+    /// error: the verifier reports it and checks the rest. Errors are RocksDB's own.
+    pub fn collection_records(&self, coll: u32) -> Result<CollectionRecords> {
+        let mut out = CollectionRecords::default();
+        let corrupt = |k: &[u8], reason: &str| Error::CorruptRecord {
+            path: self.path.clone(),
+            key: printable(k),
+            reason: reason.to_owned(),
+        };
+        self.scan_each(TAG_LOCATION, coll, |rest, k, v| {
+            match (ExternalId::from_key_bytes(rest), DocLocation::decode(v)) {
+                (Some(id), Some(loc)) => out.locations.push((id, loc)),
+                (None, _) => out
+                    .problems
+                    .push(corrupt(k, "id-map key is not an external id")),
+                (_, None) => out
+                    .problems
+                    .push(corrupt(k, "document location is not 12 bytes")),
+            }
+        })?;
+        self.scan_each(TAG_TOMBSTONES, coll, |rest, k, v| {
+            let Ok(seg) = <[u8; 8]>::try_from(rest) else {
+                out.problems
+                    .push(corrupt(k, "tombstone key has no segment id"));
+                return;
+            };
+            match RoaringBitmap::deserialize_from(v) {
+                Ok(b) => out.tombstones.push((u64::from_be_bytes(seg), b)),
+                Err(e) => out.problems.push(corrupt(k, &e.to_string())),
+            }
+        })?;
+        self.scan_each(
+            TAG_METADATA,
+            coll,
+            |rest, k, _| match ExternalId::from_key_bytes(rest) {
+                Some(id) => out.metadata.push(id),
+                None => out
+                    .problems
+                    .push(corrupt(k, "metadata key is not an external id")),
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Calls `each(rest of key, key, value)` for every key of `tag` and collection `coll`.
+    fn scan_each(
+        &self,
+        tag: u8,
+        coll: u32,
+        mut each: impl FnMut(&[u8], &[u8], &[u8]),
+    ) -> Result<()> {
+        let prefix = key(tag, coll, &[]);
+        for item in self.db.prefix_iterator(&prefix) {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            each(&k[prefix.len()..], &k, &v);
+        }
+        Ok(())
     }
 
     /// The JSON metadata stored for a document, if any.
@@ -694,5 +787,41 @@ mod tests {
         }
         let catalog = Catalog::open(&path, true, false).expect("creating again completes it");
         assert_eq!(catalog.db_record().expect("record"), DbRecord::default());
+    }
+
+    #[test]
+    fn collection_records_lists_every_record_and_reports_undecodable_ones_as_problems() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let catalog = Catalog::open(&dir.path().join("catalog"), true, false).expect("catalog");
+        let mut b = CatalogBatch::default();
+        let id = ExternalId::Int(7);
+        let loc = DocLocation {
+            segment: 3,
+            local: 1,
+        };
+        b.put_location(0, &id, loc);
+        b.put_tombstones(0, 3, &RoaringBitmap::from_iter([2u32]))
+            .expect("tombstones");
+        b.put_metadata(0, &id, b"{}");
+        // Another collection's records are not listed.
+        b.put_location(1, &ExternalId::Int(8), loc);
+        // What no writer produces: a short location, a bitmap that does not decode, and a
+        // metadata key that is no external id.
+        b.inner.put(
+            key(TAG_LOCATION, 0, &ExternalId::Int(9).key_bytes()),
+            b"short",
+        );
+        b.inner
+            .put(key(TAG_TOMBSTONES, 0, &4u64.to_be_bytes()), b"junk");
+        b.inner.put(key(TAG_METADATA, 0, &[9, 9]), b"{}");
+        catalog.commit(b).expect("commit");
+
+        let r = catalog.collection_records(0).expect("records");
+        assert_eq!(r.locations, vec![(id.clone(), loc)]);
+        assert_eq!(r.tombstones, vec![(3, RoaringBitmap::from_iter([2u32]))]);
+        assert_eq!(r.metadata, vec![id]);
+        let problems: Vec<String> = r.problems.iter().map(|e| e.to_string()).collect();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("not 12 bytes"), "{problems:?}");
     }
 }

@@ -349,6 +349,11 @@ impl Container {
         self.bytes.len() as u64
     }
 
+    /// Number of sections (each checksummed at open, or block-checked by its file kind).
+    pub fn section_count(&self) -> usize {
+        self.sections.len()
+    }
+
     fn entry(&self, id: u32, what: &str) -> Result<&SectionEntry> {
         self.sections
             .iter()

@@ -4,6 +4,7 @@
 //! * [`segment`]: segment files (compressed documents of one commit) and their reader.
 //! * [`codec`]: codec files (centroids and residual quantiser).
 //! * [`originals`]: originals files (a segment's ingested vectors at f16, bf16 or f32).
+//! * [`verify`]: full checks of one data file, every problem reported as a value.
 //! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata).
 //! * [`fsutil`]: durable publication of files and the writer lock.
 //! * [`failpoint`]: test-only fault injection in the commit path (feature `failpoints`).
@@ -33,6 +34,7 @@ pub mod layout;
 mod mmap;
 pub mod originals;
 pub mod segment;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use ids::ExternalId;

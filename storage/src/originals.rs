@@ -366,6 +366,11 @@ impl OriginalsReader {
         self.container.file_len()
     }
 
+    /// Number of sections in the file (the block-checked one included).
+    pub fn section_count(&self) -> usize {
+        self.container.section_count()
+    }
+
     /// `n_docs + 1` token offsets (validated at open).
     pub fn doc_offsets(&self) -> &[u64] {
         self.container

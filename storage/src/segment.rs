@@ -439,6 +439,11 @@ impl SegmentReader {
         self.container.file_len()
     }
 
+    /// Number of sections in the file (all checksummed at open).
+    pub fn section_count(&self) -> usize {
+        self.container.section_count()
+    }
+
     /// `n_docs + 1` token offsets.
     pub fn doc_offsets(&self) -> &[u64] {
         // Validated at open.

@@ -16,4 +16,5 @@ mod originals;
 mod quality;
 mod rag;
 mod readers;
+mod verify;
 mod wal;

@@ -511,3 +511,65 @@ fn compact_and_retrain_keep_every_search_result_and_report_what_they_did() {
         stderr(&o)
     );
 }
+
+#[test]
+fn verify_exits_0_on_a_clean_database_and_1_with_a_line_naming_a_damaged_segment() {
+    let t = Tmp::new();
+    let db = generated_db(&t, 50);
+    let out = ok(&["verify", s(&db)]);
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("ok: checked 1 collection")),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(&["verify", s(&db), "--json"])).expect("JSON report");
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["checked"]["id_map_entries"], 50);
+    ok(&["shell", s(&db), "-c", ".verify"]);
+    // The shell's .verify on a read-only handle (which removes no debris at open) reports
+    // a temporary file and fails the command.
+    let tmp = db.join("collections").join("0").join("seg-000099.tsg.tmp");
+    std::fs::write(&tmp, b"partial").expect("write");
+    let o = run(&["shell", s(&db), "--read-only", "--bail", "-c", ".verify"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("seg-000099.tsg.tmp: a temporary file"),
+        "{}",
+        stdout(&o)
+    );
+    std::fs::remove_file(&tmp).expect("rm");
+
+    let seg = std::fs::read_dir(db.join("collections").join("0"))
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "tsg"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&seg, &bytes).expect("write");
+    let o = run(&["verify", s(&db)]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    let name = seg
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        out.lines()
+            .any(|l| l.contains(&name) && l.contains("fails its checksum")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("1 problem: checked")),
+        "{out}"
+    );
+    let o = run(&["shell", s(&db), "--read-only", "-c", ".verify"]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+}
