@@ -34,6 +34,8 @@ pub struct State {
     pub segments: usize,
     /// Bytes of segment, codec and originals files.
     pub disk_bytes: u64,
+    /// Centroids of the codec.
+    pub centroids: u32,
     /// Top-10 latency at the defaults, one thread.
     pub top10: Latency,
     /// Mean recall@10 against exact MaxSim over the live documents.
@@ -51,6 +53,8 @@ pub struct Lifecycle {
     pub deleted: usize,
     /// Upserts along the way.
     pub upserted: usize,
+    /// Codec re-trainings the churned ingests ran.
+    pub retrainings: usize,
     /// Seconds of the churned ingest (batches, upserts and deletes, background merges).
     pub churn_seconds: f64,
     /// Churned collection after the last batch (background merges settled).
@@ -118,13 +122,15 @@ fn measure(
         documents: info.documents,
         segments: info.segments,
         disk_bytes: info.disk_bytes,
+        centroids: info.centroids,
         top10: Latency::of(&ms),
         recall_at_10: metrics::mean(&recalls),
     };
     eprintln!(
-        "{name}: {} documents, {} segments, {:.1} MB, p50 {:.2} ms, recall@10 {:.3}",
+        "{name}: {} documents, {} segments, {} centroids, {:.1} MB, p50 {:.2} ms, recall@10 {:.3}",
         s.documents,
         s.segments,
+        s.centroids,
         s.disk_bytes as f64 / 1e6,
         s.top10.p50_ms,
         s.recall_at_10
@@ -159,17 +165,20 @@ pub fn run(
     let config = CollectionConfig::new(ds.dim as u32);
     let opts = IngestOptions::default().with_expected_total_tokens(ds.n_tokens() as u64);
     let churned = db.create_collection("churned", config.clone())?;
+    // The churned collection is fed as a growing knowledge base is: without knowing its
+    // final size (its codec is trained on the first batch and re-trained as it outgrows it).
+    let churn_opts = IngestOptions::default();
     let mut rng = StdRng::seed_from_u64(13);
     let mut live = vec![false; n];
     let mut ingested: Vec<usize> = Vec::new();
-    let (mut deleted, mut upserted) = (0usize, 0usize);
+    let (mut deleted, mut upserted, mut retrainings) = (0usize, 0usize, 0usize);
     let deletes_per_batch = (delete_share * per_batch as f64).round() as usize;
     let upserts_per_batch = (upsert_share * per_batch as f64).round() as usize;
     let mut previous: Vec<Document> = Vec::new();
     let t = Instant::now();
     ds.for_each_block(per_batch, |first, offs, rows| {
         let docs = docs_of(first, offs, rows, ds.dim);
-        churned.ingest(&docs, &opts)?;
+        retrainings += usize::from(churned.ingest(&docs, &churn_opts)?.retrained_codec);
         for d in &docs {
             let ExternalId::Int(i) = d.id else { continue };
             live[i as usize] = true;
@@ -207,7 +216,9 @@ pub fn run(
     })?;
     settle(&churned);
     let churn_seconds = t.elapsed().as_secs_f64();
-    eprintln!("churned ingest: {churn_seconds:.1} s, {deleted} deleted, {upserted} upserted");
+    eprintln!(
+        "churned ingest: {churn_seconds:.1} s, {deleted} deleted, {upserted} upserted, {retrainings} re-trainings"
+    );
     let before = measure("churned", &churned, ds, truth, &live)?;
     let compaction = churned.compact()?;
     let merge_tokens_per_s = compaction.tokens_written as f64 / compaction.seconds.max(1e-9);
@@ -235,6 +246,7 @@ pub fn run(
         batches,
         deleted,
         upserted,
+        retrainings,
         churn_seconds,
         churned: before,
         compacted: after,
@@ -244,4 +256,82 @@ pub fn run(
         fresh_seconds,
         load_average: metrics::load_average(),
     })
+}
+
+/// One way of feeding a collection, measured.
+#[derive(Serialize, Debug, Clone)]
+pub struct Fed {
+    /// How it was fed.
+    pub name: String,
+    /// Ingest calls.
+    pub batches: usize,
+    /// Centroids of the final codec.
+    pub centroids: u32,
+    /// Codec re-trainings the ingests ran (`MergePolicy::retrain`).
+    pub retrainings: usize,
+    /// Bytes of segment, codec and originals files.
+    pub disk_bytes: u64,
+    /// Ingest seconds (re-trainings included).
+    pub seconds: f64,
+    /// The measured state.
+    pub state: State,
+}
+
+/// The same corpus ingested in one batch and in batches of about `batch_tokens` tokens
+/// (issue 13, "small batches, same quality").
+pub fn small_batches(
+    ds: &Dataset,
+    truth: &Truth,
+    dir: &std::path::Path,
+    batch_tokens: usize,
+) -> Result<Vec<Fed>> {
+    let db = Database::open_or_create(dir)?;
+    let live = vec![true; ds.n_docs()];
+    let mut out = Vec::new();
+    for (name, per_batch) in [("one batch", usize::MAX), ("small batches", batch_tokens)] {
+        let coll = db.create_collection(name, CollectionConfig::new(ds.dim as u32))?;
+        let t = Instant::now();
+        let (mut batches, mut retrainings) = (0, 0);
+        let mut pending: Vec<Document> = Vec::new();
+        let mut tokens = 0;
+        let mut flush = |pending: &mut Vec<Document>, tokens: &mut usize| -> Result<()> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let r = coll.ingest(pending, &IngestOptions::default())?;
+            batches += 1;
+            retrainings += usize::from(r.retrained_codec);
+            pending.clear();
+            *tokens = 0;
+            Ok(())
+        };
+        ds.for_each_block(1000, |first, offs, rows| {
+            for d in docs_of(first, offs, rows, ds.dim) {
+                tokens += d.vectors.len() / ds.dim;
+                pending.push(d);
+                if tokens >= per_batch {
+                    flush(&mut pending, &mut tokens)?;
+                }
+            }
+            Ok(())
+        })?;
+        flush(&mut pending, &mut tokens)?;
+        let seconds = t.elapsed().as_secs_f64();
+        let state = measure(name, &coll, ds, truth, &live)?;
+        let info = coll.info();
+        eprintln!(
+            "{name}: {batches} batches, {} centroids, {retrainings} re-trainings, {seconds:.1} s",
+            info.centroids
+        );
+        out.push(Fed {
+            name: name.into(),
+            batches,
+            centroids: info.centroids,
+            retrainings,
+            disk_bytes: info.disk_bytes,
+            seconds,
+            state,
+        });
+    }
+    Ok(out)
 }

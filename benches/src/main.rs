@@ -43,9 +43,28 @@ enum Command {
     /// A collection through churn (small batches, deletes, upserts), before and after
     /// `compact()`, against a fresh build of the same live documents (synthetic-minilm).
     Lifecycle(LifecycleArgs),
+    /// The same synthetic-minilm corpus ingested in one batch and in small batches:
+    /// centroids, bytes, recall@10 (issue 13).
+    SmallBatches(SmallBatchesArgs),
     /// Filtered search at several selectivities (metadata filters): p50 and recall@10
     /// against exact MaxSim over the matching documents.
     Filtered(filtered::FilteredArgs),
+}
+
+#[derive(Args, Clone)]
+struct SmallBatchesArgs {
+    /// Documents of the synthetic-minilm corpus.
+    #[arg(long, default_value_t = 2_000)]
+    docs: usize,
+    /// Tokens per small batch.
+    #[arg(long, default_value_t = 2_000)]
+    batch_tokens: usize,
+    /// Queries (32 tokens each), with exhaustive ground truth.
+    #[arg(long, default_value_t = 50)]
+    queries: usize,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -496,6 +515,23 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
     write(&a.out, "smoke", &r)
 }
 
+fn small_batches(a: &SmallBatchesArgs) -> Result<()> {
+    let spec = SyntheticSpec {
+        n_docs: a.docs,
+        dim: 128,
+        n_clusters: 8192,
+        seed: 1,
+        ..Preset::Minilm.spec()
+    };
+    let ds = dataset::synthetic(&format!("synthetic-minilm-{}", a.docs), &spec, a.queries);
+    let (truth, _) = truth::cached(&ds, 100, truth::default_cache_dir().as_deref())?;
+    let tmp = tempfile::tempdir()?;
+    let r = lifecycle::small_batches(&ds, &truth, &tmp.path().join("db"), a.batch_tokens)?;
+    std::fs::write(&a.out, serde_json::to_string_pretty(&r)?)?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
 fn lifecycle(a: &LifecycleArgs) -> Result<()> {
     let spec = SyntheticSpec {
         n_docs: a.docs,
@@ -534,6 +570,7 @@ fn main() -> Result<()> {
         Command::Smoke(a) => smoke(&a),
         Command::Gpu(a) => gpu::run(&a),
         Command::Lifecycle(a) => lifecycle(&a),
+        Command::SmallBatches(a) => small_batches(&a),
         Command::Rag(a) => rag::run(&a),
         Command::Filtered(a) => filtered::run(&a),
         Command::PreparePythonDoc(a) => {

@@ -62,4 +62,6 @@ pub use search::SearchStats;
 pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
 pub use verify::{Problem, VerifyCounts, VerifyReport, verify};
-pub use writer::{CompactReport, DeleteReport, IngestReport, RetrainReport};
+pub use writer::{
+    CompactReport, DeleteReport, IngestReport, RETRAIN_CENTROID_FACTOR, RetrainReport,
+};

@@ -460,6 +460,14 @@ fn retraining_a_collection_fed_in_small_drifting_batches_refits_the_codec_and_ke
         coll.ingest(&docs, &IngestOptions::default())
             .expect("ingest");
     }
+    // Codecs superseded by expansions (or automatic re-trainings) are gone already.
+    let codec_files = |dir: &Path| {
+        data_files(dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".tcd"))
+            .count()
+    };
+    assert_eq!(codec_files(dir.path()), 1);
     coll.delete(&[ExternalId::Int(5)]).expect("delete");
     model.remove(&5);
     let before = coll.info();
@@ -484,11 +492,11 @@ fn retraining_a_collection_fed_in_small_drifting_batches_refits_the_codec_and_ke
     );
     drop(held);
     coll.compact().expect("sweep");
-    let codecs = data_files(dir.path())
-        .into_iter()
-        .filter(|f| f.ends_with(".tcd"))
-        .count();
-    assert_eq!(codecs, 1, "superseded codec files are removed");
+    assert_eq!(
+        codec_files(dir.path()),
+        1,
+        "superseded codec files are removed"
+    );
     drop(coll);
     drop(db);
     let db = Database::open(dir.path()).expect("reopen");
@@ -564,4 +572,63 @@ fn filters_see_the_same_documents_after_merges_and_a_retraining() {
     drop(db);
     let db = Database::open(dir.path()).expect("reopen");
     assert_eq!(filtered(&db.collection("c").expect("c")), want, "reopened");
+}
+
+#[test]
+fn a_collection_fed_in_small_batches_retrains_itself_to_the_codec_one_batch_would_train() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Database::open_or_create(dir.path()).expect("open");
+    let mut rng = StdRng::seed_from_u64(23);
+    let docs: Vec<Document> = (0..400u64)
+        .map(|id| Document::new(id, random_doc(&mut rng)))
+        .collect();
+    let whole = db
+        .create_collection("whole", config(false))
+        .expect("create");
+    whole
+        .ingest(&docs, &IngestOptions::default())
+        .expect("ingest");
+    let fed = db.create_collection("fed", config(false)).expect("create");
+    let mut retrainings = 0;
+    for chunk in docs.chunks(10) {
+        let r = fed
+            .ingest(chunk, &IngestOptions::default())
+            .expect("ingest");
+        retrainings += usize::from(r.retrained_codec);
+    }
+    let (w, f) = (whole.info(), fed.info());
+    assert!(retrainings >= 2, "{retrainings} re-trainings");
+    // The last re-training ran at half the final size at the latest.
+    assert!(
+        f.centroids * tessera::RETRAIN_CENTROID_FACTOR >= w.centroids,
+        "fed {} centroids, whole {}",
+        f.centroids,
+        w.centroids
+    );
+    assert_eq!(fed.info().merge_error, None);
+    // Without automatic re-training the codec of the first 10 documents stays.
+    let manual = config(false).with_merge_policy(MergePolicy {
+        auto: false,
+        retrain: false,
+        ..MergePolicy::default()
+    });
+    let kept = db.create_collection("kept", manual).expect("create");
+    for chunk in docs.chunks(10) {
+        kept.ingest(chunk, &IngestOptions::default())
+            .expect("ingest");
+    }
+    assert!(
+        kept.info().centroids < f.centroids,
+        "{} vs {}",
+        kept.info().centroids,
+        f.centroids
+    );
+    let model: Model = docs
+        .iter()
+        .map(|d| match d.id {
+            ExternalId::Int(i) => (i, d.vectors.clone()),
+            _ => unreachable!(),
+        })
+        .collect();
+    check_all(&fed, &model, &mut rng, "fed in small batches");
 }

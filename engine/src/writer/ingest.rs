@@ -10,6 +10,7 @@ use tessera_storage::fsutil::write_unpublished;
 use tessera_storage::layout::DataFile;
 use tessera_storage::originals::OriginalValues;
 
+use super::merge::Retired;
 use super::tombstones::NewTombstones;
 use super::{CommitPlan, NewSegment, write_segment_files};
 use crate::codec::{self, Codec, Encoded};
@@ -38,6 +39,9 @@ pub struct IngestReport {
     pub residual_norm_ratio: f32,
     /// Bytes of the segment file written.
     pub segment_bytes: u64,
+    /// Whether the collection had outgrown its codec and this ingest re-trained it
+    /// ([`crate::MergePolicy::retrain`]).
+    pub retrained_codec: bool,
 }
 
 /// One ingest's documents, flattened, with where the catalog has their ids now.
@@ -90,6 +94,17 @@ impl Collection {
             let batch = self.prepare(docs, n_tokens, opts)?;
             self.run_commit(|plan| self.commit_ingest(&batch, plan, opts))?
         };
+        let mut report = report;
+        if self.retrain_due() {
+            // The batch is committed whatever happens here; a failed re-training changes
+            // nothing and is reported where background merge failures are.
+            match self.retrain() {
+                Ok(_) => report.retrained_codec = true,
+                Err(e) => {
+                    *self.state.merge_error.lock() = Some(format!("automatic re-training: {e}"));
+                }
+            }
+        }
         self.merge_in_background_if_due();
         Ok(report)
     }
@@ -215,8 +230,17 @@ impl Collection {
                 })?,
             );
         }
+        let superseded = self.state.manifest.lock().codec.clone();
         // Committed once this returns: nothing below may fail the ingest.
         let published = plan.commit(&self.db, &self.state, cat)?;
+        // An expanded codec supersedes the old one: its file goes once no snapshot holds
+        // it (without this, a collection drifting batch after batch kept every codec).
+        if let (Some(old), Some(file)) = (&plan.old.codec, superseded)
+            && file.id != enc.codec.id
+        {
+            let retired = Retired::codec(old, self.state.dir.file(&file.file));
+            self.state.retired.lock().push(retired);
+        }
         let mut segments = tombstones.apply(&plan.old.segments);
         let fields = SegmentFields::of_batch(batch.docs);
         segments.push(written.into_view(&self.state.dir, published, RoaringBitmap::new(), fields));
@@ -229,6 +253,7 @@ impl Collection {
             residual_norm_ratio: enc.batch_norm
                 / enc.codec.mean_residual_norm().max(f32::MIN_POSITIVE),
             segment_bytes,
+            retrained_codec: false,
         };
         let snapshot = SnapshotInner {
             codec: Some(enc.codec),

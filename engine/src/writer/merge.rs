@@ -61,6 +61,12 @@ pub struct MergePolicy {
     /// A segment with more than this share of its documents deleted is rewritten on its own
     /// (default 0.2).
     pub max_deleted_share: f64,
+    /// Re-train the codec after an ingest when the collection has outgrown it: when the
+    /// default centroid rule for the live tokens asks for at least twice the codec's
+    /// centroids (default on; only for collections that keep originals and leave the
+    /// centroid count to the rule). A collection fed in small batches then ends with the
+    /// codec a single batch would have trained (BENCHMARKS.md, "Small batches").
+    pub retrain: bool,
 }
 
 impl Default for MergePolicy {
@@ -71,6 +77,7 @@ impl Default for MergePolicy {
             floor_tokens: 1 << 16,
             max_segment_tokens: 1 << 22,
             max_deleted_share: 0.2,
+            retrain: true,
         }
     }
 }

@@ -55,10 +55,35 @@ pub struct RetrainReport {
     pub seconds: f64,
 }
 
+/// How many times the codec's centroids the default rule must ask for before an ingest
+/// re-trains the codec ([`crate::MergePolicy::retrain`]). With the rule's growth (linear in
+/// the tokens up to about 765K tokens, then with their square root), re-training at each
+/// doubling re-encodes every token about twice over the collection's life.
+pub const RETRAIN_CENTROID_FACTOR: u32 = 2;
+
 /// Tokens encoded per call when re-encoding a segment (bounds the `f32` copy in memory).
 const ENCODE_CHUNK_TOKENS: usize = 1 << 16;
 
 impl Collection {
+    /// Whether the collection has outgrown its codec ([`RETRAIN_CENTROID_FACTOR`]).
+    pub(crate) fn retrain_due(&self) -> bool {
+        let cfg = &self.state.config;
+        if !cfg.merge_policy.retrain
+            || cfg.n_centroids.is_some()
+            || cfg.originals == tessera_storage::originals::Precision::None
+        {
+            return false;
+        }
+        let snap = self.state.current.read().clone();
+        let Some(codec) = &snap.codec else {
+            return false;
+        };
+        let live = self.state.manifest.lock().live_tokens;
+        let wanted = codec::default_centroids(live);
+        wanted >= codec.n_centroids().saturating_mul(RETRAIN_CENTROID_FACTOR)
+            && snap.segments.iter().all(|s| s.originals.is_some())
+    }
+
     /// Trains a new codec from a sample of the collection's original vectors and re-encodes
     /// every segment with it (README, "Codec lifecycle"). Needs originals in every segment
     /// ([`Error::NoOriginals`] otherwise). Searches and writes go on meanwhile; merges wait.
