@@ -81,8 +81,16 @@ pub fn small_collection(
     let db = Database::open_or_create(dir).expect("open");
     let coll = match db.collection("c") {
         Ok(coll) => coll,
+        // The commit-protocol tests count each ingest's files: no automatic re-training
+        // inside an ingest (its own failpoint and crash tests are in `merges.rs`).
         Err(_) => db
-            .create_collection("c", CollectionConfig::new(16))
+            .create_collection(
+                "c",
+                CollectionConfig::new(16).with_merge_policy(tessera::MergePolicy {
+                    retrain: false,
+                    ..tessera::MergePolicy::default()
+                }),
+            )
             .expect("collection"),
     };
     coll.ingest(&documents_in(corpus, range), &IngestOptions::default())

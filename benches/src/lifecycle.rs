@@ -318,6 +318,19 @@ pub fn small_batches(
         flush(&mut pending, &mut tokens)?;
         let seconds = t.elapsed().as_secs_f64();
         let state = measure(name, &coll, ds, truth, &live)?;
+        if per_batch != usize::MAX {
+            // What an explicit re-training on top gives (the last automatic one ran at up to
+            // half the final size).
+            let r = coll.retrain()?;
+            eprintln!(
+                "explicit retrain: {} -> {} centroids, residual norm {:.4} -> {:.4}",
+                r.centroids_before,
+                r.centroids_after,
+                r.residual_norm_before,
+                r.residual_norm_after
+            );
+            measure("small batches, then retrain()", &coll, ds, truth, &live)?;
+        }
         let info = coll.info();
         eprintln!(
             "{name}: {batches} batches, {} centroids, {retrainings} re-trainings, {seconds:.1} s",

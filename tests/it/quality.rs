@@ -221,7 +221,7 @@ fn exact_stage_matches_brute_force_through_residual_table_and_decompression() {
 }
 
 #[test]
-fn drifted_batches_grow_the_codec_and_stay_searchable() {
+fn drifted_batches_grow_the_codec_or_retrain_it_and_stay_searchable() {
     let mk = |seed: u64| {
         SyntheticCorpus::generate(&SyntheticSpec {
             n_docs: 600,
@@ -266,8 +266,13 @@ fn drifted_batches_grow_the_codec_and_stay_searchable() {
     };
     {
         let db = Database::open_or_create(dir.path()).expect("create");
+        // Expansion is the path of collections that do not re-train themselves.
+        let appending = tessera::MergePolicy {
+            retrain: false,
+            ..tessera::MergePolicy::default()
+        };
         let coll = db
-            .create_collection("c", CollectionConfig::new(32))
+            .create_collection("c", CollectionConfig::new(32).with_merge_policy(appending))
             .expect("collection");
         coll.ingest(&documents(&a), &IngestOptions::default())
             .expect("ingest A");
@@ -300,6 +305,29 @@ fn drifted_batches_grow_the_codec_and_stay_searchable() {
     let db = Database::open(dir.path()).expect("reopen");
     let coll = db.collection("c").expect("c");
     assert!(recall_b(&coll) >= 0.8);
+    // At the defaults the drifted batch re-trains the codec on both instead.
+    let retraining = db
+        .create_collection("r", CollectionConfig::new(32))
+        .expect("collection");
+    retraining
+        .ingest(&documents(&a), &IngestOptions::default())
+        .expect("ingest A");
+    let docs_b: Vec<Document> = (0..b.n_docs())
+        .map(|i| Document::new(1000 + i as u64, b.doc(i).to_vec()))
+        .collect();
+    let report = retraining
+        .ingest(&docs_b, &IngestOptions::default())
+        .expect("ingest B");
+    assert!(
+        report.retrained_codec && report.centroids_added == 0,
+        "{report:?}"
+    );
+    let r = recall_b(&retraining);
+    println!("recall@10 on the drifted batch after re-training: {r:.3}");
+    assert!(
+        r >= 0.8,
+        "recall on the drifted batch after re-training {r:.3}"
+    );
 }
 
 #[test]

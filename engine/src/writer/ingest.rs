@@ -95,7 +95,7 @@ impl Collection {
             self.run_commit(|plan| self.commit_ingest(&batch, plan, opts))?
         };
         let mut report = report;
-        if self.retrain_due() {
+        if self.retrain_due(report.residual_norm_ratio) {
             // The batch is committed whatever happens here; a failed re-training changes
             // nothing and is reported where background merge failures are.
             match self.retrain() {
@@ -292,6 +292,12 @@ impl Collection {
             batch_norm,
         };
         if trained || batch_norm <= threshold {
+            return Ok(unchanged);
+        }
+        if self.retrains_automatically() {
+            // The ingest re-trains the whole codec after the commit instead
+            // (`retrain_due`): appended centroids fitted to one batch's outliers serve
+            // the collection worse than a codec trained on all of it.
             return Ok(unchanged);
         }
         // Out of the codec's distribution: train centroids for the tokens it fits badly and

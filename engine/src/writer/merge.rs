@@ -63,7 +63,7 @@ pub struct MergePolicy {
     pub max_deleted_share: f64,
     /// Re-train the codec after an ingest when the collection has outgrown it: when the
     /// default centroid rule for the live tokens asks for at least twice the codec's
-    /// centroids (default on; only for collections that keep originals and leave the
+    /// centroids, or half of them or fewer (drift expansions appended the rest) (default on; only for collections that keep originals and leave the
     /// centroid count to the rule). A collection fed in small batches then ends with the
     /// codec a single batch would have trained (BENCHMARKS.md, "Small batches").
     pub retrain: bool,

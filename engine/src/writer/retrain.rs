@@ -55,23 +55,38 @@ pub struct RetrainReport {
     pub seconds: f64,
 }
 
-/// How many times the codec's centroids the default rule must ask for before an ingest
-/// re-trains the codec ([`crate::MergePolicy::retrain`]). With the rule's growth (linear in
-/// the tokens up to about 765K tokens, then with their square root), re-training at each
-/// doubling re-encodes every token about twice over the collection's life.
+/// How far the codec's centroid count may drift from what the default rule asks for the live
+/// tokens before an ingest re-trains it, either way ([`crate::MergePolicy::retrain`]). With
+/// the rule's growth (linear in the tokens up to about 765K tokens, then with their square
+/// root), re-training at each doubling re-encodes every token about twice over the
+/// collection's life.
 pub const RETRAIN_CENTROID_FACTOR: u32 = 2;
+
+/// A drifting batch re-trains the codec only once the collection holds this many times the
+/// tokens the codec was trained on: this bounds the re-encoding a stream of drifting batches
+/// causes (each re-training re-encodes everything) to a geometric series.
+pub const RETRAIN_DRIFT_GROWTH: f64 = 1.25;
 
 /// Tokens encoded per call when re-encoding a segment (bounds the `f32` copy in memory).
 const ENCODE_CHUNK_TOKENS: usize = 1 << 16;
 
 impl Collection {
-    /// Whether the collection has outgrown its codec ([`RETRAIN_CENTROID_FACTOR`]).
-    pub(crate) fn retrain_due(&self) -> bool {
+    /// Whether ingests re-train the codec ([`crate::MergePolicy::retrain`]): the policy asks
+    /// for it, the collection keeps originals and leaves the centroid count to the rule.
+    pub(crate) fn retrains_automatically(&self) -> bool {
         let cfg = &self.state.config;
-        if !cfg.merge_policy.retrain
-            || cfg.n_centroids.is_some()
-            || cfg.originals == tessera_storage::originals::Precision::None
-        {
+        cfg.merge_policy.retrain
+            && cfg.n_centroids.is_none()
+            && cfg.originals != tessera_storage::originals::Precision::None
+    }
+
+    /// Whether an ingest whose batch had `residual_ratio` (its mean residual norm over the
+    /// codec's) should re-train the codec: the collection has outgrown it
+    /// ([`RETRAIN_CENTROID_FACTOR`]), or the batch drifted out of its distribution and the
+    /// collection holds at least [`RETRAIN_DRIFT_GROWTH`] times the tokens the codec was
+    /// trained on.
+    pub(crate) fn retrain_due(&self, residual_ratio: f32) -> bool {
+        if !self.retrains_automatically() {
             return false;
         }
         let snap = self.state.current.read().clone();
@@ -80,8 +95,12 @@ impl Collection {
         };
         let live = self.state.manifest.lock().live_tokens;
         let wanted = codec::default_centroids(live);
-        wanted >= codec.n_centroids().saturating_mul(RETRAIN_CENTROID_FACTOR)
-            && snap.segments.iter().all(|s| s.originals.is_some())
+        let have = codec.n_centroids();
+        let coarse = wanted >= have.saturating_mul(RETRAIN_CENTROID_FACTOR);
+        let trained = codec.data().trained_tokens as f64;
+        let drifted =
+            residual_ratio > codec::DRIFT_FACTOR && live as f64 >= RETRAIN_DRIFT_GROWTH * trained;
+        (coarse || drifted) && snap.segments.iter().all(|s| s.originals.is_some())
     }
 
     /// Trains a new codec from a sample of the collection's original vectors and re-encodes
