@@ -151,6 +151,8 @@ pub struct CollectionRecords {
     pub tombstones: Vec<(u64, RoaringBitmap)>,
     /// External ids that have metadata.
     pub metadata: Vec<ExternalId>,
+    /// External ids that have kept text (each value decoded, the text dropped).
+    pub texts: Vec<ExternalId>,
     /// Records that could not be decoded ([`Error::CorruptRecord`], naming the key).
     pub problems: Vec<Error>,
 }
@@ -384,7 +386,8 @@ impl Catalog {
         Ok((out, problems))
     }
 
-    /// Every id-map entry, tombstone bitmap and metadata key of collection `coll`, read-only,
+    /// Every id-map entry, tombstone bitmap, metadata key and kept text of collection `coll`,
+    /// read-only,
     /// for a verifier. A record that does not decode is a problem in the result, not an
     /// error: the verifier reports it and checks the rest. Errors are RocksDB's own.
     pub fn collection_records(&self, coll: u32) -> Result<CollectionRecords> {
@@ -426,6 +429,15 @@ impl Catalog {
                     .push(corrupt(k, "metadata key is not an external id")),
             },
         )?;
+        self.scan_each(TAG_TEXT, coll, |rest, k, v| {
+            match (ExternalId::from_key_bytes(rest), crate::doctext::decode(v)) {
+                (Some(id), Ok(_)) => out.texts.push(id),
+                (None, _) => out
+                    .problems
+                    .push(corrupt(k, "text key is not an external id")),
+                (_, Err(reason)) => out.problems.push(corrupt(k, &reason)),
+            }
+        })?;
         Ok(out)
     }
 

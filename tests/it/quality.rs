@@ -289,6 +289,12 @@ fn drifted_batches_grow_the_codec_or_retrain_it_and_stay_searchable() {
             report.residual_norm_ratio
         );
         assert!(report.centroids_added > 0);
+        // Most of B's tokens lie far from every centroid trained on A.
+        assert!(
+            report.badly_fitting_share > 0.5,
+            "share {}",
+            report.badly_fitting_share
+        );
         assert_eq!(coll.info().centroids, before + report.centroids_added);
         let r = recall_b(&coll);
         println!(

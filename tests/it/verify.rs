@@ -344,3 +344,30 @@ fn a_catalog_that_cannot_be_opened_is_a_report_naming_its_damaged_log() {
     let lines = assert_found(dir.path(), &["catalog", "damaged", &name]);
     assert_eq!(lines.len(), 1, "{lines:#?}");
 }
+
+#[test]
+fn kept_text_of_a_document_the_id_map_lacks_is_reported_and_every_text_record_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    build(dir.path());
+    edit_catalog(dir.path(), |b| {
+        b.put_text(0, &ExternalId::Int(99), "a passage nobody can find")
+            .expect("text");
+    });
+    assert_found(
+        dir.path(),
+        &[
+            "kept text of document 99",
+            "the id map has no such document",
+        ],
+    );
+    // Texts of documents the id map has are read (decompressed) and pass.
+    let catalog = Catalog::open(&dir.path().join("catalog"), false, false).expect("catalog");
+    let mut batch = CatalogBatch::default();
+    batch
+        .put_text(0, &ExternalId::Int(5), "fine")
+        .expect("text");
+    catalog.commit(batch).expect("commit");
+    drop(catalog);
+    let report = tessera::verify(dir.path()).expect("verify");
+    assert_eq!(report.checked.text_records, 2, "{:#?}", lines(&report));
+}

@@ -103,6 +103,16 @@ pub(super) fn check(
             );
         }
     }
+    for id in records.texts {
+        report.checked.text_records += 1;
+        if !map.contains_key(&id) {
+            report.push(
+                c,
+                format!("kept text of document {id}"),
+                "the id map has no such document".into(),
+            );
+        }
+    }
     check_collection_files(name, dir, &manifest, report);
     Ok(())
 }

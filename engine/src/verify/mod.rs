@@ -58,6 +58,8 @@ pub struct VerifyCounts {
     pub tombstones: u64,
     /// Metadata records checked.
     pub metadata_records: u64,
+    /// Kept-text records read (each decompressed).
+    pub text_records: u64,
 }
 
 /// The result of [`crate::Database::verify`] or [`verify`]: every problem found, and what

@@ -37,6 +37,10 @@ pub struct IngestReport {
     /// The batch's mean residual norm over the codec's training mean (before any
     /// expansion): about 1 in distribution; above 1.5 triggers expansion.
     pub residual_norm_ratio: f32,
+    /// Share of the batch's tokens whose residual norm is above 1.5 times the codec's
+    /// training mean (before any expansion): tokens the codec fits badly. Together with
+    /// `residual_norm_ratio`, what says a re-training would pay (README, "Re-training").
+    pub badly_fitting_share: f32,
     /// Bytes of the segment file written.
     pub segment_bytes: u64,
     /// Whether the collection had outgrown its codec and this ingest re-trained it
@@ -63,6 +67,8 @@ struct Encoding {
     expanded_by: u32,
     /// Mean residual norm of the batch under the codec before any expansion.
     batch_norm: f32,
+    /// Share of its tokens above the drift threshold, under the same codec.
+    badly_fitting: f32,
 }
 
 fn mean(v: &[f32]) -> f32 {
@@ -252,6 +258,7 @@ impl Collection {
             centroids_added: enc.expanded_by,
             residual_norm_ratio: enc.batch_norm
                 / enc.codec.mean_residual_norm().max(f32::MIN_POSITIVE),
+            badly_fitting_share: enc.badly_fitting,
             segment_bytes,
             retrained_codec: false,
         };
@@ -284,12 +291,15 @@ impl Collection {
         let encoded = codec.encode(flat, opts.threads);
         let batch_norm = mean(&encoded.norms);
         let threshold = codec::DRIFT_FACTOR * codec.mean_residual_norm();
+        let badly = encoded.norms.iter().filter(|&&n| n > threshold).count();
+        let badly_fitting = badly as f32 / encoded.norms.len().max(1) as f32;
         let unchanged = Encoding {
             codec: codec.clone(),
             encoded,
             trained,
             expanded_by: 0,
             batch_norm,
+            badly_fitting,
         };
         if trained || batch_norm <= threshold {
             return Ok(unchanged);
@@ -326,6 +336,7 @@ impl Collection {
             codec: grown,
             trained,
             batch_norm,
+            badly_fitting,
         })
     }
 
