@@ -107,6 +107,23 @@ fn check_all(coll: &Collection, model: &Model, rng: &mut StdRng, what: &str) {
     }
 }
 
+/// Ingests `batches` batches of `per` random documents (ids `batch * per + i`), each
+/// acknowledged, into `coll` and `model`.
+fn ingest_batches(coll: &Collection, model: &mut Model, rng: &mut StdRng, batches: u64, per: u64) {
+    for batch in 0..batches {
+        let docs: Vec<Document> = (0..per)
+            .map(|i| {
+                let id = batch * per + i;
+                let v = random_doc(rng);
+                model.insert(id, v.clone());
+                Document::new(id, v)
+            })
+            .collect();
+        coll.ingest(&docs, &IngestOptions::default())
+            .expect("ingest");
+    }
+}
+
 /// Data files in the collection directory, by name.
 fn data_files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.join("collections/0"))
@@ -216,18 +233,7 @@ fn a_merge_keeps_files_a_snapshot_maps_and_removes_them_once_it_is_gone() {
     let coll = db.create_collection("c", config(false)).expect("create");
     let mut rng = StdRng::seed_from_u64(7);
     let mut model = Model::new();
-    for batch in 0..4u64 {
-        let docs: Vec<Document> = (0..5)
-            .map(|i| {
-                let id = batch * 5 + i;
-                let v = random_doc(&mut rng);
-                model.insert(id, v.clone());
-                Document::new(id, v)
-            })
-            .collect();
-        coll.ingest(&docs, &IngestOptions::default())
-            .expect("ingest");
-    }
+    ingest_batches(&coll, &mut model, &mut rng, 4, 5);
     coll.delete(&[ExternalId::Int(3)]).expect("delete");
     let old_snapshot = coll.snapshot();
     let before = data_files(dir.path());
@@ -387,18 +393,7 @@ fn a_merge_failing_at_any_step_of_its_commit_loses_nothing_and_resurrects_nothin
         {
             let db = Database::open_or_create(dir.path()).expect("open");
             let coll = db.create_collection("c", config(false)).expect("create");
-            for batch in 0..3u64 {
-                let docs: Vec<Document> = (0..6)
-                    .map(|i| {
-                        let id = batch * 6 + i;
-                        let v = random_doc(&mut rng);
-                        model.insert(id, v.clone());
-                        Document::new(id, v)
-                    })
-                    .collect();
-                coll.ingest(&docs, &IngestOptions::default())
-                    .expect("ingest");
-            }
+            ingest_batches(&coll, &mut model, &mut rng, 3, 6);
             let gone = [ExternalId::Int(2), ExternalId::Int(9)];
             coll.delete(&gone).expect("delete");
             model.remove(&2);

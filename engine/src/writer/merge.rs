@@ -278,6 +278,32 @@ pub(crate) struct Gathered {
     pub(crate) origin: Vec<(usize, u32)>,
 }
 
+impl Gathered {
+    /// Writes the documents as segment `id` (unpublished; files recorded in `files`);
+    /// `None` when there is none to write.
+    pub(crate) fn write(
+        &self,
+        dir: &tessera_storage::layout::CollectionDir,
+        cfg: &crate::options::CollectionConfig,
+        codec: &Codec,
+        id: u64,
+        files: &mut Vec<PathBuf>,
+    ) -> Result<Option<WrittenSegment>> {
+        if self.ids.is_empty() {
+            return Ok(None);
+        }
+        let seg = NewSegment {
+            doc_offsets: &self.doc_offsets,
+            codes: &self.codes,
+            residuals: &self.residuals,
+            scales: &self.scales,
+            ids: &self.ids,
+            originals: self.originals.as_deref().map(OriginalValues::Stored),
+        };
+        Ok(Some(write_segment_files(dir, cfg, codec, id, &seg, files)?))
+    }
+}
+
 /// A scale of 1 in binary16: what readers assume for segments written without scales.
 const UNIT_SCALE: u16 = 0x3C00;
 
@@ -471,23 +497,11 @@ fn merge_group(
     };
     let dropped: u64 = sources.iter().map(|s| s.tombstones.len()).sum();
     let mut files = Vec::new();
-    let written = if g.ids.is_empty() {
-        None
-    } else {
-        let seg = NewSegment {
-            doc_offsets: &g.doc_offsets,
-            codes: &g.codes,
-            residuals: &g.residuals,
-            scales: &g.scales,
-            ids: &g.ids,
-            originals: g.originals.as_deref().map(OriginalValues::Stored),
-        };
-        match write_segment_files(&state.dir, cfg, &codec, seg_id, &seg, &mut files) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                remove_unpublished(&files);
-                return Err(e);
-            }
+    let written = match g.write(&state.dir, cfg, &codec, seg_id, &mut files) {
+        Ok(w) => w,
+        Err(e) => {
+            remove_unpublished(&files);
+            return Err(e);
         }
     };
     let tokens = g.codes.len() as u64;

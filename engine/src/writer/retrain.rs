@@ -24,10 +24,9 @@ use tessera_storage::catalog::CodecRef;
 use tessera_storage::codec as codec_file;
 use tessera_storage::fsutil::write_unpublished;
 use tessera_storage::layout::DataFile;
-use tessera_storage::originals::OriginalValues;
 
 use super::merge::{Gathered, Replacement, Retired, gather};
-use super::{CommitPlan, NewSegment, remove_unpublished, write_segment_files};
+use super::{CommitPlan, remove_unpublished};
 use crate::codec::{self, Codec};
 use crate::collection::Collection;
 use crate::error::{Error, Result};
@@ -262,26 +261,7 @@ impl Collection {
             unreachable!("an uncancellable gather always completes")
         };
         let (norm_before, norm_after) = self.encode_again(s, &mut g, codec, old)?;
-        let written = if g.ids.is_empty() {
-            None
-        } else {
-            let seg = NewSegment {
-                doc_offsets: &g.doc_offsets,
-                codes: &g.codes,
-                residuals: &g.residuals,
-                scales: &g.scales,
-                ids: &g.ids,
-                originals: g.originals.as_deref().map(OriginalValues::Stored),
-            };
-            Some(write_segment_files(
-                &self.state.dir,
-                &self.state.config,
-                codec,
-                id,
-                &seg,
-                files,
-            )?)
-        };
+        let written = g.write(&self.state.dir, &self.state.config, codec, id, files)?;
         Ok(Reencoded {
             tokens: g.codes.len() as u64,
             norm_before,
