@@ -310,7 +310,11 @@ fn searches_during_merges_and_writes_match_some_committed_version() {
         let (coll, done, query) = (coll.clone(), done.clone(), query.clone());
         std::thread::spawn(move || {
             let mut seen = Vec::new();
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            // Bounded, so that a failing writer fails the test instead of hanging it.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            while !done.load(std::sync::atomic::Ordering::SeqCst)
+                && std::time::Instant::now() < until
+            {
                 let hits = coll
                     .search(&query, 5, &SearchParams::exhaustive())
                     .expect("search");
