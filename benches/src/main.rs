@@ -516,14 +516,8 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
 }
 
 fn small_batches(a: &SmallBatchesArgs) -> Result<()> {
-    let spec = SyntheticSpec {
-        n_docs: a.docs,
-        dim: 128,
-        n_clusters: 8192,
-        seed: 1,
-        ..Preset::Minilm.spec()
-    };
-    let ds = dataset::synthetic(&format!("synthetic-minilm-{}", a.docs), &spec, a.queries);
+    let (spec, name) = minilm(a.docs);
+    let ds = dataset::synthetic(&name, &spec, a.queries);
     let (truth, _) = truth::cached(&ds, 100, truth::default_cache_dir().as_deref())?;
     let tmp = tempfile::tempdir()?;
     let r = lifecycle::small_batches(&ds, &truth, &tmp.path().join("db"), a.batch_tokens)?;
@@ -532,21 +526,26 @@ fn small_batches(a: &SmallBatchesArgs) -> Result<()> {
     Ok(())
 }
 
-fn lifecycle(a: &LifecycleArgs) -> Result<()> {
+/// The synthetic-minilm corpus of `docs` documents as `synthetic --preset minilm --docs N`
+/// makes it, and its name there (so the scenarios share its ground-truth cache entries).
+fn minilm(docs: usize) -> (SyntheticSpec, String) {
     let spec = SyntheticSpec {
-        n_docs: a.docs,
+        n_docs: docs,
         dim: 128,
         n_clusters: 8192,
         seed: 1,
         ..Preset::Minilm.spec()
     };
-    // The name and queries of `synthetic --preset minilm --docs N --queries Q`, so the two
-    // share one ground-truth cache entry.
-    let name = if a.docs.is_multiple_of(1000) {
-        format!("synthetic-minilm-{}k", a.docs / 1000)
+    let name = if docs.is_multiple_of(1000) {
+        format!("synthetic-minilm-{}k", docs / 1000)
     } else {
-        format!("synthetic-minilm-{}", a.docs)
+        format!("synthetic-minilm-{docs}")
     };
+    (spec, name)
+}
+
+fn lifecycle(a: &LifecycleArgs) -> Result<()> {
+    let (spec, name) = minilm(a.docs);
     let ds = dataset::synthetic_streamed(&name, &spec, a.queries)?;
     let (truth, _) = truth::cached(&ds, 100, truth::default_cache_dir().as_deref())?;
     let tmp;

@@ -225,13 +225,7 @@ impl Database {
 
     /// A handle on an existing collection.
     pub fn collection(&self, name: &str) -> Result<Collection> {
-        let state = self
-            .inner
-            .collections
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
+        let state = self.inner.state(name)?;
         Ok(Collection::new(self.inner.clone(), state))
     }
 
@@ -245,13 +239,7 @@ impl Database {
     pub fn drop_collection(&self, name: &str) -> Result<()> {
         self.inner.check_writable()?;
         let _w = self.inner.writer.lock();
-        let state = self
-            .inner
-            .collections
-            .read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))?;
+        let state = self.inner.state(name)?;
         let mut batch = CatalogBatch::default();
         batch.delete_collection(&state.record);
         self.inner.commit(batch)?;
@@ -281,6 +269,15 @@ impl Database {
 }
 
 impl DbInner {
+    /// The state of collection `name`.
+    fn state(&self, name: &str) -> Result<Arc<CollectionState>> {
+        self.collections
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::CollectionNotFound(name.to_owned()))
+    }
+
     pub(crate) fn check_writable(&self) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly(self.path.clone()));

@@ -71,7 +71,7 @@ struct Encoding {
     badly_fitting: f32,
 }
 
-fn mean(v: &[f32]) -> f32 {
+pub(super) fn mean(v: &[f32]) -> f32 {
     if v.is_empty() {
         return 0.0;
     }

@@ -45,8 +45,8 @@ pub struct RetrainReport {
     pub segments: usize,
     /// Token vectors re-encoded.
     pub tokens: u64,
-    /// Mean residual norm of the re-encoded tokens under the old codec and the new one:
-    /// how much better the new codec fits.
+    /// Mean residual norm of the training sample (live tokens drawn uniformly) under the old
+    /// codec and the new one: how much better the new codec fits.
     pub residual_norm_before: f32,
     /// See `residual_norm_before`.
     pub residual_norm_after: f32,
@@ -128,7 +128,6 @@ impl Collection {
         let sample = sample_tokens(&snap, k * codec::SAMPLE_PER_CENTROID, cfg.seed)?;
         let data = codec::train(&sample, cfg, Some(live_tokens), 0);
         let trained_tokens = (sample.len() / cfg.dim as usize) as u64;
-        drop(sample);
 
         // File ids for the codec and one segment per segment of the snapshot.
         let first_id = {
@@ -139,6 +138,11 @@ impl Collection {
             m.next_file_id - 1 - snap.segments.len() as u64
         };
         let new_codec = Arc::new(Codec::from_data(first_id, data));
+        // Measured on the sample, not on every re-encoded token: the old codec's encoding
+        // of the whole collection would only feed these two figures.
+        let mean_norm = |c: &Codec| super::ingest::mean(&c.encode(&sample, 0).norms);
+        let (norm_before, norm_after) = (mean_norm(&old_codec), mean_norm(&new_codec));
+        drop(sample);
         let mut files = Vec::new();
         let work = (|| {
             let file = DataFile::Codec.name(first_id);
@@ -148,7 +152,7 @@ impl Collection {
             let mut out = Vec::new();
             for (i, s) in snap.segments.iter().enumerate() {
                 let id = first_id + 1 + i as u64;
-                out.push(self.reencode(s, &new_codec, &old_codec, id, &mut files)?);
+                out.push(self.reencode(s, &new_codec, id, &mut files)?);
             }
             Ok::<_, Error>((file, out))
         })();
@@ -184,6 +188,8 @@ impl Collection {
         report.centroids_before = old_codec.n_centroids();
         report.centroids_after = new_codec.n_centroids();
         report.trained_tokens = trained_tokens;
+        report.residual_norm_before = norm_before;
+        report.residual_norm_after = norm_after;
         report.seconds = start.elapsed().as_secs_f64();
         Ok(report)
     }
@@ -209,8 +215,7 @@ impl Collection {
                 });
             }
             let id = plan.next_file_id();
-            let codec = old.codec.as_ref().unwrap_or(old_codec);
-            done.push(self.reencode(s, new_codec, codec, id, &mut files)?);
+            done.push(self.reencode(s, new_codec, id, &mut files)?);
         }
         plan.adopt_files(files);
         // The codec of the snapshot at the swap (an ingest may have expanded it meanwhile)
@@ -232,17 +237,11 @@ impl Collection {
                 .count(),
             ..RetrainReport::default()
         };
-        let (mut before, mut after) = (0f64, 0f64);
         let mut replacements = Vec::with_capacity(done.len());
         for r in done {
             report.tokens += r.tokens;
-            before += r.norm_before;
-            after += r.norm_after;
             replacements.push(r.replacement);
         }
-        let n = report.tokens.max(1) as f64;
-        report.residual_norm_before = (before / n) as f32;
-        report.residual_norm_after = (after / n) as f32;
         let snapshot = self.swap(plan, replacements, Some(new_codec.clone()))?;
         Ok((report, snapshot))
     }
@@ -253,19 +252,16 @@ impl Collection {
         &self,
         s: &SegmentView,
         codec: &Codec,
-        old: &Codec,
         id: u64,
         files: &mut Vec<PathBuf>,
     ) -> Result<Reencoded> {
         let Some(mut g) = gather(&[s], true, &|| false)? else {
             unreachable!("an uncancellable gather always completes")
         };
-        let (norm_before, norm_after) = self.encode_again(s, &mut g, codec, old)?;
+        self.encode_again(s, &mut g, codec)?;
         let written = g.write(&self.state.dir, &self.state.config, codec, id, files)?;
         Ok(Reencoded {
             tokens: g.codes.len() as u64,
-            norm_before,
-            norm_after,
             replacement: Replacement {
                 group: vec![s.id],
                 gathered: g,
@@ -274,80 +270,39 @@ impl Collection {
         })
     }
 
-    /// Replaces `g`'s codes, residuals and scales by `codec`'s encoding of the originals;
-    /// returns the summed residual norms under `old` and under `codec`.
-    fn encode_again(
-        &self,
-        s: &SegmentView,
-        g: &mut Gathered,
-        codec: &Codec,
-        old: &Codec,
-    ) -> Result<(f64, f64)> {
+    /// Replaces `g`'s codes, residuals and scales by `codec`'s encoding of the originals,
+    /// a chunk of documents at a time.
+    fn encode_again(&self, s: &SegmentView, g: &mut Gathered, codec: &Codec) -> Result<()> {
         let Some(o) = &s.originals else {
             return Err(Error::NoOriginals {
                 collection: self.state.name.to_string(),
                 segment: s.id,
             });
         };
-        let (mut codes, mut residuals, mut scales) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut before, mut after) = (0f64, 0f64);
-        let mut flat = Vec::new();
-        let flush = |flat: &mut Vec<f32>,
-                     codes: &mut Vec<u32>,
-                     residuals: &mut Vec<u8>,
-                     scales: &mut Vec<u16>,
-                     before: &mut f64,
-                     after: &mut f64| {
-            if flat.is_empty() {
-                return;
-            }
-            let e = codec.encode(flat, 0);
-            *after += e.norms.iter().map(|&x| f64::from(x)).sum::<f64>();
-            *before += old
-                .encode(flat, 0)
-                .norms
-                .iter()
-                .map(|&x| f64::from(x))
-                .sum::<f64>();
-            codes.extend_from_slice(&e.codes);
-            residuals.extend_from_slice(&e.packed);
-            scales.extend_from_slice(&e.scales);
-            flat.clear();
-        };
         let dim = self.state.config.dim as usize;
-        for &(_, local) in &g.origin {
+        let (mut codes, mut residuals, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+        let mut flat = Vec::new();
+        let last = g.origin.len().saturating_sub(1);
+        for (i, &(_, local)) in g.origin.iter().enumerate() {
             flat.extend(o.doc(local)?.to_f32());
-            if flat.len() / dim >= ENCODE_CHUNK_TOKENS {
-                flush(
-                    &mut flat,
-                    &mut codes,
-                    &mut residuals,
-                    &mut scales,
-                    &mut before,
-                    &mut after,
-                );
+            if flat.len() / dim >= ENCODE_CHUNK_TOKENS || i == last {
+                let e = codec.encode(&flat, 0);
+                codes.extend_from_slice(&e.codes);
+                residuals.extend_from_slice(&e.packed);
+                scales.extend_from_slice(&e.scales);
+                flat.clear();
             }
         }
-        flush(
-            &mut flat,
-            &mut codes,
-            &mut residuals,
-            &mut scales,
-            &mut before,
-            &mut after,
-        );
         g.codes = codes;
         g.residuals = residuals;
         g.scales = scales;
-        Ok((before, after))
+        Ok(())
     }
 }
 
 /// One segment's re-encoding, with what it measured.
 pub(crate) struct Reencoded {
     tokens: u64,
-    norm_before: f64,
-    norm_after: f64,
     replacement: Replacement,
 }
 
