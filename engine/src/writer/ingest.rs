@@ -10,7 +10,6 @@ use tessera_storage::fsutil::write_unpublished;
 use tessera_storage::layout::DataFile;
 use tessera_storage::originals::OriginalValues;
 
-use super::merge::Retired;
 use super::tombstones::NewTombstones;
 use super::{CommitPlan, NewSegment, write_segment_files};
 use crate::codec::{self, Codec, Encoded};
@@ -236,17 +235,8 @@ impl Collection {
                 })?,
             );
         }
-        let superseded = self.state.manifest.lock().codec.clone();
         // Committed once this returns: nothing below may fail the ingest.
         let published = plan.commit(&self.db, &self.state, cat)?;
-        // An expanded codec supersedes the old one: its file goes once no snapshot holds
-        // it (without this, a collection drifting batch after batch kept every codec).
-        if let (Some(old), Some(file)) = (&plan.old.codec, superseded)
-            && file.id != enc.codec.id
-        {
-            let retired = Retired::codec(old, self.state.dir.file(&file.file));
-            self.state.retired.lock().push(retired);
-        }
         let mut segments = tombstones.apply(&plan.old.segments);
         let fields = SegmentFields::of_batch(batch.docs);
         segments.push(written.into_view(&self.state.dir, published, RoaringBitmap::new(), fields));

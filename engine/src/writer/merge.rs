@@ -512,7 +512,10 @@ fn merge_group(
         return Ok(None);
     };
     let coll = Collection::new(db, state.clone());
-    let swapped = coll.db.check_writable().and_then(|()| {
+    // Read before the writer lock: a document whose metadata changes meanwhile is deleted
+    // or replaced, so tombstoned in the new segment, where the index no longer matters.
+    let swapped = coll.segment_fields(&g.ids).and_then(|fields| {
+        coll.db.check_writable()?;
         let _w = coll.db.writer.lock();
         coll.check_live()?;
         coll.run_commit(|plan| {
@@ -521,6 +524,7 @@ fn merge_group(
                 group: group.to_vec(),
                 gathered: g,
                 written,
+                fields,
             };
             Ok(((), coll.swap(plan, vec![r], None)?))
         })
@@ -538,13 +542,15 @@ pub(crate) struct Replacement {
     pub(crate) group: Vec<u64>,
     pub(crate) gathered: Gathered,
     pub(crate) written: Option<WrittenSegment>,
+    /// The filter index of the written segment.
+    pub(crate) fields: SegmentFields,
 }
 
 impl Collection {
     /// The filter index of a rewritten segment whose local documents are `ids`, from the
     /// catalog's metadata (a merge copies documents, not their metadata, which the catalog
     /// keeps by external id).
-    fn segment_fields(&self, ids: &[ExternalId]) -> Result<SegmentFields> {
+    pub(crate) fn segment_fields(&self, ids: &[ExternalId]) -> Result<SegmentFields> {
         let metadata = self.metadata_many(ids)?;
         Ok(SegmentFields::build(
             metadata
@@ -624,8 +630,7 @@ impl Collection {
                     cat.put_tombstones(coll, w.entry.id, &deleted_since)?;
                 }
                 m.segments.insert(at.min(m.segments.len()), w.entry.clone());
-                let fields = self.segment_fields(&r.gathered.ids)?;
-                views.push((at, w, deleted_since, fields));
+                views.push((at, w, deleted_since, r.fields));
             }
         }
         plan.manifest.commits += 1;

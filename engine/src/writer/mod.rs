@@ -87,7 +87,16 @@ impl CommitPlan {
     ) -> Result<bool> {
         batch.put_manifest(state.record.id, &self.manifest)?;
         self.committing = true;
+        let superseded = state.manifest.lock().codec.clone();
         db.commit(batch)?;
+        // A commit that replaced the codec (expanded by an ingest, or re-trained) supersedes
+        // the old one: its file goes once no snapshot holds it.
+        if let (Some(old), Some(file)) = (&self.old.codec, superseded)
+            && self.manifest.codec.as_ref().is_none_or(|c| c.id != file.id)
+        {
+            let retired = merge::Retired::codec(old, state.dir.file(&file.file));
+            state.retired.lock().push(retired);
+        }
         Ok(state.dir.publish_all(&self.files))
     }
 

@@ -25,7 +25,7 @@ use tessera_storage::codec as codec_file;
 use tessera_storage::fsutil::write_unpublished;
 use tessera_storage::layout::DataFile;
 
-use super::merge::{Gathered, Replacement, Retired, gather};
+use super::merge::{Gathered, Replacement, gather};
 use super::{CommitPlan, remove_unpublished};
 use crate::codec::{self, Codec};
 use crate::collection::Collection;
@@ -171,14 +171,7 @@ impl Collection {
             self.check_live()?;
             self.run_commit(|plan| {
                 plan.adopt_files(std::mem::take(&mut files));
-                self.swap_codec(
-                    plan,
-                    done,
-                    &snap_ids,
-                    &new_codec,
-                    &old_codec,
-                    codec_file_name,
-                )
+                self.swap_codec(plan, done, &snap_ids, &new_codec, codec_file_name)
             })
         });
         if swapped.is_err() {
@@ -202,7 +195,6 @@ impl Collection {
         mut done: Vec<Reencoded>,
         snap_ids: &[u64],
         new_codec: &Arc<Codec>,
-        old_codec: &Arc<Codec>,
         codec_file_name: String,
     ) -> Result<(RetrainReport, SnapshotInner)> {
         let old = plan.old.clone();
@@ -218,14 +210,6 @@ impl Collection {
             done.push(self.reencode(s, new_codec, id, &mut files)?);
         }
         plan.adopt_files(files);
-        // The codec of the snapshot at the swap (an ingest may have expanded it meanwhile)
-        // is superseded with the old one.
-        for c in [Some(old_codec), old.codec.as_ref()].into_iter().flatten() {
-            if let Some(r) = plan.manifest.codec.as_ref().filter(|r| r.id == c.id) {
-                let retired = Retired::codec(c, self.state.dir.file(&r.file));
-                self.state.retired.lock().push(retired);
-            }
-        }
         plan.manifest.codec = Some(CodecRef {
             id: new_codec.id,
             file: codec_file_name,
@@ -260,12 +244,14 @@ impl Collection {
         };
         self.encode_again(s, &mut g, codec)?;
         let written = g.write(&self.state.dir, &self.state.config, codec, id, files)?;
+        let fields = self.segment_fields(&g.ids)?;
         Ok(Reencoded {
             tokens: g.codes.len() as u64,
             replacement: Replacement {
                 group: vec![s.id],
                 gathered: g,
                 written,
+                fields,
             },
         })
     }
