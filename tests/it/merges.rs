@@ -298,7 +298,7 @@ fn background_merges_keep_the_segment_count_logarithmic_while_ingests_go_on() {
 }
 
 #[test]
-fn searches_during_merges_and_writes_match_some_committed_version() {
+fn searches_during_merges_retrainings_and_writes_match_some_committed_version() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = Database::open_or_create(dir.path()).expect("open");
     let coll = db.create_collection("c", config(true)).expect("create");
@@ -338,6 +338,9 @@ fn searches_during_merges_and_writes_match_some_committed_version() {
         versions.lock().expect("lock").push(model.clone());
         if step % 20 == 19 {
             coll.compact().expect("compact");
+        }
+        if step % 20 == 9 {
+            coll.retrain().expect("retrain");
         }
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
