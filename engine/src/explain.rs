@@ -2,23 +2,19 @@
 //!
 //! MaxSim is a sum over query tokens of each one's best dot product with a document token,
 //! so a score decomposes exactly: which document token each query token matched, and how
-//! strongly. Every dot product here is computed by the refine stage's kernel
-//! ([`maxsim_stored`], one query token against one document token), and the total is
-//! summed in the kernel's order, so on full-precision vectors the total is the score that
-//! search and rerank return for the document, bit for bit.
+//! strongly. Every dot product here is computed as the refine stage's kernel computes it
+//! ([`dot_fused`]: one fused multiply-add per dimension, in order), and the total adds the
+//! query tokens' maxima in query order as the kernel does, so on full-precision vectors the
+//! total is the score that search and rerank return for the document, bit for bit.
 
 use serde::Serialize;
-use tessera_kernels::{StoredVectors, maxsim_stored};
+use tessera_kernels::dot_fused;
 use tessera_storage::ExternalId;
 
 use crate::collection::Collection;
 use crate::error::Result;
 use crate::locate::Missing;
 use crate::snapshot::Snapshot;
-
-/// Query tokens per block of the refine kernel's running maxima: it sums each block's
-/// maxima, then adds the block sums, and the total here is summed the same way.
-const KERNEL_QUERY_BLOCK: usize = 128;
 
 /// One query token's best match in the document.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -92,10 +88,7 @@ fn explain_vectors(
     let mut matches = Vec::with_capacity(query.len() / dim);
     for (i, q) in query.chunks_exact(dim).enumerate() {
         let row_start = similarities.len();
-        similarities.extend(
-            doc.chunks_exact(dim)
-                .map(|d| maxsim_stored(q, StoredVectors::F32(d), dim)),
-        );
+        similarities.extend(doc.chunks_exact(dim).map(|d| dot_fused(q, d)));
         let row = &similarities[row_start..];
         let (best, sim) =
             row.iter().enumerate().fold(
@@ -109,10 +102,7 @@ fn explain_vectors(
             similarity: if nd == 0 { 0.0 } else { sim },
         });
     }
-    let score = matches
-        .chunks(KERNEL_QUERY_BLOCK)
-        .map(|b| b.iter().map(|m| m.similarity).sum::<f32>())
-        .fold(0f32, |t, s| t + s);
+    let score = matches.iter().fold(0f32, |t, m| t + m.similarity);
     Explanation {
         id,
         score,

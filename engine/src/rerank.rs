@@ -6,7 +6,7 @@
 //! over each document's originals where its segment keeps them, else MaxSim over the
 //! vectors decompressed from its codes; sorted best first, exact ties by id, top `k`.
 
-use tessera_kernels::{StoredVectors, maxsim_stored};
+use tessera_kernels::{RefineQuery, StoredVectors};
 use tessera_storage::ExternalId;
 
 use crate::collection::Collection;
@@ -79,6 +79,7 @@ impl Snapshot {
         let Some(codec) = self.inner.codec.as_deref() else {
             return vec![0.0; cands.len()];
         };
+        let mut prepared = RefineQuery::new(query, self.dim);
         cands
             .iter()
             .map(|c| {
@@ -87,7 +88,7 @@ impl Snapshot {
                     return 0.0;
                 }
                 let doc = decompress_doc(codec, &seg.reader, c.local);
-                maxsim_stored(query, StoredVectors::F32(&doc), self.dim)
+                prepared.maxsim(StoredVectors::F32(&doc))
             })
             .collect()
     }

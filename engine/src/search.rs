@@ -34,7 +34,7 @@ use std::cmp::Ordering;
 use std::time::Instant;
 
 use tessera_kernels::{
-    CentroidScores8, Int8Query, QueryLut, StoredVectors, maxsim_many, maxsim_stored, padded_tokens,
+    CentroidScores8, Int8Query, QueryLut, RefineQuery, StoredVectors, maxsim_many, padded_tokens,
     top_k,
 };
 use tessera_storage::originals::OriginalDoc;
@@ -864,6 +864,8 @@ pub(crate) fn refine_and_rank(
             o.prefetch(c.local);
         }
     }
+    // The query is prepared once for all the documents it refines.
+    let mut prepared = (refine > 0).then(|| RefineQuery::new(query, dim));
     // (tier, score, candidate): tier 0 for the refined head, 1 for the tail.
     let mut ranked: Vec<(u8, f32, usize)> = Vec::with_capacity(cands.len());
     for (pos, &i) in order.iter().enumerate() {
@@ -872,14 +874,14 @@ pub(crate) fn refine_and_rank(
             ranked.push((1, compressed[i], i));
             continue;
         }
-        let score = match &snap.segments[c.seg as usize].originals {
-            Some(o) => {
+        let score = match (&snap.segments[c.seg as usize].originals, prepared.as_mut()) {
+            (Some(o), Some(q)) => {
                 let doc = o.doc(c.local)?;
                 stats.refined += 1;
                 stats.refine_bytes += doc.byte_len() as u64;
-                maxsim_stored(query, stored(doc), dim)
+                q.maxsim(stored(doc))
             }
-            None => compressed[i],
+            _ => compressed[i],
         };
         ranked.push((0, score, i));
     }

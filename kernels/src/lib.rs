@@ -9,6 +9,7 @@ pub mod gpu;
 mod int8;
 pub mod reference;
 mod refine;
+mod refine_query;
 mod residual;
 mod simd;
 
@@ -16,8 +17,9 @@ pub use approx::CentroidScores8;
 pub use compressed::{LANES, QueryLut, padded_tokens};
 pub use int8::{Int8Centroids, Int8Path, Int8Query, int8_paths_available, score_error_bound};
 pub use refine::{
-    RefinePath, StoredVectors, maxsim_stored, maxsim_stored_with, refine_paths_available,
+    RefinePath, StoredVectors, dot_fused, maxsim_stored, maxsim_stored_with, refine_paths_available,
 };
+pub use refine_query::RefineQuery;
 pub use residual::{ResidualCodec, packed_len};
 pub use simd::{dot, max_into};
 

@@ -5,43 +5,19 @@
 //! Widening a stored value to `f32` is exact: a binary16 value has an 11-bit significand
 //! and an exponent in -24..=15 (subnormals included), so it is a normal `f32` (24 bits,
 //! -126..=127); a bfloat16 is by definition the upper half of an `f32`, so
-//! `f32::from_bits((b as u32) << 16)` is its value. The only rounding is in the `f32`
-//! products and sums, as in [`crate::reference::maxsim`] on the widened document, but in
-//! another order: each dot product is summed in 16 (AVX-512, portable) or 8 (AVX2) lanes,
-//! with fused multiply-adds on the vector paths, and the lanes are then added together.
-//! The vector paths widen in registers, one register's worth at a time; the portable path
-//! widens 512 values of one token at a time into a stack buffer. Neither makes an `f32`
-//! copy of the document.
+//! `f32::from_bits((b as u32) << 16)` is its value.
 //!
-//! Loop shape of the vector paths. The document is read once, 4 tokens at a time. For
-//! each block the query tokens are taken 4 (AVX-512) or 2 (AVX2) at a time and their 16
-//! or 8 dot products with the block are accumulated in registers across `dim`: per chunk
-//! of lanes, 4 document loads and conversions and 4 or 2 query loads feed 16 or 8 FMAs.
-//! The block's accumulators are then reduced together by a transpose (pairs of registers
-//! are shuffled so that each add halves the number of registers and of partial sums per
-//! dot product: 15 shuffle pairs for 16 dot products instead of 16 horizontal sums), the
-//! maximum over the block's document tokens is taken, and it updates each query token's
-//! running maximum. Running maxima live in a stack array of [`QUERY_BLOCK`] (128) floats;
-//! a longer query is scored [`QUERY_BLOCK`] tokens at a time, reading the document once
-//! per such block. No path allocates.
-//!
-//! Ragged edges. A document block past the last token repeats the last token, which
-//! cannot change a maximum; a query block past the last query token repeats it too, and
-//! the repeated maxima land in running-maximum slots that are not summed. When `dim` is
-//! not a multiple of the lane count the last chunk of each query row is loaded under a
-//! mask (zeros past the row, nothing read there), and the last chunk of each document row
-//! is copied into a zeroed stack chunk once per document block.
-//!
-//! Why `unsafe` is allowed here: the vector paths are `#[target_feature]` functions, unsafe
-//! to call unless the CPU has the features (each call site detects them first), and their
-//! loads read through raw pointers, each within a row whose bounds are checked once per
-//! block.
+//! One arithmetic on every path. Each dot product is a chain of fused multiply-adds over
+//! the dimensions in order, starting from zero ([`dot_fused`]); each query token keeps the
+//! largest of its dot products; the maxima are added in query order. The vector paths
+//! ([`crate::RefineQuery`]) compute many chains at once, one per register lane, and so
+//! return the same bits as the portable path, the scalar [`dot_fused`] and each other: a
+//! score does not depend on the CPU, and an explanation built from [`dot_fused`] adds up
+//! to the search's score exactly. The only rounding is in those products and sums; the
+//! tests bound it against [`crate::reference::maxsim`].
 #![allow(unsafe_code)]
 
 use half::{bf16, f16};
-
-/// Query tokens whose running maxima one pass over the document keeps (on the stack).
-const QUERY_BLOCK: usize = 128;
 
 /// Original token vectors of a document, row-major `[nd, dim]`, in their stored type.
 /// (`PartialEq` only: floats are not `Eq`.)
@@ -111,19 +87,15 @@ pub fn refine_paths_available() -> Vec<RefinePath> {
 
 /// MaxSim of `query` (`[nq, dim]` `f32`, row-major) against a document's stored vectors
 /// (`[nd, dim]`): the sum over query tokens of the largest dot product with any document
-/// token, computed in `f32` from the exactly widened stored values, on the fastest path
-/// this CPU has.
+/// token, computed in `f32` from the exactly widened stored values, the same bits on every
+/// path (module docs). Scoring many documents against one query, prepare it once with
+/// [`crate::RefineQuery`] instead.
 ///
 /// An empty query, an empty document and `dim == 0` all score 0 (an empty document has no
 /// best token; 0 keeps `-inf` out of callers' sums). Values past the last whole row of
 /// either input are ignored.
 pub fn maxsim_stored(query: &[f32], doc: StoredVectors<'_>, dim: usize) -> f32 {
-    for path in [RefinePath::Avx512, RefinePath::Avx2] {
-        if let Some(score) = maxsim_stored_with(path, query, doc, dim) {
-            return score;
-        }
-    }
-    maxsim_stored_with(RefinePath::Portable, query, doc, dim).unwrap_or(0.0)
+    crate::RefineQuery::new(query, dim).maxsim(doc)
 }
 
 /// [`maxsim_stored`] on the given path; `None` when this CPU cannot run it.
@@ -133,46 +105,35 @@ pub fn maxsim_stored_with(
     doc: StoredVectors<'_>,
     dim: usize,
 ) -> Option<f32> {
-    if !path.is_available() {
-        return None;
-    }
-    if dim == 0 {
-        return Some(0.0);
-    }
-    debug_assert_eq!(query.len() % dim, 0, "query is not whole rows");
-    debug_assert_eq!(doc.len() % dim, 0, "document is not whole rows");
-    let query = &query[..query.len() / dim * dim];
-    let nd = doc.len() / dim;
-    if query.is_empty() || nd == 0 {
-        return Some(0.0);
-    }
-    match doc {
-        StoredVectors::F16(d) => dispatch(path, query, &d[..nd * dim], dim),
-        StoredVectors::Bf16(d) => dispatch(path, query, &d[..nd * dim], dim),
-        StoredVectors::F32(d) => dispatch(path, query, &d[..nd * dim], dim),
-    }
+    crate::RefineQuery::new(query, dim).maxsim_with(path, doc)
 }
 
-/// Runs one path on whole, non-empty rows; `None` when the CPU lacks the path.
-fn dispatch<T: Element>(path: RefinePath, query: &[f32], doc: &[T], dim: usize) -> Option<f32> {
-    match path {
-        RefinePath::Portable => Some(maxsim_portable(query, doc, dim)),
-        #[cfg(target_arch = "x86_64")]
-        RefinePath::Avx512 if path.is_available() => {
-            // SAFETY: `is_available` detected AVX-512F on this CPU just above.
-            Some(unsafe { x86::maxsim_avx512(query, doc, dim) })
-        }
-        #[cfg(target_arch = "x86_64")]
-        RefinePath::Avx2 if path.is_available() => {
-            // SAFETY: `is_available` detected AVX2, FMA and F16C on this CPU just above.
-            Some(unsafe { x86::maxsim_avx2(query, doc, dim) })
-        }
-        _ => None,
+/// The dot product of two rows as every refine path computes it: `a_0 b_0 + a_1 b_1 + …`,
+/// one fused multiply-add per term in order, starting from zero.
+pub fn dot_fused(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA, detected just above.
+        return unsafe { dot_fused_fma(a, b) };
     }
+    dot_fused_body(a, b)
+}
+
+/// [`dot_fused`] where `mul_add` is one instruction rather than a call to the C library's
+/// software `fmaf` (the same value either way: a fused multiply-add is exactly rounded).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+fn dot_fused_fma(a: &[f32], b: &[f32]) -> f32 {
+    dot_fused_body(a, b)
+}
+
+#[inline(always)]
+fn dot_fused_body(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |acc, (x, y)| x.mul_add(*y, acc))
 }
 
 /// A stored value type and how each path widens it to `f32`.
-trait Element: Copy + Default {
+pub(crate) trait Element: Copy + Default {
     /// The value as `f32` (exact).
     fn widen(self) -> f32;
 
@@ -269,294 +230,6 @@ impl Element for bf16 {
         // `repr(transparent)` `u16`.
         let bits = unsafe { _mm_loadu_si128(p.cast()) };
         _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(bits)))
-    }
-}
-
-/// Plain Rust: each document token is widened [`SEGMENT`] values at a time into a stack
-/// buffer, and each query token's dot product with the segment is summed in 16 independent
-/// lanes (vectorisable without reassociating a sum) that stay in registers across it.
-fn maxsim_portable<T: Element>(query: &[f32], doc: &[T], dim: usize) -> f32 {
-    const W: usize = 16;
-    /// Values widened at a time: 2 KiB of stack, any `dim`.
-    const SEGMENT: usize = 512;
-    let mut total = 0f32;
-    let mut lanes = [[0f32; W]; QUERY_BLOCK];
-    let mut widened = [0f32; SEGMENT];
-    for block in query.chunks(QUERY_BLOCK * dim) {
-        let qn = block.len() / dim;
-        let lanes = &mut lanes[..qn];
-        let mut best = [f32::NEG_INFINITY; QUERY_BLOCK];
-        for row in doc.chunks_exact(dim) {
-            lanes.fill([0.0; W]);
-            for (s, seg) in row.chunks(SEGMENT).enumerate() {
-                let x = &mut widened[..seg.len()];
-                for (xi, &v) in x.iter_mut().zip(seg) {
-                    *xi = v.widen();
-                }
-                let (x_chunks, x_tail) = x.as_chunks::<W>();
-                for (acc, q) in lanes.iter_mut().zip(block.chunks_exact(dim)) {
-                    let (q_chunks, q_tail) =
-                        q[s * SEGMENT..s * SEGMENT + seg.len()].as_chunks::<W>();
-                    let mut l = *acc;
-                    for (a, b) in x_chunks.iter().zip(q_chunks) {
-                        for i in 0..W {
-                            l[i] += a[i] * b[i];
-                        }
-                    }
-                    for ((li, a), b) in l.iter_mut().zip(x_tail).zip(q_tail) {
-                        *li += a * b;
-                    }
-                    *acc = l;
-                }
-            }
-            for (b, acc) in best.iter_mut().zip(lanes.iter()) {
-                let s: f32 = acc.iter().sum();
-                *b = if s > *b { s } else { *b };
-            }
-        }
-        total += best[..qn].iter().sum::<f32>();
-    }
-    total
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::{Element, QUERY_BLOCK};
-    use std::arch::x86_64::*;
-
-    /// Document tokens scored together.
-    const DOC_BLOCK: usize = 4;
-
-    /// Rows `first..first + N` of a `[rows, dim]` matrix, the ones past the last row
-    /// repeating it (`rows > 0`).
-    #[inline(always)]
-    fn rows<T, const N: usize>(m: &[T], dim: usize, first: usize) -> [&[T]; N] {
-        let last = m.len() / dim - 1;
-        std::array::from_fn(|i| {
-            let r = (first + i).min(last);
-            &m[r * dim..(r + 1) * dim]
-        })
-    }
-
-    /// MaxSim on whole, non-empty rows with 16-lane AVX-512F registers.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn maxsim_avx512<T: Element>(query: &[f32], doc: &[T], dim: usize) -> f32 {
-        const L: usize = 16;
-        const Q: usize = 4;
-        let full = dim / L * L;
-        let tail = dim - full;
-        let tail_mask: __mmask16 = ((1u32 << tail) - 1) as u16;
-        let mut total = 0f32;
-        for block in query.chunks(QUERY_BLOCK * dim) {
-            let qn = block.len() / dim;
-            let mut best = [f32::NEG_INFINITY; QUERY_BLOCK];
-            for d0 in (0..doc.len() / dim).step_by(DOC_BLOCK) {
-                let drows: [&[T]; DOC_BLOCK] = rows(doc, dim, d0);
-                // The rows' last partial chunks, widened once for all query tokens.
-                let mut dtail = [_mm512_setzero_ps(); DOC_BLOCK];
-                if tail > 0 {
-                    for (t, row) in dtail.iter_mut().zip(&drows) {
-                        let mut chunk = [T::default(); L];
-                        chunk[..tail].copy_from_slice(&row[full..]);
-                        // SAFETY: AVX-512F is enabled for this function; `chunk` holds 16.
-                        *t = unsafe { T::load16(chunk.as_ptr()) };
-                    }
-                }
-                for q0 in (0..qn).step_by(Q) {
-                    let qrows: [&[f32]; Q] = rows(block, dim, q0);
-                    // acc[i][j] = q_i · d_j, by lanes.
-                    let mut acc = [[_mm512_setzero_ps(); DOC_BLOCK]; Q];
-                    let mut off = 0;
-                    while off < full {
-                        let mut d = [_mm512_setzero_ps(); DOC_BLOCK];
-                        for (dj, row) in d.iter_mut().zip(&drows) {
-                            // SAFETY: `off + 16 <= full <= dim = row.len()`; AVX-512F is
-                            // enabled for this function.
-                            *dj = unsafe { T::load16(row.as_ptr().add(off)) };
-                        }
-                        for (ai, row) in acc.iter_mut().zip(&qrows) {
-                            // SAFETY: `off + 16 <= full <= dim = row.len()`.
-                            let q = unsafe { _mm512_loadu_ps(row.as_ptr().add(off)) };
-                            for (a, dj) in ai.iter_mut().zip(&d) {
-                                *a = _mm512_fmadd_ps(q, *dj, *a);
-                            }
-                        }
-                        off += L;
-                    }
-                    if tail > 0 {
-                        for (ai, row) in acc.iter_mut().zip(&qrows) {
-                            // SAFETY: the mask selects lanes `full..dim` of the row, and
-                            // masked-off lanes are neither read nor able to fault.
-                            let q =
-                                unsafe { _mm512_maskz_loadu_ps(tail_mask, row.as_ptr().add(full)) };
-                            for (a, dj) in ai.iter_mut().zip(&dtail) {
-                                *a = _mm512_fmadd_ps(q, *dj, *a);
-                            }
-                        }
-                    }
-                    let m = block_max16(&acc);
-                    let slot = &mut best[q0..q0 + Q];
-                    // SAFETY: `slot` is 4 floats, in bounds because `q0` is a multiple of 4
-                    // below `qn <= QUERY_BLOCK`, itself a multiple of 4.
-                    unsafe {
-                        _mm_storeu_ps(
-                            slot.as_mut_ptr(),
-                            _mm_max_ps(_mm_loadu_ps(slot.as_ptr()), m),
-                        )
-                    };
-                }
-            }
-            total += best[..qn].iter().sum::<f32>();
-        }
-        total
-    }
-
-    /// Float `i` of the result is `max_j` of the sum of the lanes of `acc[i][j]`: one per
-    /// query token of the block.
-    ///
-    /// Level 1 adds 128-bit lanes `{0, 1}` to `{2, 3}` of each pair of registers, leaving
-    /// each register's 8 partial sums in one 256-bit half; level 2 adds the two 128-bit
-    /// lanes of each half, leaving each register's 4 partial sums in one 128-bit lane;
-    /// levels 3 and 4 add even to odd floats within 128-bit lanes. Then float `i` of 128-bit
-    /// lane `j` holds register `4 i + j`, i.e. `acc[i][j]`, and two max steps across the
-    /// 128-bit lanes take the maximum over `j`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn block_max16(acc: &[[__m512; DOC_BLOCK]; 4]) -> __m128 {
-        let v: [__m512; 16] = std::array::from_fn(|k| acc[k / 4][k % 4]);
-        let w: [__m512; 8] = std::array::from_fn(|p| {
-            let (a, b) = (v[2 * p], v[2 * p + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x44>(a, b),
-                _mm512_shuffle_f32x4::<0xEE>(a, b),
-            )
-        });
-        let u: [__m512; 4] = std::array::from_fn(|p| {
-            let (a, b) = (w[2 * p], w[2 * p + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0x88>(a, b),
-                _mm512_shuffle_f32x4::<0xDD>(a, b),
-            )
-        });
-        let s: [__m512; 2] = std::array::from_fn(|p| {
-            let (a, b) = (u[2 * p], u[2 * p + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_ps::<0x88>(a, b),
-                _mm512_shuffle_ps::<0xDD>(a, b),
-            )
-        });
-        let r = _mm512_add_ps(
-            _mm512_shuffle_ps::<0x88>(s[0], s[1]),
-            _mm512_shuffle_ps::<0xDD>(s[0], s[1]),
-        );
-        // Maximum over the four 128-bit lanes (document tokens).
-        let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0x4E>(r, r));
-        let r = _mm512_max_ps(r, _mm512_shuffle_f32x4::<0xB1>(r, r));
-        _mm512_castps512_ps128(r)
-    }
-
-    /// MaxSim on whole, non-empty rows with 8-lane AVX2 registers, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn maxsim_avx2<T: Element>(query: &[f32], doc: &[T], dim: usize) -> f32 {
-        const L: usize = 8;
-        // 8 accumulators, 4 document registers and a query register fit the 16.
-        const Q: usize = 2;
-        let full = dim / L * L;
-        let tail = dim - full;
-        let tail_mask = _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(tail as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        );
-        let mut total = 0f32;
-        for block in query.chunks(QUERY_BLOCK * dim) {
-            let qn = block.len() / dim;
-            let mut best = [f32::NEG_INFINITY; QUERY_BLOCK];
-            for d0 in (0..doc.len() / dim).step_by(DOC_BLOCK) {
-                let drows: [&[T]; DOC_BLOCK] = rows(doc, dim, d0);
-                let mut dtail = [_mm256_setzero_ps(); DOC_BLOCK];
-                if tail > 0 {
-                    for (t, row) in dtail.iter_mut().zip(&drows) {
-                        let mut chunk = [T::default(); L];
-                        chunk[..tail].copy_from_slice(&row[full..]);
-                        // SAFETY: AVX2 and F16C are enabled for this function; `chunk`
-                        // holds 8.
-                        *t = unsafe { T::load8(chunk.as_ptr()) };
-                    }
-                }
-                for q0 in (0..qn).step_by(Q) {
-                    let qrows: [&[f32]; Q] = rows(block, dim, q0);
-                    let mut acc = [[_mm256_setzero_ps(); DOC_BLOCK]; Q];
-                    let mut off = 0;
-                    while off < full {
-                        let mut d = [_mm256_setzero_ps(); DOC_BLOCK];
-                        for (dj, row) in d.iter_mut().zip(&drows) {
-                            // SAFETY: `off + 8 <= full <= dim = row.len()`; AVX2 and F16C
-                            // are enabled for this function.
-                            *dj = unsafe { T::load8(row.as_ptr().add(off)) };
-                        }
-                        for (ai, row) in acc.iter_mut().zip(&qrows) {
-                            // SAFETY: `off + 8 <= full <= dim = row.len()`.
-                            let q = unsafe { _mm256_loadu_ps(row.as_ptr().add(off)) };
-                            for (a, dj) in ai.iter_mut().zip(&d) {
-                                *a = _mm256_fmadd_ps(q, *dj, *a);
-                            }
-                        }
-                        off += L;
-                    }
-                    if tail > 0 {
-                        for (ai, row) in acc.iter_mut().zip(&qrows) {
-                            // SAFETY: the mask selects lanes `full..dim` of the row, and
-                            // masked-off lanes are neither read nor able to fault.
-                            let q =
-                                unsafe { _mm256_maskload_ps(row.as_ptr().add(full), tail_mask) };
-                            for (a, dj) in ai.iter_mut().zip(&dtail) {
-                                *a = _mm256_fmadd_ps(q, *dj, *a);
-                            }
-                        }
-                    }
-                    let m = block_max8(&acc);
-                    for (b, v) in best[q0..q0 + Q].iter_mut().zip(m) {
-                        *b = if v > *b { v } else { *b };
-                    }
-                }
-            }
-            total += best[..qn].iter().sum::<f32>();
-        }
-        total
-    }
-
-    /// Element `i` of the result is `max_j` of the sum of the lanes of `acc[i][j]`: one per
-    /// query token of the block.
-    ///
-    /// Level 1 adds the 128-bit halves of each pair of registers, leaving each register's
-    /// 4 partial sums in one half; levels 2 and 3 add even to odd floats within halves.
-    /// Then float `m` of half `h` holds register `2 m + h`, i.e. `acc[m / 2][2 (m % 2) + h]`.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    fn block_max8(acc: &[[__m256; DOC_BLOCK]; 2]) -> [f32; 2] {
-        let v: [__m256; 8] = std::array::from_fn(|k| acc[k / 4][k % 4]);
-        let w: [__m256; 4] = std::array::from_fn(|p| {
-            let (a, b) = (v[2 * p], v[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_permute2f128_ps::<0x20>(a, b),
-                _mm256_permute2f128_ps::<0x31>(a, b),
-            )
-        });
-        let s: [__m256; 2] = std::array::from_fn(|p| {
-            let (a, b) = (w[2 * p], w[2 * p + 1]);
-            _mm256_add_ps(
-                _mm256_shuffle_ps::<0x88>(a, b),
-                _mm256_shuffle_ps::<0xDD>(a, b),
-            )
-        });
-        let r = _mm256_add_ps(
-            _mm256_shuffle_ps::<0x88>(s[0], s[1]),
-            _mm256_shuffle_ps::<0xDD>(s[0], s[1]),
-        );
-        // [q0: d0|d1, q0: d2|d3, q1: d0|d1, q1: d2|d3], then adjacent pairs.
-        let m = _mm_max_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
-        let m = _mm_max_ps(m, _mm_shuffle_ps::<0xB1>(m, m));
-        [_mm_cvtss_f32(m), _mm_cvtss_f32(_mm_movehl_ps(m, m))]
     }
 }
 
@@ -746,9 +419,9 @@ mod tests {
     }
 
     #[test]
-    fn queries_longer_than_one_query_block_are_scored_in_blocks() {
+    fn long_queries_match_the_reference() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for (nq, dim, nd) in [(QUERY_BLOCK + 1, 17, 9), (2 * QUERY_BLOCK + 45, 8, 5)] {
+        for (nq, dim, nd) in [(129, 17, 9), (301, 8, 5)] {
             let q = random(&mut rng, nq * dim);
             let values = random(&mut rng, nd * dim);
             for (widened, stored) in stored_forms(&values) {
@@ -759,6 +432,36 @@ mod tests {
                         (got - want).abs() <= tol,
                         "{path:?}: got {got}, want {want}"
                     );
+                }
+            }
+        }
+    }
+
+    proptest! {
+        /// The module's promise: every path, and the scalar chain of [`dot_fused`] with
+        /// maxima added in query order, give the same bits.
+        #[test]
+        fn every_path_gives_the_bits_of_the_scalar_fused_chain(
+            dim in prop_oneof![prop::sample::select(vec![1usize, 7, 16, 17, 128]), 1usize..40],
+            nq in prop_oneof![Just(1usize), Just(32), Just(33), 1usize..50],
+            nd in prop_oneof![Just(1usize), Just(9), 1usize..30],
+            seed in any::<u64>(),
+        ) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let q = random(&mut rng, nq * dim);
+            let values = random(&mut rng, nd * dim);
+            for (widened, stored) in stored_forms(&values) {
+                let want: f32 = q
+                    .chunks_exact(dim)
+                    .map(|qi| {
+                        widened
+                            .chunks_exact(dim)
+                            .map(|d| dot_fused(qi, d))
+                            .fold(f32::NEG_INFINITY, f32::max)
+                    })
+                    .fold(0.0, |a, m| a + m);
+                for (path, got) in all_paths(&q, stored.view(), dim) {
+                    prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?}", path);
                 }
             }
         }
