@@ -230,6 +230,18 @@ pub struct SearchParams {
     /// `search_batch`; a `Snapshot` holds no catalog and leaves them empty.
     #[serde(default)]
     pub fields: HitFields,
+    /// Worker threads one search may use (intra-query parallelism, for latency on idle
+    /// cores): the per-document stages (centroid-code estimate, exact stage over compressed
+    /// vectors, refine) split their documents among them. 1 (the default) searches on the
+    /// calling thread only; 0 uses one per core. The hits are the same for every value
+    /// (`parallel.rs`); throughput across concurrent queries is better served by one
+    /// thread each.
+    #[serde(default = "one_thread")]
+    pub threads: usize,
+}
+
+fn one_thread() -> usize {
+    1
 }
 
 /// Matching documents up to which a filtered search is answered by exact MaxSim over their
@@ -257,13 +269,21 @@ pub const PREFILTER_DIVISOR: u64 = 64;
 /// estimates leave candidates that could still reach the refine stage.
 pub const RERANK_DEPTH: usize = 8;
 
-/// Lower bound of the default refine budget ([`SearchParams::refine_budget`]). Refining 32,
-/// 48, 64 or 128 candidates at top-10 gave the same recall@10 on synthetic-minilm 100K
-/// (0.982; 16 gave 0.962), and 32 against 64 lost 0.005 on python-doc (0.910 against
-/// 0.915) for half the refine time (BENCHMARKS.md, "Exact answers").
-pub const REFINE_FLOOR: usize = 32;
-/// Candidates refined per requested hit by default: 40 at top-10, 400 at top-100.
+/// Lower bound of the default refine budget ([`SearchParams::refine_budget`]). On
+/// python-doc (real ColBERT vectors, whose 2-bit codes rank the exact top-10 deeper than
+/// synthetic ones do) the exact top-10 documents that the compressed stage scored lay at
+/// compressed ranks up to 64 at top-10; refining 32, 48, 64 or 128 gave the same recall@10
+/// on synthetic-minilm 100K (BENCHMARKS.md, "Exact answers").
+pub const REFINE_FLOOR: usize = 64;
+/// Candidates refined per requested hit by default: 64 at top-10, 400 at top-100.
 pub const REFINE_PER_K: usize = 4;
+/// The exact stage's early stop watches the best `refine + refine / SETTLE_MARGIN_DIVISOR`
+/// exact scores ([`SearchParams::settle_cut`]): a document that enters that wider set
+/// late still moves the documents the refine stage takes, so stopping only once the wider
+/// set is settled reaches the exact top-k that the estimate ranked deep. On python-doc it
+/// took recall@10 from 0.988 to 0.990 at 64 refined, for 22% more documents scored over
+/// the compressed vectors (BENCHMARKS.md, "Exact answers").
+pub const SETTLE_MARGIN_DIVISOR: usize = 2;
 
 impl Default for SearchParams {
     fn default() -> Self {
@@ -280,6 +300,7 @@ impl Default for SearchParams {
             filter_scan: None,
             filter_exact: None,
             fields: HitFields::default(),
+            threads: 1,
         }
     }
 }
@@ -291,6 +312,12 @@ impl SearchParams {
             exhaustive: true,
             ..SearchParams::default()
         }
+    }
+
+    /// Sets the worker threads one search may use ([`SearchParams::threads`]).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// Sets the number of centroids probed per query token.
@@ -374,9 +401,10 @@ impl SearchParams {
     }
 
     /// How many best exact scores the exact stage's early stop watches for a top-`k` search:
-    /// those the refine stage will take, at least `k`. With refine off it is still the
-    /// refine budget's count (`n_refine` unset), so turning refine off changes only that
-    /// stage, not the candidates before it.
+    /// those the refine stage will take and half as many again
+    /// ([`SETTLE_MARGIN_DIVISOR`]), at least `k`. With refine off it is still computed from
+    /// the refine budget (`n_refine` unset), so turning refine off changes only that stage,
+    /// not the candidates before it.
     pub(crate) fn settle_cut(&self, k: usize) -> usize {
         let refine = match self.refine_count(k) {
             0 => SearchParams {
@@ -386,7 +414,7 @@ impl SearchParams {
             .refine_budget(k),
             n => n,
         };
-        refine.max(k)
+        refine.saturating_add(refine / SETTLE_MARGIN_DIVISOR).max(k)
     }
 
     /// Documents re-ranked exactly for a top-`k` search with these parameters (at least;

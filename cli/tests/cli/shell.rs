@@ -329,7 +329,7 @@ fn refine_setting_applies_to_later_searches_and_shows_in_show() {
     let o = run_stdin(&["shell"], &script);
     let (out, err) = (stdout(&o), stderr(&o));
     assert!(
-        out.contains("refine: auto (max(32, 4 k) candidates)"),
+        out.contains("refine: auto (max(64, 4 k) candidates)"),
         "{out}"
     );
     assert!(out.contains("refine: off"), "{out}");
