@@ -26,6 +26,9 @@ pub struct Knobs {
     /// Tessera prefilter budget (`None`: its rule); next-plaid has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefilter: Option<usize>,
+    /// Tessera `threads` per search (`None`: one); next-plaid has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
 }
 
 /// A searchable index.
@@ -277,6 +280,9 @@ impl TesseraEngine {
         }
         if knobs.rerank > 0 {
             p = p.with_n_rerank(knobs.rerank);
+        }
+        if let Some(t) = knobs.threads {
+            p = p.with_threads(t);
         }
         p
     }

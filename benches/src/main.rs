@@ -123,6 +123,10 @@ struct Common {
     /// rule only).
     #[arg(long, value_delimiter = ',')]
     sweep_prefilter: Vec<usize>,
+    /// Tessera sweep: threads per search (`SearchParams::threads`) crossed with the others
+    /// (none given: one); every other figure is one thread per search.
+    #[arg(long, value_delimiter = ',')]
+    sweep_threads: Vec<usize>,
     /// Devices to measure Tessera's search on, a row each (cpu, cuda, cuda:N); a device this
     /// machine cannot use is skipped, with the reason in the report.
     #[arg(long, value_delimiter = ',', default_value = "cpu,cuda")]
@@ -270,6 +274,7 @@ fn cross(probes: &[u32], reranks: &[usize]) -> Vec<Knobs> {
                 rerank,
                 refine: None,
                 prefilter: None,
+                threads: None,
             })
         })
         .collect()
@@ -280,7 +285,8 @@ fn cross(probes: &[u32], reranks: &[usize]) -> Vec<Knobs> {
 fn tessera_sweep(c: &Common) -> Vec<Knobs> {
     let sweep = cross(&c.sweep_nprobe, &c.sweep_rerank);
     let sweep = crossed(sweep, &c.sweep_refine, |k, r| k.refine = Some(r));
-    crossed(sweep, &c.sweep_prefilter, |k, p| k.prefilter = Some(p))
+    let sweep = crossed(sweep, &c.sweep_prefilter, |k, p| k.prefilter = Some(p));
+    crossed(sweep, &c.sweep_threads, |k, t| k.threads = Some(t))
 }
 
 /// Every setting of `sweep` once per value of `values` set by `set` (`values` empty: as is).
@@ -315,6 +321,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
             rerank: c.rerank,
             refine: None,
             prefilter: None,
+            threads: None,
         },
         sweep: tessera_sweep(c),
         devices: c.devices.clone(),
@@ -324,6 +331,7 @@ fn options(scenario: &str, c: &Common) -> RunOptions {
             rerank: 0,
             refine: None,
             prefilter: None,
+            threads: None,
         },
         peer_sweep: cross(&c.peer_sweep_probe, &c.peer_sweep_full),
         work_dir: c.work_dir.clone(),
@@ -497,6 +505,7 @@ fn smoke(a: &SmokeArgs) -> Result<()> {
         sweep_rerank: vec![0, 400],
         sweep_refine: vec![],
         sweep_prefilter: vec![],
+        sweep_threads: vec![],
         devices: vec![tessera::Device::Cpu, tessera::Device::Cuda(0)],
         peer: Some(false),
         peer_sweep_probe: vec![],

@@ -273,13 +273,13 @@ pub fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\nRecall–latency sweep (top-10, one thread):\n\n| engine | probe | re-rank | refine | prefilter | recall@10 | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "\nRecall–latency sweep (top-10, one query at a time; threads per query as stated):\n\n| engine | probe | re-rank | refine | prefilter | threads | recall@10 | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     for e in &r.engines {
         for p in &e.sweep {
             let _ = writeln!(
                 s,
-                "| {} | {} {} | {} {} | {} | {} | {:.3} | {:.2} | {:.2} |",
+                "| {} | {} {} | {} {} | {} | {} | {} | {:.3} | {:.2} | {:.2} |",
                 e.name,
                 e.knob_names.0,
                 p.knobs.probe,
@@ -291,6 +291,7 @@ pub fn markdown(r: &Report) -> String {
                 p.knobs
                     .prefilter
                     .map_or_else(|| "rule".to_string(), |r| r.to_string()),
+                p.knobs.threads.unwrap_or(1),
                 p.recall_at_10,
                 p.latency.p50_ms,
                 p.latency.p95_ms

@@ -318,7 +318,7 @@ pub struct SearchOpts {
     /// at least max(256, 8k), deeper while documents still reach the refine stage).
     #[arg(long)]
     pub rerank: Option<usize>,
-    /// Candidates re-scored with the original vectors (0: off; default max(32, 4k); in the
+    /// Candidates re-scored with the original vectors (0: off; default max(64, 4k); in the
     /// shell, the `.refine` setting).
     #[arg(long, value_name = "N")]
     pub refine: Option<usize>,
@@ -351,6 +351,10 @@ pub struct SearchOpts {
     /// (default: query,rank,id,score; in the shell, the `.fields` setting).
     #[arg(long, value_name = "LIST", value_parser = parse_fields)]
     pub fields: Option<Fields>,
+    /// Threads one query may use (its per-document stages split among them; 0: all cores;
+    /// the same hits for every value).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// The columns a search prints ([`SearchOpts::fields`]).

@@ -269,6 +269,9 @@ pub fn search_params(o: &SearchOpts) -> Result<SearchParams> {
     if let Some(r) = o.refine {
         p = p.with_n_refine(r);
     }
+    if let Some(t) = o.threads {
+        p = p.with_threads(t);
+    }
     // Issue 14: diverse top-k (rag.rs).
     if let Some(d) = crate::rag::diversity(o) {
         p = p.with_diversity(d);

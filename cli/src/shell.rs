@@ -261,7 +261,7 @@ const SYNOPSES: &[(&str, &str)] = &[
     ),
     (
         "search",
-        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--exhaustive] [--device D] [--diverse] [--max-query-similarity T] [--max-kept-similarity T] [--where EXPR] [--fields LIST]\n.search --like ID [-k K]",
+        ".search QUERY_FILE [-k K] [--nprobe N] [--refine N] [--threads N] [--exhaustive] [--device D] [--diverse] [--max-query-similarity T] [--max-kept-similarity T] [--where EXPR] [--fields LIST]\n.search --like ID [-k K]",
     ),
     ("text", ".text [-k K] [--model DIR] QUERY TEXT..."),
     (

@@ -32,6 +32,7 @@ use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::{Error, Result};
 use crate::options::{Device, SearchParams};
+use crate::parallel::Workers;
 use crate::search::{Cand, Scored, SearchStats, refine_and_rank};
 use crate::snapshot::SnapshotInner;
 
@@ -224,7 +225,15 @@ pub(crate) fn search_batch(
                 compressed: &scores,
             };
             // The CPU's final stage: refine, then order by score and external id.
-            let hits = refine_and_rank(snap, query, &scored, k, refine, &mut stats)?;
+            let hits = refine_and_rank(
+                snap,
+                query,
+                &scored,
+                k,
+                refine,
+                &Workers::new(1),
+                &mut stats,
+            )?;
             Ok((hits, stats))
         })
         .collect::<Result<Vec<Answer>>>()

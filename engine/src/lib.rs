@@ -36,6 +36,7 @@ mod load;
 mod locate;
 mod model;
 mod options;
+mod parallel;
 mod rerank;
 mod search;
 mod snapshot;

@@ -13,6 +13,7 @@ use crate::collection::Collection;
 use crate::document::Hit;
 use crate::error::Result;
 use crate::locate::Missing;
+use crate::parallel::Workers;
 use crate::search::{Cand, Scored, SearchStats, decompress_doc, refine_and_rank};
 use crate::snapshot::Snapshot;
 
@@ -69,7 +70,15 @@ impl Snapshot {
         // Refining every candidate: each with originals gets its full-precision score,
         // each without keeps the decompressed score computed above.
         let mut stats = SearchStats::default();
-        let hits = refine_and_rank(&self.inner, query, &scored, k, cands.len(), &mut stats)?;
+        let hits = refine_and_rank(
+            &self.inner,
+            query,
+            &scored,
+            k,
+            cands.len(),
+            &Workers::new(1),
+            &mut stats,
+        )?;
         Ok(RerankReport { hits, unknown })
     }
 

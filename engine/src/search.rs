@@ -45,6 +45,7 @@ use crate::document::Hit;
 use crate::error::Result;
 use crate::filter::Allowed;
 use crate::options::SearchParams;
+use crate::parallel::Workers;
 use crate::snapshot::SnapshotInner;
 
 /// A candidate: segment index in the snapshot and local document id.
@@ -179,10 +180,12 @@ struct QueryTables<'a> {
     bytes: &'a mut CentroidScores8,
     /// Whether `bytes` already holds this query's table (filled with the scores).
     bytes_ready: bool,
+    /// Who scores the per-document stages ([`SearchParams::threads`]).
+    workers: Workers,
 }
 
 impl<'a> QueryTables<'a> {
-    fn new(codec: &Codec, query: &'a [f32], scratch: &'a mut Scratch) -> Self {
+    fn new(codec: &Codec, query: &'a [f32], scratch: &'a mut Scratch, workers: Workers) -> Self {
         let dim = codec.dim();
         let nq = query.len() / dim;
         let stride = padded_tokens(nq);
@@ -213,6 +216,7 @@ impl<'a> QueryTables<'a> {
             lut: use_lut.then_some(&scratch.lut),
             bytes: &mut scratch.bytes,
             bytes_ready,
+            workers,
         }
     }
 }
@@ -238,11 +242,12 @@ pub(crate) fn search(
         && a.count <= params.filter_exact_budget() as u64
         && snap.segments.iter().all(|s| s.originals.is_some())
     {
-        return exact_allowed(snap, query, a, k, stats);
+        return exact_allowed(snap, query, a, k, params.threads, stats);
     }
     SCRATCH.with_borrow_mut(|scratch| {
         let t = Instant::now();
-        let mut tables = QueryTables::new(codec, query, scratch);
+        let workers = Workers::new(params.threads);
+        let mut tables = QueryTables::new(codec, query, scratch, workers);
         stats.centroid_us = micros(t);
         search_with_tables(snap, codec, &mut tables, nq, k, params, allowed, stats)
     })
@@ -315,7 +320,10 @@ fn search_with_tables(
         }
         None => {
             let all = all_live(snap, allowed);
-            let scores = exact_scores(codec, tables, &SegSlices::all(snap, codec), &all);
+            let segs = SegSlices::all(snap, codec);
+            let scores = tables
+                .workers
+                .map_chunks(&all, |c| exact_scores(codec, tables, &segs, c));
             (all, scores)
         }
     };
@@ -325,7 +333,15 @@ fn search_with_tables(
         cands: &survivors,
         compressed: &scores,
     };
-    refine_and_rank(snap, tables.query, &scored, k, refine, stats)
+    refine_and_rank(
+        snap,
+        tables.query,
+        &scored,
+        k,
+        refine,
+        &tables.workers,
+        stats,
+    )
 }
 
 /// Full-precision MaxSim over the originals of every document `allowed` holds: the refine
@@ -336,6 +352,7 @@ fn exact_allowed(
     query: &[f32],
     allowed: &Allowed,
     k: usize,
+    threads: usize,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let cands = all_live(snap, Some(allowed));
@@ -345,7 +362,8 @@ fn exact_allowed(
         cands: &cands,
         compressed: &zeros,
     };
-    refine_and_rank(snap, query, &scored, k, cands.len(), stats)
+    let workers = Workers::new(threads);
+    refine_and_rank(snap, query, &scored, k, cands.len(), &workers, stats)
 }
 
 /// Every live document of the snapshot (every allowed one under a filter), in segment
@@ -467,13 +485,15 @@ fn rank_by_codes(
     }
     let bytes = &*tables.bytes;
     let segs = SegSlices::all(snap, codec);
-    let approx: Vec<f32> = cands
-        .iter()
-        .map(|c| match segs[c.seg as usize].doc(c.local).codes {
-            Codes::U16(cs) => bytes.estimate(cs),
-            Codes::U32(cs) => bytes.estimate(cs),
-        })
-        .collect();
+    let approx: Vec<f32> = tables.workers.map_chunks(cands, |chunk| {
+        chunk
+            .iter()
+            .map(|c| match segs[c.seg as usize].doc(c.local).codes {
+                Codes::U16(cs) => bytes.estimate(cs),
+                Codes::U32(cs) => bytes.estimate(cs),
+            })
+            .collect()
+    });
     top_k(&approx, rerank)
         .into_iter()
         .map(|i| cands[i as usize])
@@ -547,7 +567,9 @@ fn exact_until_settled(
         } else {
             (done + EXACT_BLOCK).min(n)
         };
-        let block = exact_scores(codec, tables, &segs, &ranked[done..end]);
+        let block = tables.workers.map_chunks(&ranked[done..end], |c| {
+            exact_scores(codec, tables, &segs, c)
+        });
         placed = false;
         for &s in &block {
             if best.len() < stop.cut {
@@ -835,11 +857,11 @@ pub(crate) fn refine_and_rank(
     scored: &Scored<'_>,
     k: usize,
     refine: usize,
+    workers: &Workers,
     stats: &mut SearchStats,
 ) -> Result<Vec<Hit>> {
     let t = Instant::now();
     let Scored { cands, compressed } = *scored;
-    let dim = snap.codec.as_ref().map_or(1, |c| c.dim());
     let id = |i: usize| {
         let c = cands[i];
         snap.segments[c.seg as usize].reader.external_id(c.local)
@@ -864,27 +886,18 @@ pub(crate) fn refine_and_rank(
             o.prefetch(c.local);
         }
     }
-    // The query is prepared once for all the documents it refines.
-    let mut prepared = (refine > 0).then(|| RefineQuery::new(query, dim));
+    let refined = refine_scores(snap, query, cands, compressed, &order[..refine], workers);
     // (tier, score, candidate): tier 0 for the refined head, 1 for the tail.
     let mut ranked: Vec<(u8, f32, usize)> = Vec::with_capacity(cands.len());
-    for (pos, &i) in order.iter().enumerate() {
-        let c = cands[i];
-        if pos >= refine {
-            ranked.push((1, compressed[i], i));
-            continue;
+    for (&i, r) in order[..refine].iter().zip(refined) {
+        let (score, bytes) = r?;
+        if let Some(bytes) = bytes {
+            stats.refined += 1;
+            stats.refine_bytes += bytes;
         }
-        let score = match (&snap.segments[c.seg as usize].originals, prepared.as_mut()) {
-            (Some(o), Some(q)) => {
-                let doc = o.doc(c.local)?;
-                stats.refined += 1;
-                stats.refine_bytes += doc.byte_len() as u64;
-                q.maxsim(stored(doc))
-            }
-            _ => compressed[i],
-        };
         ranked.push((0, score, i));
     }
+    ranked.extend(order[refine..].iter().map(|&i| (1, compressed[i], i)));
     ranked.sort_by(|a, b| {
         a.0.cmp(&b.0)
             .then_with(|| b.1.total_cmp(&a.1))
@@ -897,6 +910,40 @@ pub(crate) fn refine_and_rank(
         .collect();
     stats.refine_us = micros(t);
     Ok(hits)
+}
+
+/// Full-precision MaxSim of the candidates `head` indexes, with the bytes of originals
+/// read for each; a candidate whose segment keeps no originals keeps its compressed score
+/// (and reads nothing). The query is prepared once per worker.
+fn refine_scores(
+    snap: &SnapshotInner,
+    query: &[f32],
+    cands: &[Cand],
+    compressed: &[f32],
+    head: &[usize],
+    workers: &Workers,
+) -> Vec<Result<(f32, Option<u64>)>> {
+    if head.is_empty() {
+        return Vec::new();
+    }
+    let dim = snap.codec.as_ref().map_or(1, |c| c.dim());
+    workers.map_chunks(head, |chunk| {
+        let mut prepared = RefineQuery::new(query, dim);
+        chunk
+            .iter()
+            .map(|&i| {
+                let c = cands[i];
+                match &snap.segments[c.seg as usize].originals {
+                    Some(o) => {
+                        let doc = o.doc(c.local)?;
+                        let bytes = doc.byte_len() as u64;
+                        Ok((prepared.maxsim(stored(doc)), Some(bytes)))
+                    }
+                    None => Ok((compressed[i], None)),
+                }
+            })
+            .collect()
+    })
 }
 
 fn stored(doc: OriginalDoc<'_>) -> StoredVectors<'_> {

@@ -16,5 +16,6 @@ mod originals;
 mod quality;
 mod rag;
 mod readers;
+mod threads;
 mod verify;
 mod wal;
