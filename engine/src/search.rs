@@ -261,9 +261,10 @@ fn search_with_tables(
 ) -> Result<Vec<Hit>> {
     let refine = params.refine_count(k);
     let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
-    // Filter hook: a filter with few enough matches skips the postings (module `filter`).
-    let budget = params.filter_scan_budget(k, snap.live_docs()) as u64;
-    let few = allowed.filter(|a| a.count <= budget);
+    // Filter hook: a filter with few enough matches for the depth it has to reach skips
+    // the postings (module `filter::depth`).
+    let few =
+        allowed.filter(|a| crate::filter::depth::estimate_all(params, k, a, snap.live_docs()));
     let ranked = if params.full_scan(k, live) {
         None
     } else if let Some(a) = few {
