@@ -1,15 +1,20 @@
-//! How deep in the collection a filtered search has to look, which chooses its path.
+//! How deep in the collection a filtered search has to look, which chooses its path and
+//! how many centroids its postings stage probes.
 //!
 //! The filter keeps a fraction `s = matches / live` of the documents, unrelated to the
 //! query, so the best `k` matches are spread over about the best `k / s` documents of the
 //! unfiltered ranking: the filtered search has to find documents as deep as an unfiltered
-//! top-`k / s` search does. The postings stage reaches deep documents poorly: they share
-//! fewer probed centroids with the query, and the postings keep only the matching ones
-//! among what the probes reach (BENCHMARKS.md, "Filtered search": at 10% selectivity on
-//! 100K documents the probed postings missed 2% of the top 10, at 5% 8%). The centroid-code
-//! estimate of every matching document reaches all of them; it is chosen when an unfiltered
-//! search *at that depth* would estimate at least as many documents (its prefilter budget
-//! for `k / s`), so it never costs more than what that search would spend on the stage.
+//! top-`k / s` search does. The postings stage reaches deep documents poorly: only the
+//! fraction `s` of what its probes reach matches, and the best matches share fewer probed
+//! centroids with the query (BENCHMARKS.md, "Filtered search": at 10% selectivity on 100K
+//! documents the probed postings missed 2% of the top 10, at 5% 8%). Two rules follow:
+//! - **Estimate every match** (no postings) when an unfiltered search *at that depth* would
+//!   keep at least as many candidates for the centroid-code estimate (its prefilter budget
+//!   for `k / s`), so the stage never costs more than that search would spend on it; and
+//!   when the postings walk of the scaled probes below would read more entries than the
+//!   codes of every match (it then costs more and reaches less).
+//! - Otherwise **probe `nprobe / s` centroids** per query token, so the probes reach as
+//!   many *matching* documents as `nprobe` reaches documents without a filter.
 
 use super::Allowed;
 use crate::options::SearchParams;
@@ -27,17 +32,54 @@ pub(crate) fn depth(k: usize, matches: u64, live: u64) -> usize {
     usize::try_from(d).unwrap_or(usize::MAX)
 }
 
+/// The shape of a query's postings walk: its tokens, each probing centroids out of
+/// `centroids`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Walk {
+    pub(crate) nprobe: u32,
+    pub(crate) query_tokens: usize,
+    pub(crate) centroids: usize,
+}
+
 /// Whether a filtered top-`k` search ranks every match (`allowed`) by the centroid-code
-/// estimate instead of probing postings: when no more match than the postings stage of an
-/// unfiltered search at the filter's depth would keep ([`SearchParams::filter_scan_budget`]).
-pub(crate) fn estimate_all(params: &SearchParams, k: usize, allowed: &Allowed, live: u64) -> bool {
+/// estimate instead of probing postings: `filter_scan` when set; else when no more match
+/// than the postings stage of an unfiltered search at the filter's depth would keep
+/// ([`SearchParams::filter_scan_budget`]), or when the walk over the scaled probes
+/// ([`probes`]) would read more postings entries than there are tokens in the matches.
+/// (Postings hold the collection's tokens, about `tokens / centroids` each, so the walk
+/// reads about `probes × query tokens / centroids` of the tokens, and the estimate reads the
+/// matches' share `s` of them.)
+pub(crate) fn estimate_all(
+    params: &SearchParams,
+    k: usize,
+    allowed: &Allowed,
+    live: u64,
+    walk: Walk,
+) -> bool {
+    if let Some(n) = params.filter_scan {
+        return allowed.count <= n as u64;
+    }
     let depth = depth(k, allowed.count, live);
+    let probes = probes(walk.nprobe, Some(allowed), live).min(walk.centroids);
+    let walked = probes as u128 * walk.query_tokens as u128 * live as u128;
     allowed.count <= params.filter_scan_budget(depth, live) as u64
+        || walked > walk.centroids as u128 * allowed.count as u128
+}
+
+/// Centroids the postings stage probes per query token under `allowed`: `nprobe` divided
+/// by the selectivity, rounded up, so that the probes reach as many matching documents as
+/// `nprobe` reaches documents without a filter; `nprobe` without a filter.
+pub(crate) fn probes(nprobe: u32, allowed: Option<&Allowed>, live: u64) -> usize {
+    let nprobe = nprobe.max(1) as usize;
+    match allowed {
+        Some(a) if a.count > 0 => depth(nprobe, a.count, live),
+        _ => nprobe,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{depth, estimate_all};
+    use super::{Walk, depth, estimate_all, probes};
     use crate::filter::Allowed;
     use crate::options::SearchParams;
 
@@ -65,7 +107,11 @@ mod tests {
             (20_089, false),
             (50_215, false),
         ] {
-            assert_eq!(estimate_all(&p, 10, &matching(count), live), all, "{count}");
+            assert_eq!(
+                estimate_all(&p, 10, &matching(count), live, WALK),
+                all,
+                "{count}"
+            );
             let depth = depth(10, count, live);
             assert_eq!(
                 all,
@@ -74,14 +120,44 @@ mod tests {
             );
         }
         // An explicit filter_scan is obeyed at every depth.
-        assert!(!estimate_all(
-            &p.clone().with_filter_scan(0),
-            10,
-            &matching(1),
-            live
-        ));
+        let none = p.clone().with_filter_scan(0);
+        assert!(!estimate_all(&none, 10, &matching(1), live, WALK));
         let all = p.with_filter_scan(usize::MAX);
-        assert!(estimate_all(&all, 10, &matching(live), live));
+        assert!(estimate_all(&all, 10, &matching(live), live, WALK));
+    }
+
+    /// The benchmark's walk: 32 query tokens probing 16 of 65,536 centroids.
+    const WALK: Walk = Walk {
+        nprobe: 16,
+        query_tokens: 32,
+        centroids: 65_536,
+    };
+
+    #[test]
+    fn probes_scale_with_the_inverse_selectivity_and_a_costlier_walk_estimates_every_match() {
+        assert_eq!(probes(16, None, 100_000), 16);
+        assert_eq!(probes(16, Some(&matching(100_000)), 100_000), 16);
+        assert_eq!(probes(16, Some(&matching(50_215)), 100_000), 32);
+        assert_eq!(probes(16, Some(&matching(20_089)), 100_000), 80);
+        assert_eq!(
+            probes(0, Some(&matching(60_000)), 100_000),
+            2,
+            "at least one probe"
+        );
+        // Few centroids: at 50% the 32 probes of 32 tokens read all of 1,024 centroids'
+        // postings, more than the matches' codes (half the tokens): estimate every match.
+        let p = SearchParams::default();
+        let small = Walk {
+            centroids: 1024,
+            ..WALK
+        };
+        assert!(estimate_all(&p, 10, &matching(50_000), 100_000, small));
+        assert!(!estimate_all(&p, 10, &matching(50_000), 100_000, WALK));
+        let wide = Walk {
+            centroids: 4096,
+            ..WALK
+        };
+        assert!(!estimate_all(&p, 10, &matching(50_000), 100_000, wide));
     }
 
     #[test]
