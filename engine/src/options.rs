@@ -218,7 +218,8 @@ pub struct SearchParams {
     /// A filtered search ranks every matching document by its centroid-code estimate
     /// instead of gathering candidates from the probed postings when at most this many
     /// match; `None`: the prefilter budget at the depth the filter asks for
-    /// ([`SearchParams::filter_scan_budget`]).
+    /// ([`SearchParams::filter_scan_budget`]), or whenever the postings walk would read
+    /// more than the matches' codes (engine module `filter::depth`).
     #[serde(default)]
     pub filter_scan: Option<usize>,
     /// A filtered search scores every matching document by full-precision MaxSim over its
