@@ -835,6 +835,30 @@ fn explain_with_text_labels_document_tokens_with_the_wordpieces_of_the_stored_te
 }
 
 #[test]
+fn the_shells_explain_labels_document_tokens_like_the_command() {
+    let t = Tmp::new();
+    let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
+    write_corpus(&corpus);
+    ok(&ingest_text(&db, &corpus, &model()));
+    let (rows, labels, _) = explain_labels(&db, "paris", &t.p("cmd.svg"), &[]);
+    let shell_svg = t.p("shell.svg");
+    let script = format!(
+        ".explain paris --text \"what is the capital city of France\" --plot {}\n",
+        s(&shell_svg)
+    );
+    let o = run_stdin(&["shell", s(&db)], &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json_lines(&stdout(&o)),
+        rows,
+        "the same rows, labels included"
+    );
+    let texts = svg_texts(&std::fs::read_to_string(&shell_svg).expect("the heatmap"));
+    assert_eq!(texts[rows.len()..rows.len() + labels.len()], labels[..]);
+    assert!(labels.contains(&"capital".to_owned()), "{labels:?}");
+}
+
+#[test]
 fn explain_labels_document_tokens_by_position_with_a_note_when_the_text_cannot_name_them() {
     let t = Tmp::new();
     let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
