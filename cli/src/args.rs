@@ -99,7 +99,8 @@ pub enum Command {
     Rerank(RerankArgs),
     /// Explain a document's score for a query: for each query token, the best document
     /// token, its position and the similarity (their sum is the MaxSim score); with
-    /// --plot, a heatmap of every query token x document token similarity (SVG).
+    /// --plot, a heatmap of every query token x document token similarity (SVG). With
+    /// --text, tokens are labelled with their wordpieces (the document's from its kept text).
     #[command(group(QUERIES.clone()))]
     Explain(ExplainArgs),
     /// Show stored documents by id: token count, metadata, kept text and, with --vectors,

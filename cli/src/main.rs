@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod device;
+mod doclabels;
 mod errors;
 mod formats;
 mod generate;

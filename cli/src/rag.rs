@@ -10,6 +10,7 @@ use tessera::{Collection, Diversity, Explanation, ExternalId};
 
 use crate::args::{QuerySource, SearchOpts};
 use crate::commands::{f32_value, like_query, resolve_id};
+use crate::doclabels::doc_labels;
 use crate::query::{Query, read_queries};
 use crate::render::{Printer, ResultSet};
 use crate::text::{self, Model, ModelChoice};
@@ -86,6 +87,8 @@ pub struct LabelledQuery {
     pub query: Query,
     /// One label per query token.
     pub token_labels: Vec<String>,
+    /// The model that encoded a text query: it labels the document tokens of `explain` too.
+    pub model: Option<Arc<Model>>,
 }
 
 /// Loads the model for `--text` queries of a collection (`Some(dir)`: that one).
@@ -117,6 +120,7 @@ pub fn queries(
         LabelledQuery {
             query: q,
             token_labels,
+            model: None,
         }
     };
     if let Some(path) = &source.query {
@@ -140,7 +144,10 @@ pub fn queries(
         .remove(0);
     if ids.len() != q.vectors.len() / dim {
         // The encoder gave a vector per input id; if that ever changes, label by position.
-        return Ok(vec![by_position(q)]);
+        return Ok(vec![LabelledQuery {
+            model: Some(m),
+            ..by_position(q)
+        }]);
     }
     let token_labels = ids
         .iter()
@@ -149,6 +156,7 @@ pub fn queries(
     Ok(vec![LabelledQuery {
         query: q,
         token_labels,
+        model: Some(m),
     }])
 }
 
@@ -202,8 +210,9 @@ pub fn rerank(
 }
 
 /// Explains document `id` for the one query in `queries`: prints one row per query token
-/// (its label, the best document token's position, the similarity) and the total on
-/// stderr; with `plot`, writes the heatmap there.
+/// (its label, the best document token's position and label, the similarity) and the
+/// total on stderr; with `plot`, writes the heatmap there. Document tokens are labelled
+/// with their wordpieces when the query was text (module `doclabels`), else by position.
 pub fn explain(
     coll: &Collection,
     queries: Vec<LabelledQuery>,
@@ -219,10 +228,15 @@ pub fn explain(
     let e = coll
         .explain(&q.query.vectors, &ext)?
         .with_context(|| format!("collection {:?} has no document with id {id}", coll.name()))?;
+    let doc = doc_labels(coll, q.model.as_deref(), &ext, e.doc_tokens);
+    if let Some(note) = &doc.note {
+        eprintln!("{note}");
+    }
     let mut rs = ResultSet::new(&[
         ("query_token", "query token"),
         ("token", "token"),
         ("doc_token", "document token"),
+        ("doc_label", "doc label"),
         ("similarity", "similarity"),
     ]);
     for m in &e.matches {
@@ -230,6 +244,7 @@ pub fn explain(
             json!(m.query_token),
             Value::from(q.token_labels[m.query_token].as_str()),
             json!(m.doc_token),
+            Value::from(doc.labels[m.doc_token].as_str()),
             f32_value(m.similarity),
         ]);
     }
@@ -247,8 +262,6 @@ pub fn explain(
         }
     );
     if let Some(path) = plot {
-        // Document tokens by position: the passage text is not kept with the vectors.
-        let doc_labels: Vec<String> = (0..e.doc_tokens).map(|j| format!("d{j}")).collect();
         let title = format!(
             "{:?} x document {} in {:?}: MaxSim {:.4}",
             q.query
@@ -259,7 +272,7 @@ pub fn explain(
             coll.name(),
             e.score
         );
-        crate::heatmap::write_svg(path, &title, &e, &q.token_labels, &doc_labels)?;
+        crate::heatmap::write_svg(path, &title, &e, &q.token_labels, &doc.labels)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(e)

@@ -217,7 +217,9 @@ pub struct SearchParams {
     pub filter: Option<crate::Filter>,
     /// A filtered search ranks every matching document by its centroid-code estimate
     /// instead of gathering candidates from the probed postings when at most this many
-    /// match; `None`: the prefilter budget ([`SearchParams::filter_scan_budget`]).
+    /// match; `None`: the prefilter budget at the depth the filter asks for
+    /// ([`SearchParams::filter_scan_budget`]), or whenever the postings walk would read
+    /// more than the matches' codes (engine module `filter::depth`).
     #[serde(default)]
     pub filter_scan: Option<usize>,
     /// A filtered search scores every matching document by full-precision MaxSim over its
@@ -360,10 +362,12 @@ impl SearchParams {
     /// The most matching documents for which a top-`k` search over `live_docs` documents
     /// ranks every matching document by its centroid-code estimate instead of gathering
     /// candidates from the probed postings: `filter_scan`, else the prefilter budget
-    /// ([`SearchParams::prefilter_budget`]). Why that budget: the postings stage keeps that
-    /// many candidates for the same estimate, so estimating all matching documents costs no
-    /// more, and it reaches the matching documents that share no probed centroid with the
-    /// query (BENCHMARKS.md, "Filtered search").
+    /// ([`SearchParams::prefilter_budget`]). A filtered search asks it for `k` divided by
+    /// the filter's selectivity, the depth of the unfiltered ranking its top `k` are spread
+    /// over (module `filter::depth`). Why that budget: the postings stage of a search that
+    /// deep keeps that many candidates for the same estimate, so estimating all matching
+    /// documents costs no more, and it reaches the matching documents that share no probed
+    /// centroid with the query (BENCHMARKS.md, "Filtered search").
     pub fn filter_scan_budget(&self, k: usize, live_docs: u64) -> usize {
         self.filter_scan
             .unwrap_or_else(|| self.prefilter_budget(k, live_docs))

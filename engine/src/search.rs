@@ -266,9 +266,15 @@ fn search_with_tables(
 ) -> Result<Vec<Hit>> {
     let refine = params.refine_count(k);
     let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
-    // Filter hook: a filter with few enough matches skips the postings (module `filter`).
-    let budget = params.filter_scan_budget(k, snap.live_docs()) as u64;
-    let few = allowed.filter(|a| a.count <= budget);
+    // Filter hook: a filter with few enough matches for the depth it has to reach, or a
+    // costlier walk, skips the postings (module `filter::depth`).
+    let walk = crate::filter::depth::Walk {
+        nprobe: params.nprobe,
+        query_tokens: nq,
+        centroids: codec.n_centroids() as usize,
+    };
+    let few = allowed
+        .filter(|a| crate::filter::depth::estimate_all(params, k, a, snap.live_docs(), walk));
     let ranked = if params.full_scan(k, live) {
         None
     } else if let Some(a) = few {
@@ -287,7 +293,8 @@ fn search_with_tables(
             tables.scores,
             tables.stride,
             nq,
-            params.nprobe.max(1) as usize,
+            // Filter hook: probes scaled to the filter's selectivity (module `filter::depth`).
+            crate::filter::depth::probes(params.nprobe, allowed, snap.live_docs()),
             tables.bytes_ready.then_some(&*tables.bytes),
         );
         stats.probed_centroids = probes.distinct;

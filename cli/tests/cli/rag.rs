@@ -253,6 +253,11 @@ fn explain_prints_each_query_tokens_best_match_summing_to_the_score_and_writes_a
         assert_eq!(r["token"], format!("q{}", m.query_token));
         assert_eq!(r["doc_token"], m.doc_token);
         assert_eq!(
+            r["doc_label"],
+            format!("d{}", m.doc_token),
+            "vectors: positions"
+        );
+        assert_eq!(
             r["similarity"].as_f64().map(|x| x as f32),
             Some(m.similarity)
         );

@@ -166,13 +166,18 @@ fn info(db: &Path) -> Value {
 
 /// A copy of the model whose document length differs: same dimension, another model (hash).
 fn other_model(t: &Tmp) -> PathBuf {
+    model_with_document_length(t, "other-model", 100)
+}
+
+/// A copy of the model that truncates documents to `length` tokens.
+fn model_with_document_length(t: &Tmp, name: &str, length: u64) -> PathBuf {
     let src = model();
-    let dst = t.p("other-model");
+    let dst = t.p(name);
     copy_dir(&src, &dst);
     let cfg_path = dst.join("config_sentence_transformers.json");
     let mut cfg: Value =
         serde_json::from_slice(&std::fs::read(&cfg_path).expect("read")).expect("json");
-    cfg["document_length"] = Value::from(100);
+    cfg["document_length"] = Value::from(length);
     std::fs::write(&cfg_path, cfg.to_string()).expect("write");
     dst
 }
@@ -717,6 +722,178 @@ fn explain_and_rerank_with_text_label_query_tokens_with_their_wordpieces() {
     assert_eq!(reranked[0]["id"], "paris");
     let score = reranked[0]["score"].as_f64().expect("score") as f32;
     assert!((total - score).abs() <= 1e-4 * score, "{total} vs {score}");
+}
+
+/// The text elements of an SVG, in document order.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .map(|t| {
+            let body = &t[t.find('>').expect("a text element") + 1..];
+            body[..body.find("</text>").expect("closed")]
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The words wordpieces spell: a `##` piece continues the word before it.
+fn join_wordpieces(pieces: &[String]) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for p in pieces {
+        match (p.strip_prefix("##"), words.last_mut()) {
+            (Some(rest), Some(w)) => w.push_str(rest),
+            _ => words.push(p.clone()),
+        }
+    }
+    words
+}
+
+/// `explain --json --plot` of passage `id` for a text query: the rows and every document
+/// token label of the heatmap (its text elements after the query tokens' labels).
+fn explain_labels(
+    db: &Path,
+    id: &str,
+    svg: &Path,
+    extra: &[&str],
+) -> (Vec<Value>, Vec<String>, String) {
+    let q = "what is the capital city of France";
+    let mut args = vec![
+        "explain",
+        s(db),
+        "docs",
+        id,
+        "--text",
+        q,
+        "--json",
+        "--plot",
+        s(svg),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = json_lines(&stdout(&o));
+    let texts = svg_texts(&std::fs::read_to_string(svg).expect("the heatmap was written"));
+    let stored: Vec<usize> = rows
+        .iter()
+        .map(|r| r["doc_token"].as_u64().expect("doc_token") as usize)
+        .collect();
+    // Query labels come first, then one label per document token (cells are wide enough
+    // for every label on these short passages), then the title and the scale.
+    let n_doc = texts.len() - rows.len() - 3;
+    assert!(stored.iter().all(|&j| j < n_doc), "{texts:?}");
+    (
+        rows.clone(),
+        texts[rows.len()..rows.len() + n_doc].to_vec(),
+        stderr(&o),
+    )
+}
+
+#[test]
+fn explain_with_text_labels_document_tokens_with_the_wordpieces_of_the_stored_text() {
+    let t = Tmp::new();
+    let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
+    write_corpus(&corpus);
+    ok(&ingest_text(&db, &corpus, &model()));
+    let (rows, labels, err) = explain_labels(&db, "paris", &t.p("paris.svg"), &[]);
+    assert!(!err.contains("note:"), "{err}");
+    // [CLS], the document marker, the passage's words (lower-cased, the skiplist's
+    // punctuation dropped, as the encoder drops its vectors), [SEP].
+    let (_, text) = passage("paris");
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| {
+            w.trim_matches(|c: char| c.is_ascii_punctuation())
+                .to_lowercase()
+        })
+        .collect();
+    let mut expected = vec!["[CLS]".to_owned(), "[unused1]".to_owned()];
+    expected.extend(words);
+    expected.push("[SEP]".to_owned());
+    assert_eq!(join_wordpieces(&labels), expected, "{labels:?}");
+    let lib = {
+        let d = tessera::Database::open_read_only(&db).expect("open");
+        let c = d.collection("docs").expect("collection");
+        c.get(&[tessera::ExternalId::from("paris")], false)
+            .expect("get")
+            .pop()
+            .flatten()
+            .expect("paris")
+            .tokens
+    };
+    assert_eq!(labels.len(), lib, "one label per stored vector");
+    // Each row names its best document token by the same label, and the query's
+    // "capital" and "france" find the passage's own.
+    for r in &rows {
+        let j = r["doc_token"].as_u64().expect("doc_token") as usize;
+        assert_eq!(r["doc_label"], labels[j], "{r}");
+    }
+    for word in ["capital", "france"] {
+        let row = rows.iter().find(|r| r["token"] == word).expect(word);
+        assert_eq!(row["doc_label"], word, "{row}");
+    }
+}
+
+#[test]
+fn the_shells_explain_labels_document_tokens_like_the_command() {
+    let t = Tmp::new();
+    let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
+    write_corpus(&corpus);
+    ok(&ingest_text(&db, &corpus, &model()));
+    let (rows, labels, _) = explain_labels(&db, "paris", &t.p("cmd.svg"), &[]);
+    let shell_svg = t.p("shell.svg");
+    let script = format!(
+        ".explain paris --text \"what is the capital city of France\" --plot {}\n",
+        s(&shell_svg)
+    );
+    let o = run_stdin(&["shell", s(&db)], &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        json_lines(&stdout(&o)),
+        rows,
+        "the same rows, labels included"
+    );
+    let texts = svg_texts(&std::fs::read_to_string(&shell_svg).expect("the heatmap"));
+    assert_eq!(texts[rows.len()..rows.len() + labels.len()], labels[..]);
+    assert!(labels.contains(&"capital".to_owned()), "{labels:?}");
+}
+
+#[test]
+fn explain_labels_document_tokens_by_position_with_a_note_when_the_text_cannot_name_them() {
+    let t = Tmp::new();
+    let (corpus, db) = (t.p("corpus.jsonl"), t.p("db"));
+    write_corpus(&corpus);
+    let m = model();
+    let mut args = ingest_text(&db, &corpus, &m);
+    args.push("--no-store-text");
+    ok(&args);
+    let positions = |labels: &[String]| -> bool {
+        labels
+            .iter()
+            .enumerate()
+            .all(|(j, l)| *l == format!("d{j}"))
+    };
+    let (rows, labels, err) = explain_labels(&db, "paris", &t.p("a.svg"), &[]);
+    assert!(positions(&labels), "{labels:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["doc_label"] == format!("d{}", r["doc_token"]))
+    );
+    assert!(
+        err.contains("note: document paris: no text is kept for it")
+            && err.contains("labelled by position"),
+        "{err}"
+    );
+    // Kept text, but a model that truncates it to fewer tokens than were stored.
+    let db2 = t.p("db2");
+    ok(&ingest_text(&db2, &corpus, &m));
+    let short = model_with_document_length(&t, "short-model", 8);
+    let (_, labels, err) = explain_labels(&db2, "paris", &t.p("b.svg"), &["--model", s(&short)]);
+    assert!(positions(&labels), "{labels:?}");
+    assert!(
+        err.contains("makes 8 tokens of its kept text but") && err.contains("labelled by position"),
+        "{err}"
+    );
 }
 
 /// A text collection of [`PASSAGES`] whose metadata is `{"n": i, "lang": "en" or "de"}`

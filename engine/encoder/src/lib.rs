@@ -341,6 +341,24 @@ impl Encoder {
             .collect())
     }
 
+    /// The input id behind each vector [`Encoder::encode_documents`] returns for each text,
+    /// in the same order: the document input ids ([`InputKind::Document`]) less the
+    /// skiplist tokens the ColBERT head drops (the same test the encoder applies). Labels
+    /// stored document vectors with their wordpieces (`tessera explain --text`).
+    pub fn document_token_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let ids = self.token_ids(texts, InputKind::Document)?;
+        let Some(colbert) = &self.colbert else {
+            return Ok(ids);
+        };
+        Ok(ids
+            .into_iter()
+            .map(|mut seq| {
+                seq.retain(|&id| colbert.head.keeps_document_token(id));
+                seq
+            })
+            .collect())
+    }
+
     /// The text of a token id that [`Encoder::token_ids`] returns (its wordpiece, or the
     /// special token's name); `None` for an id outside the vocabulary. Labels token
     /// vectors for people (the explanations of `tessera explain --text`).

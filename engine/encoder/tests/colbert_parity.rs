@@ -153,6 +153,33 @@ fn colbert_document_skiplist_drops_punctuation_vectors_only() {
 }
 
 #[test]
+fn document_token_ids_name_each_encoded_document_vector_skiplist_dropped() {
+    let encoder = load(1, 32);
+    let texts = ["Hello, world!", "Paris is the capital of France.", ""];
+    let ids = encoder.document_token_ids(&texts).expect("tokenizes");
+    let out = encoder.encode_documents(&texts).expect("encodes");
+    for (i, (ids, m)) in ids.iter().zip(&out).enumerate() {
+        assert_eq!(ids.len(), m.rows, "text {i}: one id per vector");
+    }
+    let words = |ids: &[u32]| -> Vec<String> {
+        ids.iter()
+            .map(|&id| encoder.token_text(id).expect("in the vocabulary"))
+            .collect()
+    };
+    assert_eq!(
+        words(&ids[0]),
+        ["[CLS]", "[unused1]", "hello", "world", "[SEP]"]
+    );
+    assert_eq!(ids[1][..2], [CLS, DOC_MARKER]);
+    assert_eq!(ids[2], vec![CLS, DOC_MARKER, SEP]);
+    // The plain tokenization keeps the punctuation the skiplist drops.
+    let all = encoder
+        .token_ids(&texts[..1], InputKind::Document)
+        .expect("tokenizes");
+    assert_eq!(all[0].len(), ids[0].len() + 2);
+}
+
+#[test]
 fn colbert_and_bert_directories_have_distinct_model_ids() {
     let colbert = load(1, 32);
     let bert = Encoder::load(&common::minilm_dir(), EncoderOptions::default()).expect("loads");

@@ -8,11 +8,13 @@
 //! bitmap of local ids per segment, minus the segment's tombstones ([`Allowed`]); the
 //! candidate stages of the search then skip every document outside it, so the top-k is
 //! filled from matching documents only. When no more documents match than the postings stage
-//! would keep ([`crate::SearchParams::filter_scan_budget`]), every matching document gets
-//! the centroid-code estimate instead, so those that share no probed centroid with the
-//! query (common under a selective filter) are not lost; the exact and refine stages follow
-//! as usual. When only a few hundred match ([`crate::SearchParams::filter_exact_budget`]),
-//! they are all scored by exact MaxSim over their originals, without the centroid stages.
+//! of an unfiltered search as deep as the filtered one has to look would keep
+//! ([`crate::SearchParams::filter_scan_budget`] at the depth of [`depth::depth`]: `k`
+//! divided by the selectivity), every matching document gets the centroid-code estimate
+//! instead, so those that share no probed centroid with the query (common under a selective
+//! filter) are not lost; the exact and refine stages follow as usual. When only a few
+//! hundred match ([`crate::SearchParams::filter_exact_budget`]), they are all scored by
+//! exact MaxSim over their originals, without the centroid stages.
 //!
 //! **Index** ([`index::SegmentFields`]): per segment, per field (a top-level key of the
 //! metadata object, or a dotted path into nested objects), one ordered map from value to
@@ -32,6 +34,7 @@
 //! Opening costs one scan of the collection's metadata records (measured in BENCHMARKS.md,
 //! "Filtered search").
 
+pub(crate) mod depth;
 pub(crate) mod eval;
 pub(crate) mod index;
 mod parse;
