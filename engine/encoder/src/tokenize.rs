@@ -13,15 +13,25 @@ use crate::error::{EncoderError, Result};
 /// (MiniLM's ships `Fixed(128)` padding and truncation at 128); both are replaced, since lengths
 /// are a property of the encoding mode, not of the file.
 #[derive(Clone)]
-pub(crate) struct TextTokenizer {
+pub struct TextTokenizer {
     path: PathBuf,
     inner: Tokenizer,
 }
 
 impl TextTokenizer {
     /// Parses `tokenizer.json` bytes read from `path`, with no truncation and no padding.
-    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| EncoderError::Tokenizer {
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        // The tokenizers crate panics on some malformed files instead of returning an error
+        // (a `decoder` it cannot deserialize hits `.expect("Helper")`; found by fuzzing,
+        // tests/fuzz): a file on disk must not panic the encoder, so a panic is its error.
+        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|_| {
+            EncoderError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: "malformed tokenizer.json (the tokenizers crate panicked parsing it)"
+                    .to_owned(),
+            }
+        })?;
+        let mut inner = parsed.map_err(|e| EncoderError::Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -40,7 +50,7 @@ impl TextTokenizer {
 
     /// A copy that truncates every encoding, special tokens included, to `max_length` tokens,
     /// cutting text from the right as Hugging Face's `truncation=True` does.
-    pub(crate) fn truncating(&self, max_length: usize) -> Result<Self> {
+    pub fn truncating(&self, max_length: usize) -> Result<Self> {
         let mut copy = self.clone();
         copy.inner
             .with_truncation(Some(TruncationParams {
@@ -57,7 +67,7 @@ impl TextTokenizer {
     }
 
     /// Text of a vocabulary or added token id (a wordpiece, e.g. `##ing`, or `[MASK]`).
-    pub(crate) fn token_text(&self, id: u32) -> Option<String> {
+    pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
 
@@ -76,7 +86,7 @@ impl TextTokenizer {
 
     /// Token ids of each text with the post-processor's special tokens (`[CLS] … [SEP]`).
     /// Runs on the current rayon pool.
-    pub(crate) fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         texts
             .par_iter()
             .enumerate()

@@ -348,6 +348,30 @@ fn missing_tokenizer_json_is_reported_with_its_path() {
     );
 }
 
+/// Found by fuzzing (tests/fuzz, target `tokenizer_json`): a syntax error inside the
+/// `decoder` object made the tokenizers crate panic (`.expect("Helper")`) instead of
+/// returning an error.
+#[test]
+fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = write_bert(tmp.path(), &bert_tensors(), Dtype::F32);
+    let text = serde_json::to_string(&tokenizer_json()).expect("json");
+    let bad = text.replace("\"cleanup\":true", "\"cl##\",\"cleanup\":true");
+    assert_ne!(
+        bad, text,
+        "the decoder's cleanup field is where the fuzzer cut in"
+    );
+    fs::write(dir.join("tokenizer.json"), bad).expect("writes tokenizer.json");
+    let err = load(&dir).expect_err("an unknown decoder");
+    match &err {
+        EncoderError::Tokenizer { path, reason } => {
+            assert!(path.ends_with("tokenizer.json"), "{err}");
+            assert!(reason.contains("panicked"), "{err}");
+        }
+        other => panic!("wrong error: {other}"),
+    }
+}
+
 #[test]
 fn missing_tensor_is_reported_with_file_and_tensor_name() {
     let tmp = tempfile::tempdir().expect("tempdir");
