@@ -463,7 +463,7 @@ fn decompress_at_most(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>>
     let guess = raw_len.min(stored.len().saturating_mul(16));
     let mut out = Vec::with_capacity(guess);
     zstd::stream::read::Decoder::with_buffer(stored)?
-        .take(raw_len as u64 + 1)
+        .take((raw_len as u64).saturating_add(1))
         .read_to_end(&mut out)?;
     Ok(out)
 }

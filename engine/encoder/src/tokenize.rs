@@ -1,5 +1,6 @@
 //! Tokenization through the `tokenizers` crate from a model's `tokenizer.json`.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -91,8 +92,20 @@ impl TextTokenizer {
             .par_iter()
             .enumerate()
             .map(|(index, text)| {
-                self.inner
-                    .encode(*text, true)
+                // As at parse: a tokenizer.json whose post-processor names a sequence it
+                // does not get (`B` in the single template; found by fuzzing) panics in the
+                // tokenizers crate when encoding; that is this text's error, not a crash.
+                // The tokenizer holds no state a half-done encoding could leave wrong.
+                let encoded =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.encode(*text, true)))
+                        .map_err(|_| EncoderError::Tokenize {
+                        index,
+                        reason: format!(
+                            "the tokenizers crate panicked encoding it with {}",
+                            self.path.display()
+                        ),
+                    })?;
+                encoded
                     .map(|enc| enc.get_ids().to_vec())
                     .map_err(|e| EncoderError::Tokenize {
                         index,

@@ -2,15 +2,25 @@
 //! number of seeded mutations of them, through the target; none may panic. The long,
 //! coverage-guided runs are `scripts/fuzz.sh TARGET SECONDS` (RELIABILITY.md, "Fuzzing").
 
+use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use tessera_fuzz::mutate::mutate;
 
 /// Mutations per target, unless `TESSERA_FUZZ_MUTATIONS` says otherwise.
 const MUTATIONS: u64 = 2000;
-/// A target's mutations stop after this long (slow CI machines keep their budget).
-const TIME_LIMIT: Duration = Duration::from_secs(8);
+/// A target's mutations stop after this many seconds (slow CI machines keep their budget),
+/// unless `TESSERA_FUZZ_SECONDS` says otherwise.
+const TIME_LIMIT_S: u64 = 8;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 fn kept_inputs(name: &str) -> Vec<(String, Vec<u8>)> {
     let dir = tessera_fuzz::corpus_dir(name);
@@ -28,27 +38,54 @@ fn kept_inputs(name: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+thread_local! {
+    /// The last panic in a decoder on this thread, as the panic hook saw it.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Panics of this file print as usual; any other is recorded instead of printed: the
+/// encoder turns panics of the tokenizers crate into errors, and thousands of inputs would
+/// print thousands of messages. A panic that escapes a target is reported with its message.
+fn quiet_decoder_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info
+                .location()
+                .is_some_and(|l| l.file().ends_with("replay.rs"))
+            {
+                default(info);
+            } else {
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(info.to_string()));
+            }
+        }));
+    });
+}
+
 /// Runs `target`'s kept corpus and its mutations; panics naming the input that panicked.
 fn replay(name: &str) {
+    quiet_decoder_panics();
     let target = tessera_fuzz::target(name).expect("a target of that name");
     let kept = kept_inputs(name);
     assert!(!kept.is_empty(), "{name}: the corpus is empty");
     let run = |what: &str, bytes: &[u8]| {
-        if catch_unwind(AssertUnwindSafe(|| target(bytes))).is_err() {
-            panic!("{name}: {what} panicked the decoder");
+        let escaped = catch_unwind(AssertUnwindSafe(|| target(bytes))).is_err();
+        let message = LAST_PANIC.with(|p| p.borrow_mut().take());
+        if escaped {
+            let message = message.unwrap_or_default();
+            panic!("{name}: {what} panicked the decoder: {message}");
         }
     };
     for (path, bytes) in &kept {
         run(path, bytes);
     }
-    let mutations = std::env::var("TESSERA_FUZZ_MUTATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MUTATIONS);
+    let mutations = env_or("TESSERA_FUZZ_MUTATIONS", MUTATIONS);
+    let time_limit = Duration::from_secs(env_or("TESSERA_FUZZ_SECONDS", TIME_LIMIT_S));
     let start = Instant::now();
     let mut done = 0;
     for seed in 0..mutations {
-        if start.elapsed() > TIME_LIMIT {
+        if start.elapsed() > time_limit {
             break;
         }
         let i = seed as usize % kept.len();
