@@ -14,6 +14,8 @@ const MUTATIONS: u64 = 2000;
 /// A target's mutations stop after this many seconds (slow CI machines keep their budget),
 /// unless `TESSERA_FUZZ_SECONDS` says otherwise.
 const TIME_LIMIT_S: u64 = 8;
+/// The longest one kept input may take (generous for a loaded CI machine).
+const KEPT_INPUT_LIMIT: Duration = Duration::from_secs(5);
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -78,7 +80,12 @@ fn replay(name: &str) {
         }
     };
     for (path, bytes) in &kept {
+        // Kept inputs include ones that used to hang a decoder (`regression-header-nesting-*`
+        // took over 20 seconds each); a small input must take far less than this.
+        let start = Instant::now();
         run(path, bytes);
+        let took = start.elapsed();
+        assert!(took < KEPT_INPUT_LIMIT, "{name}: {path} took {took:?}");
     }
     let mutations = env_or("TESSERA_FUZZ_MUTATIONS", MUTATIONS);
     let time_limit = Duration::from_secs(env_or("TESSERA_FUZZ_SECONDS", TIME_LIMIT_S));
