@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::container::{Container, FileKind, SectionData, write_container};
 use crate::error::{Error, Result};
+use crate::mmap::FileBytes;
 
 /// Section ids of a codec file.
 pub mod section {
@@ -91,7 +92,15 @@ pub fn write_codec(out: &mut impl Write, c: &CodecData) -> std::io::Result<u64> 
 
 /// Reads and validates a codec file.
 pub fn read_codec(path: &Path) -> Result<CodecData> {
-    let c = Container::open(path, FileKind::Codec)?;
+    decode_codec(path, &Container::open(path, FileKind::Codec)?)
+}
+
+/// Validates `bytes` as [`read_codec`] validates a file; `path` only names them in errors.
+pub fn read_codec_bytes(path: &Path, bytes: FileBytes) -> Result<CodecData> {
+    decode_codec(path, &Container::from_bytes(path, bytes, FileKind::Codec)?)
+}
+
+fn decode_codec(path: &Path, c: &Container) -> Result<CodecData> {
     let corrupt = |reason: &str| Error::corrupt(path, reason.to_owned());
     let meta = c.raw_section(section::META, "meta")?;
     if meta.len() != META_LEN {

@@ -190,6 +190,12 @@ impl Container {
         Self::validate(path, bytes, kind)
     }
 
+    /// Validates `bytes` as [`Container::open`] validates a file's; `path` only names them
+    /// in errors.
+    pub fn from_bytes(path: &Path, bytes: FileBytes, kind: FileKind) -> Result<Self> {
+        Self::validate(path, bytes, kind)
+    }
+
     fn validate(path: &Path, bytes: FileBytes, kind: FileKind) -> Result<Self> {
         let corrupt = |reason: String| Error::corrupt(path, reason);
         let b: &[u8] = &bytes;
@@ -413,7 +419,7 @@ impl Container {
                 format!("section {id} ({what}) is block-checked, not a whole section"),
             )),
             Encoding::Zstd => {
-                let out = zstd::bulk::decompress(stored, e.raw_len).map_err(|err| {
+                let out = decompress_at_most(stored, e.raw_len).map_err(|err| {
                     Error::corrupt(&self.path, format!("section {id} ({what}): zstd: {err}"))
                 })?;
                 if out.len() != e.raw_len {
@@ -445,6 +451,21 @@ impl Container {
             )
         })
     }
+}
+
+/// Decompresses the zstd frame `stored` into at most `raw_len + 1` bytes (one more shows a
+/// length mismatch). Memory grows with the bytes the frame really holds: `raw_len` comes
+/// from the file, and allocating it up front let a damaged length (checksums resealed, found
+/// by fuzzing) ask for exabytes and abort the process.
+fn decompress_at_most(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    // A first guess that real sections (a few times smaller stored) seldom outgrow.
+    let guess = raw_len.min(stored.len().saturating_mul(16));
+    let mut out = Vec::with_capacity(guess);
+    zstd::stream::read::Decoder::with_buffer(stored)?
+        .take((raw_len as u64).saturating_add(1))
+        .read_to_end(&mut out)?;
+    Ok(out)
 }
 
 /// Recomputes every checksum of a container in `b` (sections, table, header) after a test
@@ -605,6 +626,34 @@ mod tests {
             let err = Container::open(&path, FileKind::Segment).expect_err(name);
             assert!(matches!(err, Error::Corrupt { .. }), "{name}: {err}");
         }
+    }
+
+    /// Found by fuzzing: the reader allocated the declared length before decompressing.
+    #[test]
+    fn a_compressed_section_declaring_an_enormous_length_is_corrupt_not_an_abort() {
+        for raw_len in [1001u64, 1 << 40, u64::MAX >> 2] {
+            let mut bad = sample();
+            let entry = HEADER_LEN + SECTION_ENTRY_LEN;
+            bad[entry + 24..entry + 32].copy_from_slice(&raw_len.to_le_bytes());
+            reseal(&mut bad);
+            let (_d, path) = write_tmp(&bad);
+            let c = Container::open(&path, FileKind::Segment).expect("only the length is off");
+            let err = c.section_bytes(2, "b").expect_err("length mismatch");
+            assert!(
+                err.to_string().contains("length mismatch"),
+                "{raw_len}: {err}"
+            );
+        }
+        let mut short = sample();
+        let entry = HEADER_LEN + SECTION_ENTRY_LEN;
+        short[entry + 24..entry + 32].copy_from_slice(&999u64.to_le_bytes());
+        reseal(&mut short);
+        let (_d, path) = write_tmp(&short);
+        let c = Container::open(&path, FileKind::Segment).expect("only the length is off");
+        assert!(
+            c.section_bytes(2, "b").is_err(),
+            "a frame longer than declared"
+        );
     }
 
     #[test]

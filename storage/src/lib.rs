@@ -5,7 +5,8 @@
 //! * [`codec`]: codec files (centroids and residual quantiser).
 //! * [`originals`]: originals files (a segment's ingested vectors at f16, bf16 or f32).
 //! * [`verify`]: full checks of one data file, every problem reported as a value.
-//! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata).
+//! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata);
+//!   with [`layout`], behind the default feature `catalog` (the formats build without RocksDB).
 //! * [`fsutil`]: durable publication of files and the writer lock.
 //! * [`failpoint`]: test-only fault injection in the commit path (feature `failpoints`).
 //!
@@ -22,6 +23,7 @@ compile_error!(
     "Tessera's file formats are little-endian and mapped in place; big-endian hosts are not supported"
 );
 
+#[cfg(feature = "catalog")]
 pub mod catalog;
 pub mod codec;
 pub mod container;
@@ -30,6 +32,7 @@ mod error;
 pub mod failpoint;
 pub mod fsutil;
 mod ids;
+#[cfg(feature = "catalog")]
 pub mod layout;
 mod mmap;
 pub mod originals;

@@ -15,10 +15,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-/// Immutable bytes of a file, either memory-mapped or (for empty files) empty.
+/// Immutable bytes of a file: memory-mapped, empty (an empty file), or a copy in memory
+/// (bytes that did not come from a file, e.g. a fuzzer's input).
 #[derive(Clone, Debug)]
 pub struct FileBytes {
     map: Option<Arc<memmap2::Mmap>>,
+    /// A copy in 8-byte words, so that typed views of sections (which start at multiples of
+    /// 64 in the file) are aligned as they are in a page-aligned map; `len` bytes are used.
+    copy: Option<(Arc<[u64]>, usize)>,
 }
 
 impl FileBytes {
@@ -27,14 +31,29 @@ impl FileBytes {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {
-            return Ok(FileBytes { map: None });
+            return Ok(FileBytes {
+                map: None,
+                copy: None,
+            });
         }
         // SAFETY: the file is immutable once published (see the module's safety contract), so
         // the mapped bytes cannot change or disappear while the map is alive.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         Ok(FileBytes {
             map: Some(Arc::new(map)),
+            copy: None,
         })
+    }
+
+    /// A copy of `bytes`, read as a file's contents would be: the readers' entry point for
+    /// bytes that are not in a file (the fuzz targets under `tests/fuzz`).
+    pub fn copy_of(bytes: &[u8]) -> Self {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        FileBytes {
+            map: None,
+            copy: Some((Arc::from(words), bytes.len())),
+        }
     }
 }
 
@@ -57,9 +76,10 @@ impl Deref for FileBytes {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        match &self.map {
-            Some(map) => map,
-            None => &[],
+        match (&self.map, &self.copy) {
+            (Some(map), _) => map,
+            (None, Some((words, len))) => &bytemuck::cast_slice::<u64, u8>(words)[..*len],
+            (None, None) => &[],
         }
     }
 }

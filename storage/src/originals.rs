@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{Container, FileKind, SectionData, write_container};
 use crate::error::{Error, Result};
+use crate::mmap::FileBytes;
 
 /// Section ids of an originals file.
 pub mod section {
@@ -310,7 +311,19 @@ impl OriginalsReader {
     /// (header, table, META, offsets and CRC table checksums, section lengths); each
     /// document's bytes are checked against its CRC when first read.
     pub fn open(path: &Path) -> Result<Self> {
-        let container = Container::open(path, FileKind::Originals)?;
+        Self::from_container(path, Container::open(path, FileKind::Originals)?)
+    }
+
+    /// Validates `bytes` as [`OriginalsReader::open`] validates a file; `path` only names
+    /// them in errors.
+    pub fn from_bytes(path: &Path, bytes: FileBytes) -> Result<Self> {
+        Self::from_container(
+            path,
+            Container::from_bytes(path, bytes, FileKind::Originals)?,
+        )
+    }
+
+    fn from_container(path: &Path, container: Container) -> Result<Self> {
         let corrupt = |reason: String| Error::corrupt(path, reason);
         let meta = OriginalsMeta::decode(path, container.raw_section(section::META, "meta")?)?;
         let n_docs = meta.n_docs as usize;

@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::container::{Container, FileKind, SectionData, write_container};
 use crate::error::{Error, Result};
 use crate::ids::ExternalId;
+use crate::mmap::FileBytes;
 
 /// Section ids of a segment file.
 pub mod section {
@@ -319,7 +320,16 @@ impl SegmentReader {
     /// Opens and fully validates a segment file: container checksums, then every structural
     /// invariant the search path relies on (offsets, code range, postings, id count).
     pub fn open(path: &Path) -> Result<Self> {
-        let container = Container::open(path, FileKind::Segment)?;
+        Self::from_container(path, Container::open(path, FileKind::Segment)?)
+    }
+
+    /// Validates `bytes` as [`SegmentReader::open`] validates a file; `path` only names them
+    /// in errors.
+    pub fn from_bytes(path: &Path, bytes: FileBytes) -> Result<Self> {
+        Self::from_container(path, Container::from_bytes(path, bytes, FileKind::Segment)?)
+    }
+
+    fn from_container(path: &Path, container: Container) -> Result<Self> {
         let corrupt = |reason: String| Error::corrupt(path, reason);
         let meta = SegmentMeta::decode(path, container.raw_section(section::META, "meta")?)?;
         let n_docs = meta.n_docs as usize;

@@ -51,12 +51,66 @@ fn header_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
     anyhow::anyhow!("{}: not a valid .npy file: {first}", path.display())
 }
 
+/// The deepest bracket nesting a header may have: a float matrix's needs 2 (the dict and the
+/// shape tuple); structured dtypes, refused later anyway, a few more.
+const MAX_HEADER_NESTING: usize = 6;
+
+/// Refuses a header whose brackets nest deeper than [`MAX_HEADER_NESTING`] before npyz parses
+/// it: its parser backtracks exponentially in the depth (16 nested `{` took over 20 seconds;
+/// found by fuzzing, tests/fuzz target `npy`), so a 150-byte file could hang an ingest.
+/// Quotes are not tracked: a bracket inside a quoted name counts too, which only a
+/// structured dtype (refused anyway) can have.
+fn check_header_nesting(path: &Path, file: &mut File) -> Result<()> {
+    use std::io::Read;
+    let cannot_read = || format!("{}: cannot read", path.display());
+    let mut prefix = Vec::with_capacity(12);
+    file.by_ref()
+        .take(12)
+        .read_to_end(&mut prefix)
+        .with_context(cannot_read)?;
+    // Magic, version, then the header's length: 2 bytes in version 1, 4 in later ones.
+    let len = match prefix[..] {
+        [0x93, b'N', b'U', b'M', b'P', b'Y', 1, _, a, b, ..] => {
+            u64::from(u16::from_le_bytes([a, b]))
+        }
+        [0x93, b'N', b'U', b'M', b'P', b'Y', _, _, a, b, c, d] => {
+            u64::from(u32::from_le_bytes([a, b, c, d]))
+        }
+        _ => 0, // npyz reports what is wrong with it.
+    };
+    let start = if prefix.get(6) == Some(&1) { 10 } else { 12 };
+    let mut text = Vec::new();
+    file.seek(std::io::SeekFrom::Start(start))
+        .and_then(|_| file.by_ref().take(len).read_to_end(&mut text))
+        .and_then(|_| file.rewind())
+        .with_context(cannot_read)?;
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for &b in &text {
+        match b {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_HEADER_NESTING {
+        bail!(
+            "{}: not a valid .npy file: the header nests brackets {deepest} deep (at most {MAX_HEADER_NESTING})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
     let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let len = file
         .metadata()
         .with_context(|| format!("{}: cannot stat", path.display()))?
         .len();
+    check_header_nesting(path, &mut file)?;
     let header = NpyHeader::from_reader(&mut file).map_err(|e| header_error(path, &e))?;
     let offset = file
         .stream_position()
@@ -178,7 +232,8 @@ impl NpyMeta {
 
 /// Reads a 1-D integer `.npy` array (any integer width or byte order) as i64.
 pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    check_header_nesting(path, &mut file)?;
     let npy = NpyFile::new(BufReader::new(file)).map_err(|e| header_error(path, &e))?;
     if npy.shape().len() != 1 {
         bail!(
@@ -241,5 +296,38 @@ pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
                 .map(|v| v.into_iter().map(i64::from).collect()),
         ),
         _ => bail!("{}: dtype '{ts}' is not an integer type", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing: npyz's header parser backtracks exponentially in bracket nesting.
+    #[test]
+    fn a_header_nesting_brackets_deeply_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut header = format!(
+            "{{'descr': '<f4', 'fortran_order': False,{} 'shape': (1, 1), }}",
+            "[".repeat(28)
+        );
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend_from_slice(&1f32.to_le_bytes());
+        let path = dir.path().join("deep.npy");
+        std::fs::write(&path, &bytes).expect("write");
+        let start = std::time::Instant::now();
+        for err in [
+            read_meta(&path).expect_err("too deep"),
+            read_ints(&path).expect_err("too deep"),
+        ] {
+            assert!(err.to_string().contains("nests brackets 30 deep"), "{err}");
+        }
+        assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
     }
 }

@@ -37,11 +37,12 @@ use faer::Par;
 use crate::bert::{BertModel, SeqInput, Workspace};
 use crate::colbert::ColbertHead;
 use crate::config::{DenseConfig, Fingerprint, ModuleLayout, read_file};
-use crate::tokenize::TextTokenizer;
 use crate::weights::{BertWeights, Dense};
 
 pub use crate::config::{Activation, BertConfig, ColbertSettings};
 pub use crate::error::{EncoderError, Result};
+// Public so that the tokenizer input path can be fuzzed on its own (tests/fuzz), without a model.
+pub use crate::tokenize::TextTokenizer;
 
 /// Load-time options.
 #[derive(Debug, Clone, PartialEq, Eq)]

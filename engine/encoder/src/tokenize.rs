@@ -1,5 +1,6 @@
 //! Tokenization through the `tokenizers` crate from a model's `tokenizer.json`.
 
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -13,15 +14,25 @@ use crate::error::{EncoderError, Result};
 /// (MiniLM's ships `Fixed(128)` padding and truncation at 128); both are replaced, since lengths
 /// are a property of the encoding mode, not of the file.
 #[derive(Clone)]
-pub(crate) struct TextTokenizer {
+pub struct TextTokenizer {
     path: PathBuf,
     inner: Tokenizer,
 }
 
 impl TextTokenizer {
     /// Parses `tokenizer.json` bytes read from `path`, with no truncation and no padding.
-    pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
-        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| EncoderError::Tokenizer {
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        // The tokenizers crate panics on some malformed files instead of returning an error
+        // (a `decoder` it cannot deserialize hits `.expect("Helper")`; found by fuzzing,
+        // tests/fuzz): a file on disk must not panic the encoder, so a panic is its error.
+        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|_| {
+            EncoderError::Tokenizer {
+                path: path.to_path_buf(),
+                reason: "malformed tokenizer.json (the tokenizers crate panicked parsing it)"
+                    .to_owned(),
+            }
+        })?;
+        let mut inner = parsed.map_err(|e| EncoderError::Tokenizer {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -40,7 +51,7 @@ impl TextTokenizer {
 
     /// A copy that truncates every encoding, special tokens included, to `max_length` tokens,
     /// cutting text from the right as Hugging Face's `truncation=True` does.
-    pub(crate) fn truncating(&self, max_length: usize) -> Result<Self> {
+    pub fn truncating(&self, max_length: usize) -> Result<Self> {
         let mut copy = self.clone();
         copy.inner
             .with_truncation(Some(TruncationParams {
@@ -57,7 +68,7 @@ impl TextTokenizer {
     }
 
     /// Text of a vocabulary or added token id (a wordpiece, e.g. `##ing`, or `[MASK]`).
-    pub(crate) fn token_text(&self, id: u32) -> Option<String> {
+    pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
 
@@ -76,13 +87,25 @@ impl TextTokenizer {
 
     /// Token ids of each text with the post-processor's special tokens (`[CLS] … [SEP]`).
     /// Runs on the current rayon pool.
-    pub(crate) fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         texts
             .par_iter()
             .enumerate()
             .map(|(index, text)| {
-                self.inner
-                    .encode(*text, true)
+                // As at parse: a tokenizer.json whose post-processor names a sequence it
+                // does not get (`B` in the single template; found by fuzzing) panics in the
+                // tokenizers crate when encoding; that is this text's error, not a crash.
+                // The tokenizer holds no state a half-done encoding could leave wrong.
+                let encoded =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.encode(*text, true)))
+                        .map_err(|_| EncoderError::Tokenize {
+                        index,
+                        reason: format!(
+                            "the tokenizers crate panicked encoding it with {}",
+                            self.path.display()
+                        ),
+                    })?;
+                encoded
                     .map(|enc| enc.get_ids().to_vec())
                     .map_err(|e| EncoderError::Tokenize {
                         index,

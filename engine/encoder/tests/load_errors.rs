@@ -348,6 +348,52 @@ fn missing_tokenizer_json_is_reported_with_its_path() {
     );
 }
 
+/// Found by fuzzing (tests/fuzz, target `tokenizer_json`): a syntax error inside the
+/// `decoder` object made the tokenizers crate panic (`.expect("Helper")`) instead of
+/// returning an error.
+#[test]
+fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = write_bert(tmp.path(), &bert_tensors(), Dtype::F32);
+    let text = serde_json::to_string(&tokenizer_json()).expect("json");
+    let bad = text.replace("\"cleanup\":true", "\"cl##\",\"cleanup\":true");
+    assert_ne!(
+        bad, text,
+        "the decoder's cleanup field is where the fuzzer cut in"
+    );
+    fs::write(dir.join("tokenizer.json"), bad).expect("writes tokenizer.json");
+    let err = load(&dir).expect_err("an unknown decoder");
+    match &err {
+        EncoderError::Tokenizer { path, reason } => {
+            assert!(path.ends_with("tokenizer.json"), "{err}");
+            assert!(reason.contains("panicked"), "{err}");
+        }
+        other => panic!("wrong error: {other}"),
+    }
+}
+
+/// Found by fuzzing: a template naming a special token that `special_tokens` lacks under
+/// that key panicked the tokenizers crate while encoding (a map index), not at load.
+#[test]
+fn a_tokenizer_json_whose_template_panics_encoding_fails_the_input_not_the_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = write_bert(tmp.path(), &bert_tensors(), Dtype::F32);
+    let mut tok = tokenizer_json();
+    let specials = tok["post_processor"]["special_tokens"]
+        .as_object_mut()
+        .expect("special tokens");
+    let cls = specials.remove("[CLS]").expect("[CLS]");
+    specials.insert("[CLQ]".to_owned(), cls);
+    write_json(&dir.join("tokenizer.json"), &tok);
+    let err = match load(&dir) {
+        Ok(encoder) => encoder
+            .encode_documents(&["hello world"])
+            .expect_err("the template cannot be applied"),
+        Err(err) => err,
+    };
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
 #[test]
 fn missing_tensor_is_reported_with_file_and_tensor_name() {
     let tmp = tempfile::tempdir().expect("tempdir");
