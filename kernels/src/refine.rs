@@ -234,13 +234,14 @@ impl Element for bf16 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::reference;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
 
-    fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+    /// Values uniform in `-1..1` (also the prepared kernel's tests' inputs).
+    pub(crate) fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 

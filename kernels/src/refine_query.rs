@@ -279,13 +279,10 @@ mod tests {
     use super::*;
     use crate::reference;
     use crate::refine::refine_paths_available;
+    use crate::refine::tests::random;
     use half::{bf16, f16};
     use proptest::prelude::*;
-    use rand::{Rng, SeedableRng};
-
-    fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
-        (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
-    }
+    use rand::SeedableRng;
 
     proptest! {
         #[test]
