@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use tessera_kernels::{StoredVectors, maxsim_stored};
+use tessera_kernels::{RefineQuery, StoredVectors};
 use tessera_storage::ExternalId;
 
 use crate::document::Hit;
@@ -160,7 +160,7 @@ pub(crate) fn search(
 }
 
 /// The rule: walks `ranked` best first and keeps a hit unless its normalised score
-/// (`score / nq`) exceeds the query threshold or its [`doc_similarity`] to a kept hit
+/// (`score / nq`) exceeds the query threshold or its [`Prepared::similarity`] to a kept hit
 /// exceeds the kept threshold; stops at `k` kept. `vectors` gives a hit's token vectors.
 fn walk(
     ranked: &[Hit],
@@ -170,7 +170,7 @@ fn walk(
     k: usize,
     mut vectors: impl FnMut(&ExternalId) -> Result<Vec<f32>>,
 ) -> Result<Vec<Hit>> {
-    let mut kept: Vec<(Hit, Vec<f32>)> = Vec::with_capacity(k);
+    let mut kept: Vec<(Hit, Prepared)> = Vec::with_capacity(k);
     for h in ranked {
         if kept.len() >= k {
             break;
@@ -178,10 +178,10 @@ fn walk(
         if h.score / nq.max(1) as f32 > d.max_query_similarity {
             continue;
         }
-        let v = vectors(&h.id)?;
+        let mut v = Prepared::new(vectors(&h.id)?, dim);
         if kept
-            .iter()
-            .any(|(_, w)| doc_similarity(&v, w, dim) > d.max_kept_similarity)
+            .iter_mut()
+            .any(|(_, w)| v.similarity(w) > d.max_kept_similarity)
         {
             continue;
         }
@@ -190,16 +190,39 @@ fn walk(
     Ok(kept.into_iter().map(|(h, _)| h).collect())
 }
 
-/// Symmetric normalised MaxSim of two documents (row-major `[tokens, dim]`):
-/// `(MaxSim(a, b) / |a| + MaxSim(b, a) / |b|) / 2`; 0 when either is empty.
-pub(crate) fn doc_similarity(a: &[f32], b: &[f32], dim: usize) -> f32 {
-    let (na, nb) = (a.len() / dim, b.len() / dim);
-    if na == 0 || nb == 0 {
-        return 0.0;
+/// A document's vectors with the refine kernel's query prepared from them, so that a walk
+/// compares each candidate with every kept document without preparing either again.
+struct Prepared {
+    vectors: Vec<f32>,
+    tokens: usize,
+    query: RefineQuery,
+}
+
+impl Prepared {
+    fn new(vectors: Vec<f32>, dim: usize) -> Self {
+        Prepared {
+            tokens: vectors.len() / dim.max(1),
+            query: RefineQuery::new(&vectors, dim),
+            vectors,
+        }
     }
-    let ab = maxsim_stored(a, StoredVectors::F32(b), dim) / na as f32;
-    let ba = maxsim_stored(b, StoredVectors::F32(a), dim) / nb as f32;
-    (ab + ba) / 2.0
+
+    /// Symmetric normalised MaxSim of the two documents:
+    /// `(MaxSim(a, b) / |a| + MaxSim(b, a) / |b|) / 2`; 0 when either is empty.
+    fn similarity(&mut self, other: &mut Prepared) -> f32 {
+        if self.tokens == 0 || other.tokens == 0 {
+            return 0.0;
+        }
+        let ab = self.query.maxsim(StoredVectors::F32(&other.vectors)) / self.tokens as f32;
+        let ba = other.query.maxsim(StoredVectors::F32(&self.vectors)) / other.tokens as f32;
+        (ab + ba) / 2.0
+    }
+}
+
+/// [`Prepared::similarity`] of two documents given as row-major `[tokens, dim]` vectors.
+#[cfg(test)]
+fn doc_similarity(a: &[f32], b: &[f32], dim: usize) -> f32 {
+    Prepared::new(a.to_vec(), dim).similarity(&mut Prepared::new(b.to_vec(), dim))
 }
 
 #[cfg(test)]
