@@ -34,8 +34,8 @@ use std::cmp::Ordering;
 use std::time::Instant;
 
 use tessera_kernels::{
-    CentroidScores8, Int8Query, QueryLut, RefineQuery, StoredVectors, maxsim_many, padded_tokens,
-    top_k,
+    AlignedVec, CentroidScores8, Int8Query, QueryLut, RefineQuery, StoredVectors, maxsim_many,
+    padded_tokens, top_k,
 };
 use tessera_storage::originals::OriginalDoc;
 use tessera_storage::segment::{Codes, SegmentReader};
@@ -97,8 +97,9 @@ fn micros(since: Instant) -> u64 {
 /// comparable to the work of a small search.
 #[derive(Default)]
 struct Scratch {
-    /// `[n_centroids, stride]`: `S[c, i] = q_i · centroid_c`, padding columns zero.
-    scores: Vec<f32>,
+    /// `[n_centroids, stride]`: `S[c, i] = q_i · centroid_c`, padding columns zero. Aligned
+    /// so that no row load crosses a cache line (`tessera_kernels::AlignedVec`).
+    scores: AlignedVec<f32>,
     lut: QueryLut,
     bytes: CentroidScores8,
     padded: Vec<f32>,

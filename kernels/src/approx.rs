@@ -15,7 +15,7 @@ const BYTE_LANES: usize = crate::LANES;
 pub struct CentroidScores8 {
     nq: usize,
     stride: usize,
-    rows: Vec<u8>,
+    rows: crate::AlignedVec<u8>,
     lo: f32,
     step: f32,
 }

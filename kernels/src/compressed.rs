@@ -14,6 +14,7 @@
 //! The result equals MaxSim over the decompressed vectors up to float rounding (the terms
 //! are summed in a different order); tests check it against [`crate::reference::maxsim`].
 
+use crate::aligned::AlignedVec;
 use crate::residual::ResidualCodec;
 
 /// Query tokens scored together: one AVX-512 register (two AVX2 registers) of `f32`.
@@ -31,7 +32,7 @@ pub struct QueryLut {
     /// Half-byte tables: `[2 n_bytes, 16, stride]`, the contribution of the low (row `2p`)
     /// or high (row `2p + 1`) half of byte `p` having value `u`. Whole-byte tables:
     /// `[n_bytes, 256, stride]`. Zero for padding tokens and for dimensions past `dim`.
-    rows: Vec<f32>,
+    rows: AlignedVec<f32>,
 }
 
 /// Query tokens rounded up to whole [`LANES`]: the row length of [`QueryLut`] and of the
@@ -342,6 +343,65 @@ mod tests {
             // Without scales, the unscaled reconstruction.
             let unit = vec![half::f16::ONE; nd];
             prop_assert_eq!(lut.maxsim(&table, &codes, &packed, None), lut.maxsim(&table, &codes, &packed, Some(&unit)));
+        }
+    }
+
+    /// What a misaligned residual table costs the exact stage (see `aligned.rs`):
+    /// `cargo test --release -p tessera-kernels --lib lut_alignment_timing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing, not a check"]
+    fn lut_alignment_timing() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (dim, nq, nd, kc, ndocs) = (128usize, 32usize, 96usize, 65536usize, 400usize);
+        let (cutoffs, weights) = crate::residual::tests::random_quantiser(&mut rng, dim, 2, 0.3);
+        let codec = ResidualCodec::new(dim, 2, &cutoffs, &weights);
+        let query: Vec<f32> = (0..nq * dim).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let lut = QueryLut::new(&codec, &query);
+        let table: Vec<f32> = (0..kc * lut.stride())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let docs: Vec<(Vec<u16>, Vec<u8>)> = (0..ndocs)
+            .map(|_| {
+                let codes = (0..nd)
+                    .map(|_| rng.random_range(0..kc as u32) as u16)
+                    .collect();
+                let packed = (0..nd * codec.packed_len()).map(|_| rng.random()).collect();
+                (codes, packed)
+            })
+            .collect();
+        // Starts 0, 16, 32 and 48 bytes past a cache line.
+        let luts: Vec<QueryLut> = (0..4)
+            .map(|skip| QueryLut {
+                rows: AlignedVec::misaligned(&lut.rows, 4 * skip),
+                ..lut.clone()
+            })
+            .collect();
+        // The centroid score table too: aligned, and 16 bytes past a line.
+        let tables = [
+            AlignedVec::misaligned(&table, 0),
+            AlignedVec::misaligned(&table, 4),
+        ];
+        let mut best = [[f64::MAX; 4]; 2];
+        for _round in 0..30 {
+            for (bt, table) in best.iter_mut().zip(&tables) {
+                for (b, l) in bt.iter_mut().zip(&luts) {
+                    let t = std::time::Instant::now();
+                    let mut acc = 0f32;
+                    for (c, p) in &docs {
+                        acc += l.maxsim(table, c, p, None);
+                    }
+                    std::hint::black_box(acc);
+                    *b = b.min(t.elapsed().as_secs_f64() * 1e6 / ndocs as f64);
+                }
+            }
+        }
+        for (bt, at) in best.iter().zip([0, 16]) {
+            for (skip, b) in bt.iter().enumerate() {
+                println!(
+                    "score table {at:2} and residual table {:2} bytes past a line: fastest {b:.2} us per document",
+                    16 * skip
+                );
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every fast path has a plain counterpart in [`reference`] and is tested against it.
 //! Functions taking `threads` use that many rayon workers (`0` means all, `1` runs inline).
 
+mod aligned;
 mod approx;
 mod compressed;
 pub mod gpu;
@@ -13,6 +14,7 @@ mod refine_query;
 mod residual;
 mod simd;
 
+pub use aligned::AlignedVec;
 pub use approx::CentroidScores8;
 pub use compressed::{LANES, QueryLut, padded_tokens};
 pub use int8::{Int8Centroids, Int8Path, Int8Query, int8_paths_available, score_error_bound};

@@ -38,7 +38,7 @@ pub struct RefineQuery {
     nq: usize,
     stride: usize,
     /// `[dim, stride]`: column `i` is query token `i`, zero past the last token.
-    transposed: Vec<f32>,
+    transposed: crate::AlignedVec<f32>,
     /// `[DOC_ROWS, dim]` widened document tokens, reused across documents.
     widened: Vec<f32>,
     /// `[stride]` running maxima of one document, reused across documents.
@@ -50,7 +50,7 @@ impl RefineQuery {
     pub fn new(query: &[f32], dim: usize) -> Self {
         let nq = query.len().checked_div(dim).unwrap_or(0);
         let stride = nq.div_ceil(LANES) * LANES;
-        let mut transposed = vec![0f32; dim * stride];
+        let mut transposed = crate::AlignedVec::filled(dim * stride, 0f32);
         for (i, q) in query.chunks_exact(dim.max(1)).take(nq).enumerate() {
             for (d, &v) in q.iter().enumerate() {
                 transposed[d * stride + i] = v;
