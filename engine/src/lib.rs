@@ -64,5 +64,6 @@ pub use snapshot::Snapshot;
 pub use tessera_storage::ExternalId;
 pub use verify::{Problem, VerifyCounts, VerifyReport, verify};
 pub use writer::{
-    CompactReport, DeleteReport, IngestReport, RETRAIN_CENTROID_FACTOR, RetrainReport,
+    CompactReport, DeleteReport, IngestReport, RETRAIN_CENTROID_FACTOR, RETRAIN_SAMPLE_GROWTH,
+    RetrainReport,
 };

@@ -577,6 +577,49 @@ fn filters_see_the_same_documents_after_merges_and_a_retraining() {
 }
 
 #[test]
+fn a_codec_trained_on_less_than_its_sample_is_retrained_each_time_the_collection_doubles() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Database::open_or_create(dir.path()).expect("open");
+    let mut rng = StdRng::seed_from_u64(29);
+    let docs: Vec<Document> = (0..800u64)
+        .map(|id| Document::new(id, random_doc(&mut rng)))
+        .collect();
+    let total: u64 = docs.iter().map(|d| (d.vectors.len() / DIM) as u64).sum();
+    // The whole corpus's size is known, so the first codec already has the centroids the
+    // corpus asks for (no coarse re-training) and no batch drifts: only the first batch's
+    // small training sample can call for a re-training.
+    let opts = IngestOptions::default().with_expected_total_tokens(total);
+    let coll = db.create_collection("c", config(false)).expect("create");
+    let mut doublings = Vec::new();
+    for chunk in docs.chunks(100) {
+        let r = coll.ingest(chunk, &opts).expect("ingest");
+        let info = coll.info();
+        if r.retrained_codec {
+            doublings.push(info.tokens);
+        }
+        // Never more than twice the tokens the codec saw (its full sample is larger than
+        // this corpus).
+        assert!(
+            info.codec_trained_tokens * tessera::RETRAIN_SAMPLE_GROWTH as u64 > info.tokens,
+            "{} tokens, codec trained on {}",
+            info.tokens,
+            info.codec_trained_tokens
+        );
+    }
+    // Eight batches of about the same size: re-trained at two, four and eight batches.
+    assert_eq!(doublings.len(), 3, "re-trained at {doublings:?} tokens");
+    assert_eq!(coll.info().merge_error, None);
+    let model: Model = docs
+        .iter()
+        .map(|d| match d.id {
+            ExternalId::Int(i) => (i, d.vectors.clone()),
+            _ => unreachable!(),
+        })
+        .collect();
+    check_all(&coll, &model, &mut rng, "re-trained as it doubled");
+}
+
+#[test]
 fn a_collection_fed_in_small_batches_retrains_itself_to_the_codec_one_batch_would_train() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = Database::open_or_create(dir.path()).expect("open");

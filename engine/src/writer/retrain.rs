@@ -66,6 +66,17 @@ pub const RETRAIN_CENTROID_FACTOR: u32 = 2;
 /// causes (each re-training re-encodes everything) to a geometric series.
 pub const RETRAIN_DRIFT_GROWTH: f64 = 1.25;
 
+/// A codec trained on fewer tokens than its centroid count's full k-means sample
+/// (`SAMPLE_PER_CENTROID` per centroid) is re-trained once the collection holds this many
+/// times the tokens it was trained on. A first batch smaller than that sample leaves
+/// centroids fitted to a few tokens each, which probe worse than a full sample's: on 77K
+/// churned documents (`tessera-bench lifecycle`) a codec trained on 1.06M tokens for 65,536
+/// centroids gave recall@10 0.962 at the defaults, and `retrain()` on a 3.1M-token sample
+/// 1.000 (BENCHMARKS.md, "A collection that lives for years"). Doubling bounds the extra
+/// re-trainings to about `log2(sample / first batch)`, and they stop once a full sample
+/// has been seen.
+pub const RETRAIN_SAMPLE_GROWTH: f64 = 2.0;
+
 /// Tokens encoded per call when re-encoding a segment (bounds the `f32` copy in memory).
 const ENCODE_CHUNK_TOKENS: usize = 1 << 16;
 
@@ -81,9 +92,10 @@ impl Collection {
 
     /// Whether an ingest whose batch had `residual_ratio` (its mean residual norm over the
     /// codec's) should re-train the codec: the collection has outgrown it
-    /// ([`RETRAIN_CENTROID_FACTOR`]), or the batch drifted out of its distribution and the
+    /// ([`RETRAIN_CENTROID_FACTOR`]); or the batch drifted out of its distribution and the
     /// collection holds at least [`RETRAIN_DRIFT_GROWTH`] times the tokens the codec was
-    /// trained on.
+    /// trained on; or the codec saw less than its full training sample and the collection
+    /// now holds [`RETRAIN_SAMPLE_GROWTH`] times what it saw.
     pub(crate) fn retrain_due(&self, residual_ratio: f32) -> bool {
         if !self.retrains_automatically() {
             return false;
@@ -99,7 +111,9 @@ impl Collection {
         let trained = codec.data().trained_tokens as f64;
         let drifted =
             residual_ratio > codec::DRIFT_FACTOR && live as f64 >= RETRAIN_DRIFT_GROWTH * trained;
-        (coarse || drifted) && snap.segments.iter().all(|s| s.originals.is_some())
+        let full_sample = f64::from(have) * codec::SAMPLE_PER_CENTROID as f64;
+        let undertrained = trained < full_sample && live as f64 >= RETRAIN_SAMPLE_GROWTH * trained;
+        (coarse || drifted || undertrained) && snap.segments.iter().all(|s| s.originals.is_some())
     }
 
     /// Trains a new codec from a sample of the collection's original vectors and re-encodes
