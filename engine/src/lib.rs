@@ -65,5 +65,5 @@ pub use tessera_storage::ExternalId;
 pub use verify::{Problem, VerifyCounts, VerifyReport, verify};
 pub use writer::{
     CompactReport, DeleteReport, IngestReport, RETRAIN_CENTROID_FACTOR, RETRAIN_SAMPLE_GROWTH,
-    RetrainReport,
+    RETRAIN_SAMPLE_SHARE, RetrainReport,
 };

@@ -31,7 +31,9 @@ use tessera_storage::segment::{SegmentInput, SegmentReader, write_segment};
 pub use delete::DeleteReport;
 pub use ingest::IngestReport;
 pub use merge::{CompactReport, MergePolicy};
-pub use retrain::{RETRAIN_CENTROID_FACTOR, RETRAIN_SAMPLE_GROWTH, RetrainReport};
+pub use retrain::{
+    RETRAIN_CENTROID_FACTOR, RETRAIN_SAMPLE_GROWTH, RETRAIN_SAMPLE_SHARE, RetrainReport,
+};
 
 use crate::codec::Codec;
 use crate::collection::{Collection, CollectionState};

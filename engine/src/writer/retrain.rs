@@ -66,16 +66,23 @@ pub const RETRAIN_CENTROID_FACTOR: u32 = 2;
 /// causes (each re-training re-encodes everything) to a geometric series.
 pub const RETRAIN_DRIFT_GROWTH: f64 = 1.25;
 
-/// A codec trained on fewer tokens than its centroid count's full k-means sample
-/// (`SAMPLE_PER_CENTROID` per centroid) is re-trained once the collection holds this many
-/// times the tokens it was trained on. A first batch smaller than that sample leaves
-/// centroids fitted to a few tokens each, which probe worse than a full sample's: on 77K
+/// A codec trained on fewer than [`RETRAIN_SAMPLE_SHARE`] of its centroid count's full
+/// k-means sample (`SAMPLE_PER_CENTROID` tokens per centroid) is re-trained once the
+/// collection holds this many times the tokens it was trained on. A first batch much smaller
+/// than that sample leaves centroids fitted to a few tokens each, which probe worse: on 77K
 /// churned documents (`tessera-bench lifecycle`) a codec trained on 1.06M tokens for 65,536
-/// centroids gave recall@10 0.962 at the defaults, and `retrain()` on a 3.1M-token sample
-/// 1.000 (BENCHMARKS.md, "A collection that lives for years"). Doubling bounds the extra
-/// re-trainings to about `log2(sample / first batch)`, and they stop once a full sample
-/// has been seen.
+/// centroids (16 per centroid) gave recall@10 0.962 at the defaults, and `retrain()` on a
+/// 3.1M-token sample 1.000 (BENCHMARKS.md, "A collection that lives for years"). Doubling
+/// bounds the extra re-trainings to about `log2(sample / first batch)`.
 pub const RETRAIN_SAMPLE_GROWTH: f64 = 2.0;
+
+/// The share of its full k-means sample below which a codec counts as under-trained
+/// ([`RETRAIN_SAMPLE_GROWTH`]): 24 tokens per centroid. Above it, re-training costs more
+/// than it returns: the 100K and 400K benchmark collections' codecs saw 36 tokens per
+/// centroid (their first batches) and reach recall@10 1.000 and 0.992 at the defaults,
+/// while one re-training of 65,536 centroids with re-encoding of a few million tokens takes
+/// minutes on two cores.
+pub const RETRAIN_SAMPLE_SHARE: f64 = 0.5;
 
 /// Tokens encoded per call when re-encoding a segment (bounds the `f32` copy in memory).
 const ENCODE_CHUNK_TOKENS: usize = 1 << 16;
@@ -94,8 +101,8 @@ impl Collection {
     /// codec's) should re-train the codec: the collection has outgrown it
     /// ([`RETRAIN_CENTROID_FACTOR`]); or the batch drifted out of its distribution and the
     /// collection holds at least [`RETRAIN_DRIFT_GROWTH`] times the tokens the codec was
-    /// trained on; or the codec saw less than its full training sample and the collection
-    /// now holds [`RETRAIN_SAMPLE_GROWTH`] times what it saw.
+    /// trained on; or the codec saw less than [`RETRAIN_SAMPLE_SHARE`] of its full training
+    /// sample and the collection now holds [`RETRAIN_SAMPLE_GROWTH`] times what it saw.
     pub(crate) fn retrain_due(&self, residual_ratio: f32) -> bool {
         if !self.retrains_automatically() {
             return false;
@@ -112,7 +119,8 @@ impl Collection {
         let drifted =
             residual_ratio > codec::DRIFT_FACTOR && live as f64 >= RETRAIN_DRIFT_GROWTH * trained;
         let full_sample = f64::from(have) * codec::SAMPLE_PER_CENTROID as f64;
-        let undertrained = trained < full_sample && live as f64 >= RETRAIN_SAMPLE_GROWTH * trained;
+        let undertrained = trained < RETRAIN_SAMPLE_SHARE * full_sample
+            && live as f64 >= RETRAIN_SAMPLE_GROWTH * trained;
         (coarse || drifted || undertrained) && snap.segments.iter().all(|s| s.originals.is_some())
     }
 
