@@ -782,3 +782,6 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod transcribed;
