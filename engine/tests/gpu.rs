@@ -9,7 +9,7 @@
 use rand::{Rng, SeedableRng};
 use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
 use tessera::{
-    Collection, CollectionConfig, Database, Device, Document, Error, ExternalId, Hit,
+    Collection, CollectionConfig, Database, Device, Document, Error, ExternalId, Filter, Hit,
     IngestOptions, ResolvedDevice, SearchParams, resolve_device,
 };
 
@@ -76,12 +76,20 @@ fn collection(
     (db, coll)
 }
 
-/// Ingests `docs` with ids `0..n`.
+/// Ingests `docs` with ids `0..n`, each with metadata `bucket` = id mod 10 (filters of
+/// 10% and 50% selectivity).
 fn ingest_numbered(coll: &tessera::Collection, docs: &[Vec<f32>]) {
+    ingest_from(coll, docs, 0);
+}
+
+fn ingest_from(coll: &tessera::Collection, docs: &[Vec<f32>], first: u64) {
     let batch: Vec<Document> = docs
         .iter()
         .enumerate()
-        .map(|(i, v)| Document::new(i as u64, v.clone()))
+        .map(|(i, v)| {
+            let id = first + i as u64;
+            Document::new(id, v.clone()).with_metadata(serde_json::json!({ "bucket": id % 10 }))
+        })
         .collect();
     coll.ingest(&batch, &IngestOptions::default())
         .expect("ingest");
@@ -132,6 +140,14 @@ fn assert_parity(what: &str, cpu: &[Hit], gpu: &[Hit]) {
             );
         }
     }
+}
+
+/// The device the parity matrix tests: `cuda:0`, or `TESSERA_GPU_TEST_DEVICE` (e.g. `auto`
+/// on a machine without a GPU, to check the matrix's own logic against the CPU fallback).
+fn device_under_test() -> Device {
+    std::env::var("TESSERA_GPU_TEST_DEVICE")
+        .ok()
+        .map_or(Device::Cuda(0), |d| d.parse().expect("TESSERA_GPU_TEST_DEVICE"))
 }
 
 fn search(coll: &Collection, q: &[f32], k: usize, p: &SearchParams) -> Vec<Hit> {
@@ -205,15 +221,14 @@ fn explicit_cuda_device_that_cannot_be_used_is_a_clear_error() {
     }
 }
 
-fn parity_case(clustered: bool, dim: usize, nbits: u32) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let seed = (dim as u64) * 10 + u64::from(nbits) + u64::from(clustered) * 1000;
-    let docs = corpus(dim, clustered, 400, seed);
-    let (_db, coll) = collection(dir.path(), &docs, dim, nbits);
-    let gpu = Device::Cuda(0);
-    // The collection keeps f16 originals (the default), so every setting but "refine off"
-    // also checks the refine stage the host runs on the device's candidates.
-    let settings = [
+/// The settings each configuration of the matrix is searched with: the defaults, refine
+/// off, few and all probes, exhaustive, and filters down each of the CPU's filtered paths
+/// that runs device stages (scaled probes over the postings; every match estimated; the
+/// exact path over originals stays on the CPU).
+fn settings(n_docs: usize) -> Vec<(&'static str, SearchParams)> {
+    let tenth = || Filter::eq("bucket", 3i64);
+    let half = || Filter::range("bucket", tessera::Cmp::Lt, 5i64);
+    vec![
         ("default", SearchParams::default()),
         ("refine off", SearchParams::default().with_n_refine(0)),
         ("nprobe 2", SearchParams::default().with_nprobe(2)),
@@ -221,32 +236,106 @@ fn parity_case(clustered: bool, dim: usize, nbits: u32) {
             "all probed, all re-ranked",
             SearchParams::default()
                 .with_nprobe(1 << 20)
-                .with_n_rerank(docs.len()),
+                .with_n_rerank(n_docs),
         ),
         ("exhaustive", SearchParams::exhaustive()),
-    ];
-    let qs = queries(&docs, dim, seed);
-    for (name, p) in &settings {
+        (
+            "filter 10%, scaled probes",
+            SearchParams::default()
+                .with_filter(tenth())
+                .with_filter_exact(0)
+                .with_filter_scan(0),
+        ),
+        (
+            "filter 10%, every match estimated",
+            SearchParams::default()
+                .with_filter(tenth())
+                .with_filter_exact(0)
+                .with_filter_scan(usize::MAX),
+        ),
+        (
+            "filter 50%",
+            SearchParams::default()
+                .with_filter(half())
+                .with_filter_exact(0),
+        ),
+        (
+            "filter 10%, exhaustive",
+            SearchParams::exhaustive()
+                .with_filter(tenth())
+                .with_filter_exact(0),
+        ),
+        ("filter 10%, exact over originals", SearchParams::default().with_filter(tenth())),
+    ]
+}
+
+/// Every setting, k and query on the CPU and the device (one by one and batched).
+fn compare_all(what: &str, search_in: &dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit>,
+    batch_in: &dyn Fn(&[Vec<f32>], usize, &SearchParams) -> Vec<Vec<Hit>>,
+    qs: &[Vec<f32>], n_docs: usize) {
+    let gpu = device_under_test();
+    for (name, p) in &settings(n_docs) {
         for k in [1, 10, 100] {
+            let cpu: Vec<Vec<Hit>> = qs
+                .iter()
+                .map(|q| search_in(q, k, &p.clone().with_device(Device::Cpu)))
+                .collect();
             for (qi, q) in qs.iter().enumerate() {
-                let what = format!(
-                    "{} dim {dim} nbits {nbits} {name} k {k} query {qi}",
-                    if clustered { "clustered" } else { "random" }
-                );
-                let c = search(&coll, q, k, &p.clone().with_device(Device::Cpu));
-                let g = search(&coll, q, k, &p.clone().with_device(gpu));
-                assert_parity(&what, &c, &g);
+                let g = search_in(q, k, &p.clone().with_device(gpu));
+                assert_parity(&format!("{what} {name} k {k} query {qi}"), &cpu[qi], &g);
             }
             // Batched launches give the one-by-one answers.
-            let batch = coll
-                .search_batch(&qs, k, &p.clone().with_device(gpu))
-                .expect("batch");
-            for (qi, (q, b)) in qs.iter().zip(&batch).enumerate() {
-                let c = search(&coll, q, k, &p.clone().with_device(Device::Cpu));
-                assert_parity(&format!("batch {name} k {k} query {qi}"), &c, b);
+            let batch = batch_in(qs, k, &p.clone().with_device(gpu));
+            for (qi, b) in batch.iter().enumerate() {
+                assert_parity(&format!("{what} batch {name} k {k} query {qi}"), &cpu[qi], b);
             }
         }
     }
+}
+
+fn parity_case(clustered: bool, dim: usize, nbits: u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = (dim as u64) * 10 + u64::from(nbits) + u64::from(clustered) * 1000;
+    let docs = corpus(dim, clustered, 400, seed);
+    let (_db, coll) = collection(dir.path(), &docs, dim, nbits);
+    let what = format!(
+        "{} dim {dim} nbits {nbits}",
+        if clustered { "clustered" } else { "random" }
+    );
+    let qs = queries(&docs, dim, seed);
+    // The collection keeps f16 originals (the default), so every setting but "refine off"
+    // also checks the refine stage the host runs on the device's candidates.
+    let one = |q: &[f32], k: usize, p: &SearchParams| search(&coll, q, k, p);
+    let many = |qs: &[Vec<f32>], k: usize, p: &SearchParams| {
+        coll.search_batch(qs, k, p).expect("batch")
+    };
+    compare_all(&what, &one, &many, &qs, docs.len());
+    // Deletes and a second segment (global ids cross a segment boundary; tombstones in
+    // both), then the snapshot taken before them, which must still see the deleted ones.
+    let before = coll.snapshot();
+    let more = corpus(dim, clustered, 120, seed + 1);
+    ingest_from(&coll, &more, 10_000);
+    let mut victims: Vec<ExternalId> = (0..docs.len() as u64)
+        .step_by(7)
+        .map(ExternalId::from)
+        .collect();
+    victims.extend((10_000..10_120u64).step_by(5).map(ExternalId::from));
+    victims.extend(
+        search(&coll, &qs[2], 3, &SearchParams::default().with_device(Device::Cpu))
+            .into_iter()
+            .map(|h| h.id),
+    );
+    coll.delete(&victims).expect("delete");
+    for q in &qs {
+        let g = search(&coll, q, 10, &SearchParams::default().with_device(device_under_test()));
+        assert!(g.iter().all(|h| !victims.contains(&h.id)), "{what}: a deleted document returned");
+    }
+    compare_all(&format!("{what} after deletes"), &one, &many, &qs, docs.len() + more.len());
+    let old_one = |q: &[f32], k: usize, p: &SearchParams| before.search(q, k, p).expect("old snapshot");
+    let old_many = |qs: &[Vec<f32>], k: usize, p: &SearchParams| {
+        before.search_batch(qs, k, p).expect("old snapshot batch")
+    };
+    compare_all(&format!("{what} old snapshot"), &old_one, &old_many, &qs, docs.len());
 }
 
 macro_rules! parity_tests {
