@@ -7,13 +7,37 @@
 //! tombstone bitmap) built on its first GPU search. Device memory is released when the
 //! last snapshot using it is gone, at the next GPU search (entries are purged then).
 //!
-//! Refinement runs on the CPU: the device returns its best `max(k, refine budget)`
-//! candidates with their compressed scores, and the host re-scores them over their
-//! originals (`search::refine_and_rank`), the same code as the CPU path. Why not on the
-//! device: the originals are 7x the index at f16 and would have to be resident to be read
-//! there, while the refined candidates' originals are a few hundred kilobytes per query
-//! that the host reads in place from the memory map; the refine work per query is well
-//! under a millisecond of one core (BENCHMARKS.md, "Exact answers").
+//! The device runs the CPU pipeline (`search.rs`), stage by stage, each kernel mirroring
+//! one CPU function (`tessera_kernels::gpu`, `cuda/search.cu`): centroid scores (in `i8`
+//! when this host scores them so), probes, the postings estimate and the prefilter (ties
+//! in the CPU's first-touch order), the byte-quantised centroid-code estimate, and the
+//! exact scores over the compressed vectors (through the residual table, or by
+//! decompression, as the CPU chooses per query; norm scales applied). Filters go to the
+//! device as a bitmap over global ids; the filter's path (scaled probes, every match
+//! estimated, or, for few matches, exact scoring over originals on the CPU) is the CPU's
+//! decision, made here with the same functions (`Plan`).
+//!
+//! The host finishes each query with the CPU's own code: it orders the device's
+//! survivors as `top_k` does (ties in first-touch order unless the prefilter cut them), replays the exact stage's early stop over their exact scores
+//! (the device scored every survivor up to the re-rank limit in parallel; `search::settle`
+//! stops at the document the CPU would), then refines and ranks (`search::refine_and_rank`).
+//! Why refine on the host: the originals are 7x the index at f16 and would have to be
+//! resident to be read on the device, while the refined candidates' originals are a few
+//! hundred kilobytes per query that the host reads in place from the memory map; the
+//! refine work per query is well under a millisecond of one core (BENCHMARKS.md, "Exact
+//! answers"). That is an argument, not a measurement on a device: none has run this yet.
+//!
+//! Parity. With `i8` centroid scores (hosts with VNNI) and the residual-table exact stage,
+//! every number the device computes before the refine stage has the CPU's bits (the
+//! kernels' arithmetic is transcribed and checked bit for bit in `tessera_kernels`'s
+//! tests), so the same documents reach the refine stage and the answers are identical.
+//! With `f32` centroid scores (no VNNI) or the decompression path (8-bit residuals, large
+//! tables), sums run in another order: scores differ by float rounding (about 1e-6
+//! relative), and a document can change places only with one scored within that of it.
+//! Ties at the probe cut (two centroids with the same score for the nprobe-th place) may
+//! be broken differently; with more than 2,048 probes per token, documents tied at the
+//! prefilter cut too. The parity tests (`tests/gpu.rs`) accept differences only between
+//! scores tied within 1e-4.
 //!
 //! Fallback: `auto` uses the GPU when it works and otherwise the CPU, printing the reason on
 //! stderr once per process and reason; `cuda[:N]` turns every such reason into
@@ -33,12 +57,10 @@ use tessera_storage::segment::{Codes, SegmentReader};
 use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::{Error, Result};
+use crate::filter::Allowed;
 use crate::options::{Device, SearchParams};
 use crate::parallel::Workers;
-use crate::filter::Allowed;
-use crate::search::{
-    Cand, EarlyStop, LUT_MAX_BYTES, Scored, SearchStats, refine_and_rank, settle,
-};
+use crate::search::{Cand, EarlyStop, LUT_MAX_BYTES, Scored, SearchStats, refine_and_rank, settle};
 use crate::snapshot::SnapshotInner;
 
 /// What a [`Device`] setting resolves to on this machine.
@@ -230,7 +252,6 @@ struct Plan<'q> {
     device: DeviceSearch,
     queries: Vec<DeviceQuery<'q>>,
     stop: EarlyStop,
-    refine: usize,
 }
 
 impl<'q> Plan<'q> {
@@ -277,7 +298,6 @@ impl<'q> Plan<'q> {
                 min: params.rerank_budget(k),
                 cut: params.settle_cut(k),
             },
-            refine: params.refine_count(k),
         }
     }
 }
@@ -332,12 +352,18 @@ fn finish(
         let cands: Vec<Cand> = order.iter().map(|&i| cand(i)).collect();
         let scores: Vec<f32> = order.iter().map(|&i| d.exact[i]).collect();
         stats.reranked = cands.len();
-        return rank(snap, query, k, plan.refine, &cands, &scores, stats);
+        return rank(snap, query, k, params, &cands, &scores, stats);
     }
+    // `top_k` breaks ties by the candidates' order: first touch unless the prefilter cut
+    // them (then global order).
+    let tie = |i: usize| {
+        let touch = if d.touch_order { d.touch[i] } else { 0 };
+        (d.docs[i].0, touch, d.docs[i].1)
+    };
     order.sort_by(|&a, &b| {
         d.estimates[b]
             .total_cmp(&d.estimates[a])
-            .then_with(|| d.docs[a].cmp(&d.docs[b]))
+            .then_with(|| tie(a).cmp(&tie(b)))
     });
     if order.len() < k {
         // The probed postings reach fewer documents than asked for: the CPU then scores
@@ -351,15 +377,16 @@ fn finish(
     });
     let cands: Vec<Cand> = order[..done].iter().map(|&i| cand(i)).collect();
     stats.reranked = done;
-    rank(snap, query, k, plan.refine, &cands, &scores, stats)
+    rank(snap, query, k, params, &cands, &scores, stats)
 }
 
-/// The CPU's final stage: refine, then order by score and external id.
+/// The CPU's final stage: refine (on the threads the parameters give the CPU's), then
+/// order by score and external id.
 fn rank(
     snap: &SnapshotInner,
     query: &[f32],
     k: usize,
-    refine: usize,
+    params: &SearchParams,
     cands: &[Cand],
     scores: &[f32],
     mut stats: SearchStats,
@@ -373,8 +400,8 @@ fn rank(
         query,
         &scored,
         k,
-        refine,
-        &Workers::new(1),
+        params.refine_count(k),
+        &Workers::new(params.threads),
         &mut stats,
     )?;
     Ok((hits, stats))

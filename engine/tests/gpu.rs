@@ -147,7 +147,9 @@ fn assert_parity(what: &str, cpu: &[Hit], gpu: &[Hit]) {
 fn device_under_test() -> Device {
     std::env::var("TESSERA_GPU_TEST_DEVICE")
         .ok()
-        .map_or(Device::Cuda(0), |d| d.parse().expect("TESSERA_GPU_TEST_DEVICE"))
+        .map_or(Device::Cuda(0), |d| {
+            d.parse().expect("TESSERA_GPU_TEST_DEVICE")
+        })
 }
 
 fn search(coll: &Collection, q: &[f32], k: usize, p: &SearchParams) -> Vec<Hit> {
@@ -265,14 +267,21 @@ fn settings(n_docs: usize) -> Vec<(&'static str, SearchParams)> {
                 .with_filter(tenth())
                 .with_filter_exact(0),
         ),
-        ("filter 10%, exact over originals", SearchParams::default().with_filter(tenth())),
+        (
+            "filter 10%, exact over originals",
+            SearchParams::default().with_filter(tenth()),
+        ),
     ]
 }
 
 /// Every setting, k and query on the CPU and the device (one by one and batched).
-fn compare_all(what: &str, search_in: &dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit>,
+fn compare_all(
+    what: &str,
+    search_in: &dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit>,
     batch_in: &dyn Fn(&[Vec<f32>], usize, &SearchParams) -> Vec<Vec<Hit>>,
-    qs: &[Vec<f32>], n_docs: usize) {
+    qs: &[Vec<f32>],
+    n_docs: usize,
+) {
     let gpu = device_under_test();
     for (name, p) in &settings(n_docs) {
         for k in [1, 10, 100] {
@@ -287,7 +296,11 @@ fn compare_all(what: &str, search_in: &dyn Fn(&[f32], usize, &SearchParams) -> V
             // Batched launches give the one-by-one answers.
             let batch = batch_in(qs, k, &p.clone().with_device(gpu));
             for (qi, b) in batch.iter().enumerate() {
-                assert_parity(&format!("{what} batch {name} k {k} query {qi}"), &cpu[qi], b);
+                assert_parity(
+                    &format!("{what} batch {name} k {k} query {qi}"),
+                    &cpu[qi],
+                    b,
+                );
             }
         }
     }
@@ -306,9 +319,8 @@ fn parity_case(clustered: bool, dim: usize, nbits: u32) {
     // The collection keeps f16 originals (the default), so every setting but "refine off"
     // also checks the refine stage the host runs on the device's candidates.
     let one = |q: &[f32], k: usize, p: &SearchParams| search(&coll, q, k, p);
-    let many = |qs: &[Vec<f32>], k: usize, p: &SearchParams| {
-        coll.search_batch(qs, k, p).expect("batch")
-    };
+    let many =
+        |qs: &[Vec<f32>], k: usize, p: &SearchParams| coll.search_batch(qs, k, p).expect("batch");
     compare_all(&what, &one, &many, &qs, docs.len());
     // Deletes and a second segment (global ids cross a segment boundary; tombstones in
     // both), then the snapshot taken before them, which must still see the deleted ones.
@@ -321,21 +333,47 @@ fn parity_case(clustered: bool, dim: usize, nbits: u32) {
         .collect();
     victims.extend((10_000..10_120u64).step_by(5).map(ExternalId::from));
     victims.extend(
-        search(&coll, &qs[2], 3, &SearchParams::default().with_device(Device::Cpu))
-            .into_iter()
-            .map(|h| h.id),
+        search(
+            &coll,
+            &qs[2],
+            3,
+            &SearchParams::default().with_device(Device::Cpu),
+        )
+        .into_iter()
+        .map(|h| h.id),
     );
     coll.delete(&victims).expect("delete");
     for q in &qs {
-        let g = search(&coll, q, 10, &SearchParams::default().with_device(device_under_test()));
-        assert!(g.iter().all(|h| !victims.contains(&h.id)), "{what}: a deleted document returned");
+        let g = search(
+            &coll,
+            q,
+            10,
+            &SearchParams::default().with_device(device_under_test()),
+        );
+        assert!(
+            g.iter().all(|h| !victims.contains(&h.id)),
+            "{what}: a deleted document returned"
+        );
     }
-    compare_all(&format!("{what} after deletes"), &one, &many, &qs, docs.len() + more.len());
-    let old_one = |q: &[f32], k: usize, p: &SearchParams| before.search(q, k, p).expect("old snapshot");
+    compare_all(
+        &format!("{what} after deletes"),
+        &one,
+        &many,
+        &qs,
+        docs.len() + more.len(),
+    );
+    let old_one =
+        |q: &[f32], k: usize, p: &SearchParams| before.search(q, k, p).expect("old snapshot");
     let old_many = |qs: &[Vec<f32>], k: usize, p: &SearchParams| {
         before.search_batch(qs, k, p).expect("old snapshot batch")
     };
-    compare_all(&format!("{what} old snapshot"), &old_one, &old_many, &qs, docs.len());
+    compare_all(
+        &format!("{what} old snapshot"),
+        &old_one,
+        &old_many,
+        &qs,
+        docs.len(),
+    );
 }
 
 macro_rules! parity_tests {
@@ -408,7 +446,7 @@ fn gpu_parity_with_four_byte_codes() {
     ] {
         for (qi, q) in queries(&docs, dim, 77).iter().enumerate() {
             let c = search(&coll, q, 10, &p.clone().with_device(Device::Cpu));
-            let g = search(&coll, q, 10, &p.clone().with_device(Device::Cuda(0)));
+            let g = search(&coll, q, 10, &p.clone().with_device(device_under_test()));
             assert_parity(&format!("u32 codes {name} query {qi}"), &c, &g);
         }
     }
@@ -430,7 +468,7 @@ fn gpu_deletes_and_snapshots_behave_as_on_the_cpu() {
     coll.ingest(&more, &IngestOptions::default())
         .expect("ingest");
     let q = docs[20][..dim.min(docs[20].len())].to_vec();
-    let gpu = SearchParams::default().with_device(Device::Cuda(0));
+    let gpu = SearchParams::default().with_device(device_under_test());
     let cpu = SearchParams::default().with_device(Device::Cpu);
     let before = coll.snapshot();
     let top = search(&coll, &q, 10, &gpu);
@@ -447,7 +485,7 @@ fn gpu_deletes_and_snapshots_behave_as_on_the_cpu() {
         &coll,
         &q,
         10,
-        &SearchParams::exhaustive().with_device(Device::Cuda(0)),
+        &SearchParams::exhaustive().with_device(device_under_test()),
     );
     assert!(exhaustive.iter().all(|h| !victims.contains(&h.id)));
     // The snapshot taken before the delete still sees the deleted documents, on both paths.
@@ -482,4 +520,47 @@ fn gpu_over_budget_is_an_error_for_cuda_and_a_cpu_fallback_for_auto() {
         &SearchParams::default().with_device(Device::Cpu),
     );
     assert_eq!(auto, cpu);
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh (under compute-sanitizer there)"]
+fn gpu_sanitizer_case_covers_every_kernel_in_a_few_searches() {
+    // Small enough for compute-sanitizer's memcheck and racecheck (every launch is slowed
+    // by orders of magnitude there), and still every kernel: dim 96 at 8 bits takes the
+    // residual table for a 1-token query and decompression for 32 tokens; the i8 or f32
+    // centroid scores (as the host scores them); two segments with deletes; a filter down
+    // the scaled-probe and the every-match paths; exhaustive.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dim = 96;
+    let docs = corpus(dim, true, 160, 21);
+    let (_db, coll) = collection(dir.path(), &docs, dim, 8);
+    ingest_from(&coll, &corpus(dim, false, 40, 22), 10_000);
+    coll.delete(&[ExternalId::from(5u64), ExternalId::from(10_003u64)])
+        .expect("delete");
+    let qs = queries(&docs, dim, 21);
+    let tenth = Filter::eq("bucket", 3i64);
+    let settings = [
+        SearchParams::default(),
+        SearchParams::exhaustive(),
+        SearchParams::default()
+            .with_filter(tenth.clone())
+            .with_filter_exact(0)
+            .with_filter_scan(0),
+        SearchParams::default()
+            .with_filter(tenth)
+            .with_filter_exact(0)
+            .with_filter_scan(usize::MAX),
+    ];
+    for (si, p) in settings.iter().enumerate() {
+        for qi in [0, 1] {
+            let c = search(&coll, &qs[qi], 10, &p.clone().with_device(Device::Cpu));
+            let g = search(
+                &coll,
+                &qs[qi],
+                10,
+                &p.clone().with_device(device_under_test()),
+            );
+            assert_parity(&format!("setting {si} query {qi}"), &c, &g);
+        }
+    }
 }

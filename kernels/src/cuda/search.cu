@@ -210,8 +210,12 @@ extern "C" __global__ void quantize_scores(const float* __restrict__ s_cm, u32 K
 // tied, a second radix selection on the tie keys of the tied elements (12 passes over a
 // 96-bit key). The tie key of element j with id g is g itself, or, with `touch` (indexed
 // row * touch_stride + g), (segment of g, touch, local id of g): the CPU's first-touch
-// order of the postings walk (see postings_estimate). Elements scoring -inf are never
-// selected. Output is unordered; slots past the selected count get NO_ID / -inf.
+// order of the postings walk (see postings_estimate). With `cut_count`, a row uses the
+// touch order only when cut_count[row] <= cut_limit: the CPU's candidates stay in touch
+// order unless the prefilter cut them, after which they are in global order. Elements
+// scoring -inf are never selected. Output is unordered; slots past the selected count
+// get NO_ID / -inf; `out_touch` (optional) receives each selected element's touch value
+// (0 without touch order).
 // `ids == 0` means the id of element j is j. `totals` (optional) receives the number of
 // valid (finite) elements of each row.
 struct TieKey {
@@ -251,8 +255,10 @@ extern "C" __global__ void select_topk(const float* __restrict__ scores, u64 row
                                        u64 elem_stride, const u32* __restrict__ ids,
                                        u64 ids_row_stride, const u32* __restrict__ row_n, u32 n,
                                        u32 r, const u32* __restrict__ touch, u64 touch_stride,
+                                       const u32* __restrict__ cut_count, u32 cut_limit,
                                        const u32* __restrict__ seg_base, u32 n_seg,
                                        u32* __restrict__ out_ids, float* __restrict__ out_scores,
+                                       u32* __restrict__ out_touch,
                                        u32 out_stride, u32* __restrict__ out_count,
                                        u32* __restrict__ totals) {
     __shared__ u32 hist[256];
@@ -261,7 +267,8 @@ extern "C" __global__ void select_topk(const float* __restrict__ scores, u64 row
     const u32 tid = threadIdx.x, nt = blockDim.x, row = blockIdx.x;
     const float* rs = scores + (u64)row * row_stride;
     const u32* rid = ids ? ids + (u64)row * ids_row_stride : 0;
-    const u32* trow = touch ? touch + (u64)row * touch_stride : 0;
+    const bool use_touch = touch && (!cut_count || cut_count[row] <= cut_limit);
+    const u32* trow = use_touch ? touch + (u64)row * touch_stride : 0;
     if (row_n) n = min(n, row_n[row]);
     if (tid == 0) { s_total = 0; s_count = 0; }
     __syncthreads();
@@ -355,6 +362,7 @@ extern "C" __global__ void select_topk(const float* __restrict__ scores, u64 row
             const u32 pos = atomicAdd(&s_count, 1u);
             out_ids[(u64)row * out_stride + pos] = id;
             out_scores[(u64)row * out_stride + pos] = s;
+            if (out_touch) out_touch[(u64)row * out_stride + pos] = trow ? trow[id] : 0;
         }
     }
     __syncthreads();
@@ -362,6 +370,7 @@ extern "C" __global__ void select_topk(const float* __restrict__ scores, u64 row
     for (u32 p = count + tid; p < r; p += nt) {
         out_ids[(u64)row * out_stride + p] = NO_ID;
         out_scores[(u64)row * out_stride + p] = neg_inf();
+        if (out_touch) out_touch[(u64)row * out_stride + p] = 0;
     }
     if (tid == 0) {
         if (out_count) out_count[row] = count;

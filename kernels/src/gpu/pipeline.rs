@@ -69,6 +69,12 @@ pub struct DeviceRanked {
     pub exact: Vec<f32>,
     /// Documents the postings stage made candidates (every live one when exhaustive).
     pub candidates: u32,
+    /// Whether the CPU would hold these candidates in first-touch order when it ranks
+    /// them (the prefilter did not cut them): equal estimates are then ordered by
+    /// (segment, `touch`, local id), else by (segment, local id).
+    pub touch_order: bool,
+    /// Each survivor's first-touch key (0 without touch order).
+    pub touch: Vec<u32>,
 }
 
 /// Traffic of one batch search.
@@ -88,7 +94,11 @@ pub struct DeviceTraffic {
 
 fn grid(x: u64, y: u64, block: (u32, u32), smem: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (x.clamp(1, u64::from(u32::MAX >> 1)) as u32, y.max(1) as u32, 1),
+        grid_dim: (
+            x.clamp(1, u64::from(u32::MAX >> 1)) as u32,
+            y.max(1) as u32,
+            1,
+        ),
         block_dim: (block.0, block.1, 1),
         shared_mem_bytes: smem,
     }
@@ -318,7 +328,11 @@ impl DeviceIndex {
             }
         }
         let t = tok_query.len() as u32;
-        let nq_max = queries.iter().map(|q| q.tokens.len() / dim).max().unwrap_or(1) as u32;
+        let nq_max = queries
+            .iter()
+            .map(|q| q.tokens.len() / dim)
+            .max()
+            .unwrap_or(1) as u32;
         let (kept_len, r) = self.limits(p, scan_all, allowed);
         let (kept_len, r) = (kept_len as u32, r as u32);
         let mut s = Scratch::default();
@@ -333,31 +347,63 @@ impl DeviceIndex {
         let d_lut_off = g.upload(&lut_off)?;
         let scan_flags = vec![u8::from(scan_all); queries.len()];
         let d_scan = g.upload(&scan_flags)?;
-        traffic.h2d_bytes = 4 * (flat.len() + q_off.len() + tok_query.len() + lut_off.len())
-            as u64
+        traffic.h2d_bytes = 4 * (flat.len() + q_off.len() + tok_query.len() + lut_off.len()) as u64
             + scan_flags.len() as u64;
 
         // 1. Centroid scores, the byte table, the residual tables.
         let s_cm = g.zeros::<f32>(kc as usize * t as usize)?;
         let s_tm = g.zeros::<f32>(kc as usize * t as usize)?;
-        let map = self.centroid_stage(queries, &d_q, &d_qoff, t, &s_cm, &s_tm, &mut s, &mut traffic)?;
+        let map = self.centroid_stage(
+            queries,
+            &d_q,
+            &d_qoff,
+            t,
+            &s_cm,
+            &s_tm,
+            &mut s,
+            &mut traffic,
+        )?;
         let bytes = g.zeros::<u8>(kc as usize * t as usize)?;
         g.launch(
             &g.kernels.quantize_scores,
-            grid((u64::from(kc) * u64::from(t)).div_ceil(u64::from(FLAT_THREADS)), 1, (FLAT_THREADS, 1), 0),
+            grid(
+                (u64::from(kc) * u64::from(t)).div_ceil(u64::from(FLAT_THREADS)),
+                1,
+                (FLAT_THREADS, 1),
+                0,
+            ),
             "launching quantize_scores",
-            &[a(g, &s_cm), Arg::U32(kc), Arg::U32(t), a(g, &d_tokq), a(g, &map), a(g, &bytes)],
+            &[
+                a(g, &s_cm),
+                Arg::U32(kc),
+                Arg::U32(t),
+                a(g, &d_tokq),
+                a(g, &map),
+                a(g, &bytes),
+            ],
         )?;
         let lut = g.zeros::<f32>(lut_len as usize)?;
         if lut_len > 0 {
             let (per_byte, n_bytes) = (c.per_byte, c.n_bytes);
             g.launch(
                 &g.kernels.build_lut,
-                grid((u64::from(rows) * u64::from(nq_max)).div_ceil(u64::from(FLAT_THREADS)), u64::from(b), (FLAT_THREADS, 1), 0),
+                grid(
+                    (u64::from(rows) * u64::from(nq_max)).div_ceil(u64::from(FLAT_THREADS)),
+                    u64::from(b),
+                    (FLAT_THREADS, 1),
+                    0,
+                ),
                 "launching build_lut",
                 &[
-                    a(g, &d_q), a(g, &d_qoff), Arg::U32(dim as u32), a(g, &c.byte_table),
-                    Arg::U32(per_byte), Arg::U32(n_bytes), a(g, &d_lut_off), Arg::U32(nq_max), a(g, &lut),
+                    a(g, &d_q),
+                    a(g, &d_qoff),
+                    Arg::U32(dim as u32),
+                    a(g, &c.byte_table),
+                    Arg::U32(per_byte),
+                    Arg::U32(n_bytes),
+                    a(g, &d_lut_off),
+                    Arg::U32(nq_max),
+                    a(g, &lut),
                 ],
             )?;
         }
@@ -367,20 +413,36 @@ impl DeviceIndex {
         let surv = g.zeros::<u32>(b as usize * r as usize)?;
         let surv_est = g.zeros::<f32>(b as usize * r as usize)?;
         let surv_count = g.zeros::<u32>(b as usize)?;
+        let surv_touch = g.zeros::<u32>(b as usize * r as usize)?;
         if !p.exhaustive {
             let kept = self.postings_stage(
                 queries, p, &seg, &s_cm, &s_tm, t, nq_max, &d_qoff, &d_tokq, &d_scan, allow_arg,
                 kept_len, &n_cands, &mut s,
             )?;
-            let (kept_ids, kept_count) = (&kept.0, &kept.1);
+            let (kept_ids, kept_count, touch) = (&kept.0, &kept.1, &kept.2);
             let est = g.zeros::<f32>(b as usize * kept_len as usize)?;
             g.launch(
                 &g.kernels.code_estimate,
-                grid(u64::from(kept_len).div_ceil(u64::from(DOC_WARPS)), u64::from(b), (32 * DOC_WARPS, 1), 0),
+                grid(
+                    u64::from(kept_len).div_ceil(u64::from(DOC_WARPS)),
+                    u64::from(b),
+                    (32 * DOC_WARPS, 1),
+                    0,
+                ),
                 "launching code_estimate",
                 &[
-                    a(g, kept_ids), Arg::U32(kept_len), a(g, kept_count), a(g, &bytes), Arg::U32(t),
-                    a(g, &d_qoff), a(g, &map), seg.base, seg.n_seg, seg.offsets, seg.codes, seg.width,
+                    a(g, kept_ids),
+                    Arg::U32(kept_len),
+                    a(g, kept_count),
+                    a(g, &bytes),
+                    Arg::U32(t),
+                    a(g, &d_qoff),
+                    a(g, &map),
+                    seg.base,
+                    seg.n_seg,
+                    seg.offsets,
+                    seg.codes,
+                    seg.width,
                     a(g, &est),
                 ],
             )?;
@@ -389,14 +451,30 @@ impl DeviceIndex {
                 grid(u64::from(b), 1, (SELECT_THREADS, 1), 0),
                 "launching select_topk (survivors)",
                 &[
-                    a(g, &est), Arg::U64(u64::from(kept_len)), Arg::U64(1), a(g, kept_ids),
-                    Arg::U64(u64::from(kept_len)), a(g, kept_count), Arg::U32(kept_len), Arg::U32(r),
-                    null, Arg::U64(0), seg.base, seg.n_seg, a(g, &surv), a(g, &surv_est),
-                    Arg::U32(r), a(g, &surv_count), null,
+                    a(g, &est),
+                    Arg::U64(u64::from(kept_len)),
+                    Arg::U64(1),
+                    a(g, kept_ids),
+                    Arg::U64(u64::from(kept_len)),
+                    a(g, kept_count),
+                    Arg::U32(kept_len),
+                    Arg::U32(r),
+                    a(g, touch),
+                    Arg::U64(u64::from(n)),
+                    a(g, &n_cands),
+                    Arg::U32(kept_len),
+                    seg.base,
+                    seg.n_seg,
+                    a(g, &surv),
+                    a(g, &surv_est),
+                    a(g, &surv_touch),
+                    Arg::U32(r),
+                    a(g, &surv_count),
+                    null,
                 ],
             )?;
             s.f32s.push(est);
-            s.u32s.extend([kept.0, kept.1]);
+            s.u32s.extend([kept.0, kept.1, kept.2]);
         }
 
         // 4. Exact scores over the compressed vectors.
@@ -405,13 +483,34 @@ impl DeviceIndex {
         if queries.iter().any(|q| q.lut) {
             g.launch(
                 &g.kernels.lut_maxsim,
-                grid(u64::from(r).div_ceil(u64::from(DOC_WARPS)), u64::from(b), (32 * DOC_WARPS, 1), 0),
+                grid(
+                    u64::from(r).div_ceil(u64::from(DOC_WARPS)),
+                    u64::from(b),
+                    (32 * DOC_WARPS, 1),
+                    0,
+                ),
                 "launching lut_maxsim",
                 &[
-                    surv_arg, Arg::U32(r), Arg::U32(n), allow_arg, a(g, &self.tomb), a(g, &s_cm),
-                    Arg::U32(t), a(g, &d_qoff), a(g, &d_lut_off), a(g, &lut), Arg::U32(c.per_byte),
-                    Arg::U32(c.n_bytes), seg.base, seg.n_seg, seg.offsets, seg.codes, seg.width,
-                    seg.resid, seg.scales, a(g, &exact),
+                    surv_arg,
+                    Arg::U32(r),
+                    Arg::U32(n),
+                    allow_arg,
+                    a(g, &self.tomb),
+                    a(g, &s_cm),
+                    Arg::U32(t),
+                    a(g, &d_qoff),
+                    a(g, &d_lut_off),
+                    a(g, &lut),
+                    Arg::U32(c.per_byte),
+                    Arg::U32(c.n_bytes),
+                    seg.base,
+                    seg.n_seg,
+                    seg.offsets,
+                    seg.codes,
+                    seg.width,
+                    seg.resid,
+                    seg.scales,
+                    a(g, &exact),
                 ],
             )?;
         }
@@ -429,30 +528,56 @@ impl DeviceIndex {
                 grid(u64::from(r), u64::from(b), (RERANK_THREADS, 1), smem),
                 "launching rerank_maxsim",
                 &[
-                    a(g, &d_q), a(g, &d_qoff), Arg::U32(dim as u32), surv_arg, Arg::U32(r), allow_arg,
-                    a(g, &self.tomb), Arg::U32(n), a(g, &d_lut_off), seg.base, seg.n_seg, seg.offsets,
-                    seg.codes, seg.width, seg.resid, seg.scales, a(g, &c.centroids),
-                    a(g, &c.byte_table), Arg::U32(c.per_byte), Arg::U32(c.n_bytes),
-                    Arg::U32(tile_tokens), a(g, &exact),
+                    a(g, &d_q),
+                    a(g, &d_qoff),
+                    Arg::U32(dim as u32),
+                    surv_arg,
+                    Arg::U32(r),
+                    allow_arg,
+                    a(g, &self.tomb),
+                    Arg::U32(n),
+                    a(g, &d_lut_off),
+                    seg.base,
+                    seg.n_seg,
+                    seg.offsets,
+                    seg.codes,
+                    seg.width,
+                    seg.resid,
+                    seg.scales,
+                    a(g, &c.centroids),
+                    a(g, &c.byte_table),
+                    Arg::U32(c.per_byte),
+                    Arg::U32(c.n_bytes),
+                    Arg::U32(tile_tokens),
+                    a(g, &exact),
                 ],
             )?;
         }
-        let dtoh_u32 = |what: &'static str, x: &CudaSlice<u32>| g.stream.clone_dtoh(x).map_err(g.err(what));
-        let dtoh_f32 = |what: &'static str, x: &CudaSlice<f32>| g.stream.clone_dtoh(x).map_err(g.err(what));
+        let dtoh_u32 =
+            |what: &'static str, x: &CudaSlice<u32>| g.stream.clone_dtoh(x).map_err(g.err(what));
+        let dtoh_f32 =
+            |what: &'static str, x: &CudaSlice<f32>| g.stream.clone_dtoh(x).map_err(g.err(what));
         let exact_h = dtoh_f32("copying exact scores to the host", &exact)?;
-        let (ids_h, est_h, count_h, cands_h) = if p.exhaustive {
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        let (ids_h, est_h, touch_h, count_h, cands_h) = if p.exhaustive {
+            Default::default()
         } else {
             (
                 dtoh_u32("copying survivors to the host", &surv)?,
                 dtoh_f32("copying estimates to the host", &surv_est)?,
+                dtoh_u32("copying first-touch keys to the host", &surv_touch)?,
                 dtoh_u32("copying survivor counts to the host", &surv_count)?,
                 dtoh_u32("copying candidate counts to the host", &n_cands)?,
             )
         };
-        traffic.d2h_bytes = 4 * (exact_h.len() + ids_h.len() + est_h.len() + count_h.len() + cands_h.len()) as u64;
+        traffic.d2h_bytes = 4
+            * (exact_h.len()
+                + ids_h.len()
+                + est_h.len()
+                + touch_h.len()
+                + count_h.len()
+                + cands_h.len()) as u64;
         drop(s);
-        drop((s_cm, s_tm, bytes, lut, surv, surv_est, exact));
+        drop((s_cm, s_tm, bytes, lut, surv, surv_est, surv_touch, exact));
 
         let mut out = Vec::with_capacity(queries.len());
         for qi in 0..b as usize {
@@ -476,8 +601,10 @@ impl DeviceIndex {
                     d.docs.push(locate(&self.base_host, gid));
                     d.estimates.push(est_h[row + j]);
                     d.exact.push(exact_h[row + j]);
+                    d.touch.push(touch_h[row + j]);
                 }
                 d.candidates = cands_h[qi];
+                d.touch_order = cands_h[qi] <= kept_len;
             }
             let nq = u64::from(q_off[qi + 1] - q_off[qi]);
             traffic.device_bytes_model += self.bytes_model(nq, &d, p, kept_len, queries[qi].lut);
@@ -526,11 +653,23 @@ impl DeviceIndex {
             traffic.h2d_bytes += 4 * (words.len() + scales.len() + map.len()) as u64;
             g.launch(
                 &g.kernels.centroid_scores_i8,
-                grid(u64::from(kc).div_ceil(8), u64::from(t).div_ceil(32), (32, 8), 0),
+                grid(
+                    u64::from(kc).div_ceil(8),
+                    u64::from(t).div_ceil(32),
+                    (32, 8),
+                    0,
+                ),
                 "launching centroid_scores_i8",
                 &[
-                    a(g, &i8c.codes), a(g, &i8c.scales), a(g, &d_q8), a(g, &d_qs), Arg::U32(kc),
-                    Arg::U32(t), Arg::U32((dim4 / 4) as u32), a(g, s_cm), a(g, s_tm),
+                    a(g, &i8c.codes),
+                    a(g, &i8c.scales),
+                    a(g, &d_q8),
+                    a(g, &d_qs),
+                    Arg::U32(kc),
+                    Arg::U32(t),
+                    Arg::U32((dim4 / 4) as u32),
+                    a(g, s_cm),
+                    a(g, s_tm),
                 ],
             )?;
             s.i32s.push(d_q8);
@@ -539,11 +678,21 @@ impl DeviceIndex {
         }
         g.launch(
             &g.kernels.centroid_scores,
-            grid(u64::from(kc).div_ceil(32), u64::from(t).div_ceil(32), (32, 8), 0),
+            grid(
+                u64::from(kc).div_ceil(32),
+                u64::from(t).div_ceil(32),
+                (32, 8),
+                0,
+            ),
             "launching centroid_scores",
             &[
-                a(g, &c.centroids), a(g, d_q), Arg::U32(kc), Arg::U32(t), Arg::U32(dim as u32),
-                a(g, s_cm), a(g, s_tm),
+                a(g, &c.centroids),
+                a(g, d_q),
+                Arg::U32(kc),
+                Arg::U32(t),
+                Arg::U32(dim as u32),
+                a(g, s_cm),
+                a(g, s_tm),
             ],
         )?;
         let d_map = g.zeros::<f32>(3 * b as usize)?;
@@ -551,13 +700,19 @@ impl DeviceIndex {
             &g.kernels.byte_map_range,
             grid(b, 1, (FLAT_THREADS, 1), 0),
             "launching byte_map_range",
-            &[a(g, s_cm), Arg::U32(kc), Arg::U32(t), a(g, d_qoff), a(g, &d_map)],
+            &[
+                a(g, s_cm),
+                Arg::U32(kc),
+                Arg::U32(t),
+                a(g, d_qoff),
+                a(g, &d_map),
+            ],
         )?;
         Ok(d_map)
     }
 
     /// Stage 2: probes, candidates, the postings estimate and the prefilter's cut. Returns
-    /// the kept ids (`[b, kept_len]`) and their counts.
+    /// the kept ids (`[b, kept_len]`), their counts, and the first-touch keys (`[b, n]`).
     #[allow(clippy::too_many_arguments)]
     fn postings_stage(
         &self,
@@ -575,7 +730,7 @@ impl DeviceIndex {
         kept_len: u32,
         n_cands: &CudaSlice<u32>,
         s: &mut Scratch,
-    ) -> Result<(CudaSlice<u32>, CudaSlice<u32>)> {
+    ) -> Result<(CudaSlice<u32>, CudaSlice<u32>, CudaSlice<u32>)> {
         let g = &*self.gpu;
         let kc = self.codec.n_centroids;
         let (n, words) = (self.n_docs, self.words);
@@ -602,9 +757,26 @@ impl DeviceIndex {
                 grid(u64::from(t), 1, (SELECT_THREADS, 1), 0),
                 "launching select_topk (probes)",
                 &[
-                    a(g, s_tm), Arg::U64(u64::from(kc)), Arg::U64(1), null, Arg::U64(0), null,
-                    Arg::U32(kc), Arg::U32(pn), null, Arg::U64(0), seg.base, seg.n_seg,
-                    a(g, &probes), a(g, &probe_scores), Arg::U32(pn), a(g, &probe_count), null,
+                    a(g, s_tm),
+                    Arg::U64(u64::from(kc)),
+                    Arg::U64(1),
+                    null,
+                    Arg::U64(0),
+                    null,
+                    Arg::U32(kc),
+                    Arg::U32(pn),
+                    null,
+                    Arg::U64(0),
+                    null,
+                    Arg::U32(0),
+                    seg.base,
+                    seg.n_seg,
+                    a(g, &probes),
+                    a(g, &probe_scores),
+                    null,
+                    Arg::U32(pn),
+                    a(g, &probe_count),
+                    null,
                 ],
             )?;
             g.launch(
@@ -612,39 +784,92 @@ impl DeviceIndex {
                 grid(u64::from(t), 1, (FLAT_THREADS, 1), 0),
                 "launching rank_probes",
                 &[
-                    a(g, &probes), a(g, &probe_scores), a(g, &probe_count), Arg::U32(pn),
-                    a(g, &rank), a(g, &floor),
+                    a(g, &probes),
+                    a(g, &probe_scores),
+                    a(g, &probe_count),
+                    Arg::U32(pn),
+                    a(g, &rank),
+                    a(g, &floor),
                 ],
             )?;
             g.launch(
                 &g.kernels.probe_tables,
-                grid(u64::from(pn).div_ceil(u64::from(FLAT_THREADS)), u64::from(t), (FLAT_THREADS, 1), 0),
+                grid(
+                    u64::from(pn).div_ceil(u64::from(FLAT_THREADS)),
+                    u64::from(t),
+                    (FLAT_THREADS, 1),
+                    0,
+                ),
                 "launching probe_tables",
                 &[
-                    a(g, &probes), a(g, &rank), a(g, &probe_count), Arg::U32(pn), a(g, d_tokq),
-                    a(g, d_qoff), Arg::U32(kc), Arg::U32(mw), a(g, &mask), a(g, &key_inv),
+                    a(g, &probes),
+                    a(g, &rank),
+                    a(g, &probe_count),
+                    Arg::U32(pn),
+                    a(g, d_tokq),
+                    a(g, d_qoff),
+                    Arg::U32(kc),
+                    Arg::U32(mw),
+                    a(g, &mask),
+                    a(g, &key_inv),
                 ],
             )?;
             g.launch(
                 &g.kernels.mark_candidates,
-                grid(u64::from(t) * u64::from(pn), u64::from(seg.count), (MARK_THREADS, 1), 0),
+                grid(
+                    u64::from(t) * u64::from(pn),
+                    u64::from(seg.count),
+                    (MARK_THREADS, 1),
+                    0,
+                ),
                 "launching mark_candidates",
                 &[
-                    a(g, &probes), a(g, &probe_count), Arg::U32(pn), a(g, d_tokq), a(g, d_scan),
-                    a(g, &self.seg_post_off), a(g, &self.seg_post_docs), a(g, &self.seg_ncent),
-                    seg.base, a(g, &bitmap), Arg::U32(words),
+                    a(g, &probes),
+                    a(g, &probe_count),
+                    Arg::U32(pn),
+                    a(g, d_tokq),
+                    a(g, d_scan),
+                    a(g, &self.seg_post_off),
+                    a(g, &self.seg_post_docs),
+                    a(g, &self.seg_ncent),
+                    seg.base,
+                    a(g, &bitmap),
+                    Arg::U32(words),
                 ],
             )?;
         }
         g.launch(
             &g.kernels.postings_estimate,
-            grid(u64::from(words).div_ceil(u64::from(DOC_WARPS)), u64::from(b), (32 * DOC_WARPS, 1), 0),
+            grid(
+                u64::from(words).div_ceil(u64::from(DOC_WARPS)),
+                u64::from(b),
+                (32 * DOC_WARPS, 1),
+                0,
+            ),
             "launching postings_estimate",
             &[
-                a(g, &bitmap), Arg::U32(words), a(g, &self.tomb), allow_arg, a(g, d_scan), a(g, s_cm),
-                Arg::U32(t), a(g, d_qoff), a(g, &floor), a(g, &mask), a(g, &key_inv), Arg::U32(kc),
-                Arg::U32(mw), seg.base, seg.n_seg, seg.offsets, seg.codes, seg.width, Arg::U32(n),
-                a(g, &approx), a(g, &touch), a(g, n_cands),
+                a(g, &bitmap),
+                Arg::U32(words),
+                a(g, &self.tomb),
+                allow_arg,
+                a(g, d_scan),
+                a(g, s_cm),
+                Arg::U32(t),
+                a(g, d_qoff),
+                a(g, &floor),
+                a(g, &mask),
+                a(g, &key_inv),
+                Arg::U32(kc),
+                Arg::U32(mw),
+                seg.base,
+                seg.n_seg,
+                seg.offsets,
+                seg.codes,
+                seg.width,
+                Arg::U32(n),
+                a(g, &approx),
+                a(g, &touch),
+                a(g, n_cands),
             ],
         )?;
         g.launch(
@@ -652,15 +877,32 @@ impl DeviceIndex {
             grid(u64::from(b), 1, (SELECT_THREADS, 1), 0),
             "launching select_topk (prefilter)",
             &[
-                a(g, &approx), Arg::U64(u64::from(n)), Arg::U64(1), null, Arg::U64(0), null,
-                Arg::U32(n), Arg::U32(kept_len), a(g, &touch), Arg::U64(u64::from(n)), seg.base,
-                seg.n_seg, a(g, &kept), a(g, &kept_scores), Arg::U32(kept_len), a(g, &kept_count),
+                a(g, &approx),
+                Arg::U64(u64::from(n)),
+                Arg::U64(1),
+                null,
+                Arg::U64(0),
+                null,
+                Arg::U32(n),
+                Arg::U32(kept_len),
+                a(g, &touch),
+                Arg::U64(u64::from(n)),
+                null,
+                Arg::U32(0),
+                seg.base,
+                seg.n_seg,
+                a(g, &kept),
+                a(g, &kept_scores),
+                null,
+                Arg::U32(kept_len),
+                a(g, &kept_count),
                 null,
             ],
         )?;
         s.f32s.extend([probe_scores, floor, approx, kept_scores]);
-        s.u32s.extend([probes, probe_count, rank, mask, key_inv, bitmap, touch]);
-        Ok((kept, kept_count))
+        s.u32s
+            .extend([probes, probe_count, rank, mask, key_inv, bitmap]);
+        Ok((kept, kept_count, touch))
     }
 
     /// Device-memory traffic of one query under a simple access model (see
@@ -668,7 +910,14 @@ impl DeviceIndex {
     /// the postings estimate's codes; the dense per-document arrays (written once, read by
     /// the selection's passes, about 6 times); the codes of the kept candidates; the codes,
     /// residuals and scales of the survivors; the residual table per survivor token.
-    fn bytes_model(&self, nq: u64, d: &DeviceRanked, p: &DeviceSearch, kept: u32, lut: bool) -> u64 {
+    fn bytes_model(
+        &self,
+        nq: u64,
+        d: &DeviceRanked,
+        p: &DeviceSearch,
+        kept: u32,
+        lut: bool,
+    ) -> u64 {
         let c = &*self.codec;
         let dim = c.dim as u64;
         let kc = u64::from(c.n_centroids);
@@ -676,7 +925,11 @@ impl DeviceIndex {
         let cw = self.segments.first().map_or(2, |s| u64::from(s.code_width));
         let rb = u64::from(c.n_bytes);
         let tokens = |docs: u64| (docs as f64 * self.avg_tokens) as u64;
-        let centroids = if c.int8.is_some() { kc * dim.div_ceil(4) * 4 } else { kc * dim * 4 };
+        let centroids = if c.int8.is_some() {
+            kc * dim.div_ceil(4) * 4
+        } else {
+            kc * dim * 4
+        };
         let tables = centroids + 9 * kc * nq;
         let per_token = cw + rb + 2 + if lut { 4 * (nq * rb * 2).min(64) } else { 0 };
         let exact = tokens(d.docs.len() as u64) * per_token;
