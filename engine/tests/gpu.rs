@@ -274,11 +274,15 @@ fn settings(n_docs: usize) -> Vec<(&'static str, SearchParams)> {
     ]
 }
 
+/// One search of a view (collection or snapshot) and a batch of them.
+type OneSearch<'a> = dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit> + 'a;
+type BatchSearch<'a> = dyn Fn(&[Vec<f32>], usize, &SearchParams) -> Vec<Vec<Hit>> + 'a;
+
 /// Every setting, k and query on the CPU and the device (one by one and batched).
 fn compare_all(
     what: &str,
-    search_in: &dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit>,
-    batch_in: &dyn Fn(&[Vec<f32>], usize, &SearchParams) -> Vec<Vec<Hit>>,
+    search_in: &OneSearch<'_>,
+    batch_in: &BatchSearch<'_>,
     qs: &[Vec<f32>],
     n_docs: usize,
 ) {

@@ -325,6 +325,22 @@ impl Int8Query {
     }
 }
 
+/// GPU hook (issue 16): query tokens quantised as [`Int8Query`] does (`[nq, dim4]` codes,
+/// zero padded, and each token's scale), with the largest token norm: what the device
+/// needs to compute the same integer scores and the same byte map.
+pub(crate) fn quantise_query(query: &[f32], dim: usize) -> (Vec<i8>, Vec<f32>, f32) {
+    let dim4 = dim.div_ceil(4) * 4;
+    let nq = query.len().checked_div(dim).unwrap_or(0);
+    let mut codes = vec![0i8; nq * dim4];
+    let scales = query
+        .chunks_exact(dim.max(1))
+        .take(nq)
+        .zip(codes.chunks_exact_mut(dim4.max(1)))
+        .map(|(row, out)| quantise(row, &mut out[..dim]))
+        .collect();
+    (codes, scales, max_norm(query, dim))
+}
+
 /// An instruction set [`Int8Centroids::scores`] can run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Int8Path {
@@ -735,20 +751,4 @@ mod tests {
             }
         }
     }
-}
-
-/// GPU hook (issue 16): query tokens quantised as [`Int8Query`] does (`[nq, dim4]` codes,
-/// zero padded, and each token's scale), with the largest token norm: what the device
-/// needs to compute the same integer scores and the same byte map.
-pub(crate) fn quantise_query(query: &[f32], dim: usize) -> (Vec<i8>, Vec<f32>, f32) {
-    let dim4 = dim.div_ceil(4) * 4;
-    let nq = query.len().checked_div(dim).unwrap_or(0);
-    let mut codes = vec![0i8; nq * dim4];
-    let scales = query
-        .chunks_exact(dim.max(1))
-        .take(nq)
-        .zip(codes.chunks_exact_mut(dim4.max(1)))
-        .map(|(row, out)| quantise(row, &mut out[..dim]))
-        .collect();
-    (codes, scales, max_norm(query, dim))
 }
