@@ -50,7 +50,7 @@ TRUTH_QUERIES="${GPU_TRUTH_QUERIES:-20}"
 build() {
     set -e
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tessera-target}"
-    git check-ignore -q "$CARRY" || {
+    git check-ignore -q "$CARRY/" || {
         echo "gpu-check: $CARRY is not ignored by git; add /$CARRY/ to .git/info/exclude" >&2
         exit 1
     }
@@ -155,10 +155,10 @@ case "${1:-}" in
 build) build ;;
 run)
     prepare
-    step "device info" 30 bash "$0" _info
-    step "parity" 200 bash "$0" _parity
-    step "sanitizer" 120 bash "$0" _sanitize
-    step "benchmark ($BENCH_DOCS docs)" 330 bash "$0" _bench
+    step "device info" 20 bash "$0" _info
+    step "parity" 180 bash "$0" _parity
+    step "sanitizer" 110 bash "$0" _sanitize
+    step "benchmark ($BENCH_DOCS docs)" 250 bash "$0" _bench
     cat "$OUT/steps.txt"
     cat "$OUT/bench.md" 2>/dev/null
     ;;

@@ -370,7 +370,7 @@ fn print_markdown(r: &GpuReport) {
     for b in &batches {
         head.push_str(&format!(" QPS batch {b} |"));
     }
-    head.push_str(" recall@10 vs exhaustive | H2D B/query | D2H B/query | device B/query (model) | fraction of peak bandwidth |");
+    head.push_str(" recall@10 vs exact MaxSim | H2D B/query | D2H B/query | device B/query (model) | fraction of peak bandwidth |");
     println!("{head}");
     println!("|{}", " --- |".repeat(11 + batches.len()));
     for row in &r.rows {
