@@ -159,7 +159,6 @@ run)
     step "parity" 180 bash "$0" _parity
     step "sanitizer" 110 bash "$0" _sanitize
     step "benchmark ($BENCH_DOCS docs)" 250 bash "$0" _bench
-    cat "$OUT/steps.txt"
     cat "$OUT/bench.md" 2>/dev/null
     ;;
 _info) device_info ;;

@@ -270,9 +270,9 @@ impl DeviceIndex {
         let mut tokens = 0u64;
         for (i, q) in queries.iter().enumerate() {
             let nq = q.tokens.len() as u64 / dim;
-            // Grid limits: queries and 32-token tiles are grid.y of some launches.
+            // Grid limits: queries and query tokens are grid.y of some launches.
             tokens += nq;
-            if i > 0 && (i >= MAX_GRID_Y || tokens > 32 * MAX_GRID_Y as u64) {
+            if i > 0 && (i >= MAX_GRID_Y || tokens > MAX_GRID_Y as u64) {
                 return i;
             }
             let probes = (p.nprobe as u64).min(kc);
