@@ -623,3 +623,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod emulate;
