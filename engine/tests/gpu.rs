@@ -4,7 +4,13 @@
 //! usable GPU, `auto` must search on the CPU (with the reason recorded) and give exactly the
 //! CPU's answers, and `cuda` must fail clearly. The parity matrix needs a CUDA device; it is
 //! `#[ignore]`d so a machine without one lists it as ignored rather than passing it, and
-//! `scripts/gpu-check.sh` runs it (and compute-sanitizer on it) on a GPU machine.
+//! `scripts/gpu-check.sh` runs it (and compute-sanitizer on the small case) on a GPU
+//! machine. Each of its 24 configurations (random/clustered, dim 96/128/768, nbits
+//! 1/2/4/8, with 1-token and >= 1,024-token documents and 1-token queries) is searched at
+//! k 1/10/100 under ten settings (filters down each filtered path among them), one by one
+//! and batched, then again after deletes across two segments, then on the snapshot from
+//! before them. `TESSERA_GPU_TEST_DEVICE=auto` runs the same matrix against the CPU
+//! fallback, which checks the matrix's own logic on a machine without a GPU.
 
 use rand::{Rng, SeedableRng};
 use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
