@@ -283,7 +283,7 @@ impl DeviceIndex {
                 + 4 * u64::from(self.words)
                 + 8 * n
                 + 12 * kept
-                + 12 * r
+                + if p.exhaustive { 4 * r } else { 16 * r }
                 + if q.lut { 4 * rows * nq } else { 0 };
             if i > 0 && used + per > self.gpu.scratch {
                 return i;
@@ -410,10 +410,16 @@ impl DeviceIndex {
 
         // 2-3. Candidates, the postings estimate, the prefilter, the code estimate.
         let n_cands = g.zeros::<u32>(b as usize)?;
-        let surv = g.zeros::<u32>(b as usize * r as usize)?;
-        let surv_est = g.zeros::<f32>(b as usize * r as usize)?;
+        // An exhaustive search scores every document: no survivor lists.
+        let listed = if p.exhaustive {
+            0
+        } else {
+            b as usize * r as usize
+        };
+        let surv = g.zeros::<u32>(listed)?;
+        let surv_est = g.zeros::<f32>(listed)?;
         let surv_count = g.zeros::<u32>(b as usize)?;
-        let surv_touch = g.zeros::<u32>(b as usize * r as usize)?;
+        let surv_touch = g.zeros::<u32>(listed)?;
         if !p.exhaustive {
             let kept = self.postings_stage(
                 queries, p, &seg, &s_cm, &s_tm, t, nq_max, &d_qoff, &d_tokq, &d_scan, allow_arg,
