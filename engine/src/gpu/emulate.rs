@@ -80,6 +80,9 @@ fn exact(
     out[0]
 }
 
+/// A candidate: ((segment, local id), postings estimate, first-touch key).
+type Cand3 = ((u32, u32), f32, u32);
+
 /// The device's answer for one query (`DeviceIndex::search_chunk`, emulated).
 fn emulate(
     snap: &SnapshotInner,
@@ -124,8 +127,7 @@ fn emulate(
         p.prefilter.max(rerank)
     }
     .clamp(1, n.max(1));
-    // (doc, approx, touch)
-    let mut cands: Vec<((u32, u32), f32, u32)> = Vec::new();
+    let mut cands: Vec<Cand3> = Vec::new();
     if dq.scan_all {
         for &(s, l) in &all {
             if live(s as usize, l) {
@@ -189,12 +191,12 @@ fn emulate(
     });
     cands.truncate(kept_len);
     d.touch_order = d.candidates as usize <= kept_len;
-    let tie = |c: &((u32, u32), f32, u32)| {
+    let tie = |c: &Cand3| {
         let touch = if d.touch_order { c.2 } else { 0 };
         (c.0.0, touch, c.0.1)
     };
     // code_estimate, select_topk (survivors).
-    let mut est: Vec<(f32, ((u32, u32), f32, u32))> = cands
+    let mut est: Vec<(f32, Cand3)> = cands
         .iter()
         .map(|c| {
             let codes = codes_of(snap, c.0.0, c.0.1);
