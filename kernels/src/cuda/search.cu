@@ -320,7 +320,10 @@ extern "C" __global__ void select_topk(const float* __restrict__ scores, u64 row
             p.hi = 0;
             p.lo = 0;
             u32 in = need;
-            for (int pass = 0; pass < 12; ++pass) {
+            // Bytes that are zero in every key need no pass: without touch order the high
+            // 64 bits are zero, and a segment index below 2^8 (2^16) fills one (two) bytes.
+            const int first = trow ? (n_seg <= 256u ? 3 : (n_seg <= 65536u ? 2 : 0)) : 8;
+            for (int pass = first; pass < 12; ++pass) {
                 __syncthreads();
                 for (u32 b = tid; b < 256; b += nt) hist[b] = 0;
                 __syncthreads();

@@ -212,3 +212,124 @@ proptest! {
         prop_assert_eq!(gpu.to_bits(), cpu.to_bits(), "gpu {} cpu {}", gpu, cpu);
     }
 }
+
+/// `float_key`.
+fn float_key(f: f32) -> u32 {
+    let b = f.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+const NEG_INF_KEY: u32 = 0x007f_ffff;
+
+/// `tie_byte` of a (high, low) tie key.
+fn tie_byte(k: (u64, u32), pass: usize) -> u32 {
+    if pass < 8 {
+        ((k.0 >> (56 - 8 * pass)) & 255) as u32
+    } else {
+        (k.1 >> (24 - 8 * (pass - 8))) & 255
+    }
+}
+
+/// `select_topk` for one row, one thread: the ids it keeps. `tie` gives each id's tie key,
+/// `first` the first tie pass the kernel runs.
+fn select(scores: &[f32], tie: &dyn Fn(u32) -> (u64, u32), first: usize, r: usize) -> Vec<u32> {
+    let valid: Vec<u32> = (0..scores.len() as u32)
+        .filter(|&j| float_key(scores[j as usize]) > NEG_INF_KEY)
+        .collect();
+    if valid.len() <= r {
+        return valid;
+    }
+    let key = |j: u32| float_key(scores[j as usize]);
+    let (mut prefix, mut mask, mut need, mut tied) = (0u32, 0u32, r as u32, 0u32);
+    for pass in 0..4 {
+        let shift = 24 - 8 * pass;
+        let mut hist = [0u32; 256];
+        for &j in valid.iter().filter(|&&j| key(j) & mask == prefix) {
+            hist[((key(j) >> shift) & 255) as usize] += 1;
+        }
+        let mut cum = 0;
+        for b in (0..256).rev() {
+            if cum + hist[b] >= need {
+                prefix |= (b as u32) << shift;
+                need -= cum;
+                tied = hist[b];
+                break;
+            }
+            cum += hist[b];
+        }
+        mask |= 255 << shift;
+    }
+    let kth = prefix;
+    let tie_cut = need < tied;
+    let mut p = (0u64, 0u32);
+    if tie_cut {
+        let mut want = need;
+        for pass in first..12 {
+            let mut hist = [0u32; 256];
+            for &j in valid.iter().filter(|&&j| key(j) == kth) {
+                let k = tie(j);
+                if (0..pass).all(|q| tie_byte(k, q) == tie_byte(p, q)) {
+                    hist[tie_byte(k, pass) as usize] += 1;
+                }
+            }
+            let mut cum = 0;
+            for (b, &h) in hist.iter().enumerate() {
+                if cum + h >= want {
+                    if pass < 8 {
+                        p.0 |= (b as u64) << (56 - 8 * pass);
+                    } else {
+                        p.1 |= (b as u32) << (24 - 8 * (pass - 8));
+                    }
+                    want -= cum;
+                    break;
+                }
+                cum += h;
+            }
+        }
+    }
+    valid
+        .into_iter()
+        .filter(|&j| key(j) > kth || (key(j) == kth && (!tie_cut || tie(j) <= p)))
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn select_topk_keeps_the_best_by_score_then_tie_key(
+        values in prop::collection::vec(prop::sample::select(vec![f32::NEG_INFINITY, -1.5, -0.0, 0.0, 0.25, 0.25, 1.0, 3.0, 7.5]), 1..300),
+        bases in prop::collection::vec(0u32..40, 1..4),
+        touch in prop::collection::vec(0u32..5, 300),
+        use_touch in any::<bool>(),
+        r in 1usize..80,
+    ) {
+        // Global ids 0..n over segments starting at the sorted `bases` (first at 0).
+        let n = values.len() as u32;
+        let mut starts: Vec<u32> = bases.iter().map(|b| b % n).collect();
+        starts.push(0);
+        starts.sort_unstable();
+        starts.dedup();
+        let seg = |g: u32| starts.partition_point(|&s| s <= g) as u32 - 1;
+        let tie = |g: u32| -> (u64, u32) {
+            if use_touch {
+                let s = seg(g);
+                ((u64::from(s) << 32) | u64::from(touch[g as usize]), g - starts[s as usize])
+            } else {
+                (0, g)
+            }
+        };
+        let n_seg = starts.len() as u32;
+        let first = if use_touch { if n_seg <= 256 { 3 } else { 2 } } else { 8 };
+        let mut got = select(&values, &tie, first, r);
+        got.sort_unstable();
+        // Reference: sort by (score descending, tie key ascending), take r.
+        let mut want: Vec<u32> = (0..n).filter(|&g| values[g as usize] > f32::NEG_INFINITY).collect();
+        want.sort_by(|&a, &b| float_key(values[b as usize]).cmp(&float_key(values[a as usize])).then(tie(a).cmp(&tie(b))));
+        want.truncate(r);
+        want.sort_unstable();
+        prop_assert_eq!(got, want);
+    }
+}
