@@ -6,8 +6,9 @@
 //! can be loaded. The kernels are compiled once per process and device (for the device's
 //! `sm_XY`) and kept in [`Gpu`], which is cached per device ordinal by [`gpu`].
 //!
-//! Device data (FORMAT.md, "Device layout"): a [`DeviceCodec`] (centroids and bucket weights
-//! as stored), one [`DeviceSegment`] per segment (doc offsets, codes and packed residuals as
+//! Device data (FORMAT.md, "Device layout"): a [`DeviceCodec`] (centroids as stored, the
+//! residual byte table, and the host's `i8` centroids when it scores them so), one
+//! [`DeviceSegment`] per segment (doc offsets, codes, packed residuals and token scales as
 //! stored; postings decoded once into list offsets and absolute local ids), and a
 //! [`DeviceIndex`] per snapshot: the segment table and a tombstone bitmap over global ids.
 //! Resident bytes are counted against a budget; an upload beyond it fails with
@@ -18,8 +19,8 @@
 //! [`MAX_SCRATCH_BYTES`]). The launches, one per stage of the CPU pipeline, are in
 //! `gpu/pipeline.rs`; each kernel of `cuda/search.cu` names the CPU function it mirrors.
 //!
-//! This is the crate's only module with `unsafe` besides `simd`: kernel launches, and
-//! switching off cudarc's per-buffer event tracking (one stream, so it is not needed).
+//! `unsafe` here and in `gpu/pipeline.rs`: kernel launches, and switching off cudarc's
+//! per-buffer event tracking (one stream, so it is not needed).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
