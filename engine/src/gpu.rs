@@ -7,13 +7,37 @@
 //! tombstone bitmap) built on its first GPU search. Device memory is released when the
 //! last snapshot using it is gone, at the next GPU search (entries are purged then).
 //!
-//! Refinement runs on the CPU: the device returns its best `max(k, refine budget)`
-//! candidates with their compressed scores, and the host re-scores them over their
-//! originals (`search::refine_and_rank`), the same code as the CPU path. Why not on the
-//! device: the originals are 7x the index at f16 and would have to be resident to be read
-//! there, while the refined candidates' originals are a few hundred kilobytes per query
-//! that the host reads in place from the memory map; the refine work per query is well
-//! under a millisecond of one core (BENCHMARKS.md, "Exact answers").
+//! The device runs the CPU pipeline (`search.rs`), stage by stage, each kernel mirroring
+//! one CPU function (`tessera_kernels::gpu`, `cuda/search.cu`): centroid scores (in `i8`
+//! when this host scores them so), probes, the postings estimate and the prefilter (ties
+//! in the CPU's first-touch order), the byte-quantised centroid-code estimate, and the
+//! exact scores over the compressed vectors (through the residual table, or by
+//! decompression, as the CPU chooses per query; norm scales applied). Filters go to the
+//! device as a bitmap over global ids; the filter's path (scaled probes, every match
+//! estimated, or, for few matches, exact scoring over originals on the CPU) is the CPU's
+//! decision, made here with the same functions (`Plan`).
+//!
+//! The host finishes each query with the CPU's own code: it orders the device's
+//! survivors as `top_k` does (ties in first-touch order unless the prefilter cut them), replays the exact stage's early stop over their exact scores
+//! (the device scored every survivor up to the re-rank limit in parallel; `search::settle`
+//! stops at the document the CPU would), then refines and ranks (`search::refine_and_rank`).
+//! Why refine on the host: the originals are 7x the index at f16 and would have to be
+//! resident to be read on the device, while the refined candidates' originals are a few
+//! hundred kilobytes per query that the host reads in place from the memory map; the
+//! refine work per query is well under a millisecond of one core (BENCHMARKS.md, "Exact
+//! answers"). That is an argument, not a measurement on a device: none has run this yet.
+//!
+//! Parity. With `i8` centroid scores (hosts with VNNI) and the residual-table exact stage,
+//! every number the device computes before the refine stage has the CPU's bits (the
+//! kernels' arithmetic is transcribed and checked bit for bit in `tessera_kernels`'s
+//! tests), so the same documents reach the refine stage and the answers are identical.
+//! With `f32` centroid scores (no VNNI) or the decompression path (8-bit residuals, large
+//! tables), sums run in another order: scores differ by float rounding (about 1e-6
+//! relative), and a document can change places only with one scored within that of it.
+//! Ties at the probe cut (two centroids with the same score for the nprobe-th place) may
+//! be broken differently; with more than 2,048 probes per token, documents tied at the
+//! prefilter cut too. The parity tests (`tests/gpu.rs`) accept differences only between
+//! scores tied within 1e-4.
 //!
 //! Fallback: `auto` uses the GPU when it works and otherwise the CPU, printing the reason on
 //! stderr once per process and reason; `cuda[:N]` turns every such reason into
@@ -23,17 +47,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
+use tessera_kernels::QueryLut;
 use tessera_kernels::gpu::{
-    self as kg, DeviceCodec, DeviceIndex, DeviceSearch, DeviceSegment, Gpu, GpuError, SegmentUpload,
+    self as kg, DeviceCodec, DeviceIndex, DeviceQuery, DeviceSearch, DeviceSegment, Gpu, GpuError,
+    SegmentUpload,
 };
 use tessera_storage::segment::{Codes, SegmentReader};
 
 use crate::codec::Codec;
 use crate::document::Hit;
 use crate::error::{Error, Result};
+use crate::filter::Allowed;
 use crate::options::{Device, SearchParams};
 use crate::parallel::Workers;
-use crate::search::{Cand, Scored, SearchStats, refine_and_rank};
+use crate::search::{Cand, EarlyStop, LUT_MAX_BYTES, Scored, SearchStats, refine_and_rank, settle};
 use crate::snapshot::SnapshotInner;
 
 /// What a [`Device`] setting resolves to on this machine.
@@ -143,20 +170,17 @@ fn route(device: Device) -> Result<Option<Arc<Gpu>>> {
 /// One query's hits and counters.
 pub(crate) type Answer = (Vec<Hit>, SearchStats);
 
-/// Searches `queries` on the GPU the parameters ask for. `Ok(None)`: use the CPU path
-/// (device `cpu`, or `auto` with an unusable GPU).
+/// Searches `queries` on the GPU the parameters ask for, under the filter's `allowed`
+/// documents when there is one. `Ok(None)`: use the CPU path (device `cpu`, `auto` with an
+/// unusable GPU, or a filter so selective that the CPU scores its matches exactly over
+/// their originals with no device stage).
 pub(crate) fn search_batch(
     snap: &Arc<SnapshotInner>,
     queries: &[&[f32]],
     k: usize,
     params: &SearchParams,
+    allowed: Option<&Allowed>,
 ) -> Result<Option<Vec<Answer>>> {
-    if params.filter.is_some() && params.device != Device::Cpu {
-        // The kernels have no filter stage: a filtered search runs on the CPU, whatever the
-        // device setting, and says so once.
-        log_reason("a metadata filter is set (filtered searches run on the CPU)".into());
-        return Ok(None);
-    }
     let Some(gpu) = route(params.device)? else {
         return Ok(None);
     };
@@ -168,76 +192,219 @@ pub(crate) fn search_batch(
             Err(device_error(params.device, &e))
         }
     };
-    if snap.codec.is_none() || snap.segments.is_empty() || k == 0 {
+    let Some(codec) = snap.codec.as_deref() else {
         return Ok(Some(vec![Default::default(); queries.len()]));
+    };
+    if snap.segments.is_empty() || k == 0 {
+        return Ok(Some(vec![Default::default(); queries.len()]));
+    }
+    // The CPU pipeline's own first decision (search.rs, "Filter hook"): few enough matches
+    // are scored exactly over their originals, with no stage the device would run.
+    if let Some(a) = allowed
+        && a.count <= params.filter_exact_budget() as u64
+        && snap.segments.iter().all(|s| s.originals.is_some())
+    {
+        log_reason(
+            "a filter matches few enough documents to score them all over their originals".into(),
+        );
+        return Ok(None);
     }
     let index = match index_for(snap, &gpu) {
         Ok(i) => i,
         Err(e) => return fail(e),
     };
-    let refine = params.refine_count(k);
-    let refinable = snap.segments.iter().any(|s| s.originals.is_some());
-    let want = if refinable { k.max(refine) } else { k };
-    let live = usize::try_from(snap.live_docs()).unwrap_or(usize::MAX);
-    let p = DeviceSearch {
-        k: want.min(live).max(k),
-        nprobe: params.nprobe.max(1),
-        n_rerank: params.rerank_budget(k),
-        exhaustive: params.full_scan(k, snap.live_docs()),
-    };
+    let plan = Plan::new(snap, codec, queries, k, params, allowed);
+    let allow = allowed.map(|a| allow_bitmap(&index, a));
     let t = Instant::now();
-    let (found, traffic) = match index.search(queries, &p) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    count(queries.len() as u64, &traffic);
+    let mut ranked: Vec<Option<kg::DeviceRanked>> = vec![None; queries.len()];
+    // The device takes a batch whose queries all find candidates the same way.
+    for scan_all in [false, true] {
+        let picked: Vec<usize> = (0..queries.len())
+            .filter(|&i| plan.queries[i].scan_all == scan_all)
+            .collect();
+        if picked.is_empty() {
+            continue;
+        }
+        let batch: Vec<DeviceQuery<'_>> = picked.iter().map(|&i| plan.queries[i]).collect();
+        let (found, traffic) = match index.search(&batch, &plan.device, allow.as_deref()) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        count(batch.len() as u64, &traffic);
+        for (i, d) in picked.into_iter().zip(found) {
+            ranked[i] = Some(d);
+        }
+    }
     let per_query_us = t.elapsed().as_micros() as u64 / queries.len().max(1) as u64;
-    found
-        .into_iter()
-        .zip(queries)
-        .map(|(d, query)| {
-            let mut stats = SearchStats {
-                candidates: d.candidates as usize,
-                reranked: d.reranked as usize,
-                // The device pipeline is timed as a whole (one synchronisation per batch).
-                rerank_us: per_query_us,
-                ..SearchStats::default()
-            };
-            let (cands, scores): (Vec<Cand>, Vec<f32>) = d
-                .hits
-                .iter()
-                .filter(|&&(seg, local, _)| {
-                    snap.segments
-                        .get(seg as usize)
-                        .is_some_and(|s| local < s.reader.meta().n_docs)
-                })
-                .map(|&(seg, local, score)| (Cand { seg, local }, score))
-                .unzip();
-            if cands.len() < k.min(live) {
-                // The probed postings reached fewer documents than asked for: the CPU path
-                // then scores every live document, and so does this query.
-                let mut stats = SearchStats::default();
-                let hits = crate::search::search(snap, query, k, params, None, &mut stats)?;
-                return Ok((hits, stats));
-            }
-            let scored = Scored {
-                cands: &cands,
-                compressed: &scores,
-            };
-            // The CPU's final stage: refine, then order by score and external id.
-            let hits = refine_and_rank(
-                snap,
-                query,
-                &scored,
-                k,
-                refine,
-                &Workers::new(1),
-                &mut stats,
-            )?;
-            Ok((hits, stats))
+    queries
+        .iter()
+        .zip(ranked)
+        .map(|(query, d)| {
+            let d = d.unwrap_or_default();
+            finish(snap, query, k, params, allowed, &plan, d, per_query_us)
         })
         .collect::<Result<Vec<Answer>>>()
         .map(Some)
+}
+
+/// What the CPU pipeline would decide for this batch, as device parameters.
+struct Plan<'q> {
+    device: DeviceSearch,
+    queries: Vec<DeviceQuery<'q>>,
+    stop: EarlyStop,
+}
+
+impl<'q> Plan<'q> {
+    fn new(
+        snap: &SnapshotInner,
+        codec: &Codec,
+        queries: &[&'q [f32]],
+        k: usize,
+        params: &SearchParams,
+        allowed: Option<&Allowed>,
+    ) -> Self {
+        let dim = codec.dim();
+        let live = allowed.map_or_else(|| snap.live_docs(), |a| a.count);
+        let queries = queries
+            .iter()
+            .map(|q| {
+                let nq = q.len() / dim;
+                // search_with_tables: a filter ranks every match when `estimate_all` says
+                // so (module `filter::depth`).
+                let walk = crate::filter::depth::Walk {
+                    nprobe: params.nprobe,
+                    query_tokens: nq,
+                    centroids: codec.n_centroids() as usize,
+                };
+                let scan_all = allowed.is_some_and(|a| {
+                    crate::filter::depth::estimate_all(params, k, a, snap.live_docs(), walk)
+                });
+                DeviceQuery {
+                    tokens: q,
+                    lut: QueryLut::table_bytes(codec.residual(), nq) <= LUT_MAX_BYTES,
+                    scan_all,
+                }
+            })
+            .collect();
+        Plan {
+            device: DeviceSearch {
+                nprobe: crate::filter::depth::probes(params.nprobe, allowed, snap.live_docs()),
+                prefilter: params.prefilter_budget(k, snap.live_docs()),
+                rerank: params.rerank_limit(k),
+                exhaustive: params.full_scan(k, live),
+            },
+            queries,
+            stop: EarlyStop {
+                min: params.rerank_budget(k),
+                cut: params.settle_cut(k),
+            },
+        }
+    }
+}
+
+/// The allowed documents as a bitmap over the device index's global ids.
+fn allow_bitmap(index: &DeviceIndex, a: &Allowed) -> Vec<u32> {
+    let bases = index.segment_bases();
+    let mut words = vec![0u32; index.bitmap_words()];
+    for (si, bm) in a.per_seg.iter().enumerate() {
+        for local in bm {
+            let g = bases[si] as usize + local as usize;
+            if let Some(w) = words.get_mut(g / 32) {
+                *w |= 1 << (g % 32);
+            }
+        }
+    }
+    words
+}
+
+/// The host's part of one query: the survivors in the CPU's order (estimate descending,
+/// ties to the lower global id, as `top_k` over candidates in global order), the early
+/// stop replayed over their exact scores, then the CPU's refine stage and final ranking.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    snap: &SnapshotInner,
+    query: &[f32],
+    k: usize,
+    params: &SearchParams,
+    allowed: Option<&Allowed>,
+    plan: &Plan<'_>,
+    d: kg::DeviceRanked,
+    per_query_us: u64,
+) -> Result<Answer> {
+    let mut stats = SearchStats {
+        candidates: d.candidates as usize,
+        // The device pipeline is timed as a whole (one synchronisation per batch).
+        rerank_us: per_query_us,
+        ..SearchStats::default()
+    };
+    let valid = |&(seg, local): &(u32, u32)| {
+        snap.segments
+            .get(seg as usize)
+            .is_some_and(|s| local < s.reader.meta().n_docs)
+    };
+    let mut order: Vec<usize> = (0..d.docs.len()).filter(|&i| valid(&d.docs[i])).collect();
+    let cand = |i: usize| Cand {
+        seg: d.docs[i].0,
+        local: d.docs[i].1,
+    };
+    if plan.device.exhaustive {
+        // search_with_tables' full scan: every live (allowed) document, in global order.
+        let cands: Vec<Cand> = order.iter().map(|&i| cand(i)).collect();
+        let scores: Vec<f32> = order.iter().map(|&i| d.exact[i]).collect();
+        stats.reranked = cands.len();
+        return rank(snap, query, k, params, &cands, &scores, stats);
+    }
+    // `top_k` breaks ties by the candidates' order: first touch unless the prefilter cut
+    // them (then global order).
+    let tie = |i: usize| {
+        let touch = if d.touch_order { d.touch[i] } else { 0 };
+        (d.docs[i].0, touch, d.docs[i].1)
+    };
+    order.sort_by(|&a, &b| {
+        d.estimates[b]
+            .total_cmp(&d.estimates[a])
+            .then_with(|| tie(a).cmp(&tie(b)))
+    });
+    if order.len() < k {
+        // The probed postings reach fewer documents than asked for: the CPU then scores
+        // every live document, and so does this query, with the CPU's code.
+        let mut stats = SearchStats::default();
+        let hits = crate::search::search(snap, query, k, params, allowed, &mut stats)?;
+        return Ok((hits, stats));
+    }
+    let (done, scores) = settle(order.len(), plan.stop, |r| {
+        order[r].iter().map(|&i| d.exact[i]).collect()
+    });
+    let cands: Vec<Cand> = order[..done].iter().map(|&i| cand(i)).collect();
+    stats.reranked = done;
+    rank(snap, query, k, params, &cands, &scores, stats)
+}
+
+/// The CPU's final stage: refine (on the threads the parameters give the CPU's), then
+/// order by score and external id.
+fn rank(
+    snap: &SnapshotInner,
+    query: &[f32],
+    k: usize,
+    params: &SearchParams,
+    cands: &[Cand],
+    scores: &[f32],
+    mut stats: SearchStats,
+) -> Result<Answer> {
+    let scored = Scored {
+        cands,
+        compressed: scores,
+    };
+    let hits = refine_and_rank(
+        snap,
+        query,
+        &scored,
+        k,
+        params.refine_count(k),
+        &Workers::new(params.threads),
+        &mut stats,
+    )?;
+    Ok((hits, stats))
 }
 
 /// Totals over all GPU searches of this process (for benchmarks and monitoring).
@@ -326,12 +493,11 @@ fn index_for(snap: &Arc<SnapshotInner>, gpu: &Arc<Gpu>) -> Result<Arc<DeviceInde
     let dcodec = match res.codecs.get(&ckey).and_then(|r| r.device.upgrade()) {
         Some(d) => d,
         None => {
-            let data = codec.data();
+            // The device scores centroids as this host does (in i8 with VNNI): same bits.
             let d = Arc::new(gpu.upload_codec(
-                codec.dim(),
-                data.nbits,
                 codec.centroids(),
-                &data.weights,
+                codec.residual(),
+                codec.int8_centroids(),
             )?);
             res.codecs.insert(
                 ckey,
@@ -400,6 +566,7 @@ fn upload_segment(gpu: &Arc<Gpu>, r: &SegmentReader) -> Result<DeviceSegment, Gp
         doc_offsets: r.doc_offsets(),
         codes,
         residuals: r.residuals(),
+        scales: r.token_scales(),
         posting_offsets: &posting_offsets,
         posting_docs: &posting_docs,
     })
@@ -456,3 +623,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod emulate;

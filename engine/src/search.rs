@@ -63,7 +63,8 @@ const RERANK_BLOCK_TOKENS: usize = 4096;
 /// per-core L2 cache and decompression plus GEMM is as fast. With half-byte tables, 1-4 bit
 /// residuals stay under it up to dim 2048 for 32 query tokens; 8-bit residuals (whole-byte
 /// tables, 4 MiB at dim 128) take the decompression path.
-const LUT_MAX_BYTES: usize = 2 << 20;
+/// GPU hook (issue 16): `gpu.rs` makes the same choice per query.
+pub(crate) const LUT_MAX_BYTES: usize = 2 << 20;
 
 /// Where one search spent its time, from the engine's own counters.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -534,9 +535,9 @@ fn rank_allowed(
 /// When the exact stage may stop: after `min` documents, once no remaining candidate can
 /// enter the best `cut` exact scores.
 #[derive(Clone, Copy, Debug)]
-struct EarlyStop {
-    min: usize,
-    cut: usize,
+pub(crate) struct EarlyStop {
+    pub(crate) min: usize,
+    pub(crate) cut: usize,
 }
 
 /// Documents scored exactly between two checks of the early stop.
@@ -561,10 +562,26 @@ fn exact_until_settled(
     ranked: &[Cand],
     stop: EarlyStop,
 ) -> (Vec<Cand>, Vec<f32>) {
+    let segs = SegSlices::all(snap, codec);
+    let (done, scores) = settle(ranked.len(), stop, |range| {
+        tables
+            .workers
+            .map_chunks(&ranked[range], |c| exact_scores(codec, tables, &segs, c))
+    });
+    (ranked[..done].to_vec(), scores)
+}
+
+/// The early stop's rule over `n` documents in estimate order, `score` giving the exact
+/// scores of a range of them: how many are scored, and their scores. GPU hook (issue 16):
+/// `gpu.rs` replays it over the scores the device computed, so both stop at the same
+/// document.
+pub(crate) fn settle(
+    n: usize,
+    stop: EarlyStop,
+    mut score: impl FnMut(std::ops::Range<usize>) -> Vec<f32>,
+) -> (usize, Vec<f32>) {
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
-    let n = ranked.len();
-    let segs = SegSlices::all(snap, codec);
     let mut scores: Vec<f32> = Vec::with_capacity(n.min(stop.min * 2));
     let mut best: BinaryHeap<Reverse<OrdF32>> = BinaryHeap::with_capacity(stop.cut + 1);
     let mut done = 0;
@@ -575,9 +592,7 @@ fn exact_until_settled(
         } else {
             (done + EXACT_BLOCK).min(n)
         };
-        let block = tables.workers.map_chunks(&ranked[done..end], |c| {
-            exact_scores(codec, tables, &segs, c)
-        });
+        let block = score(done..end);
         placed = false;
         for &s in &block {
             if best.len() < stop.cut {
@@ -592,7 +607,7 @@ fn exact_until_settled(
         scores.extend(block);
         done = end;
     }
-    (ranked[..done].to_vec(), scores)
+    (done, scores)
 }
 
 /// An `f32` ordered (and equal) by `total_cmp`, for heaps of scores.

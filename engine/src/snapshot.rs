@@ -70,10 +70,12 @@ impl Snapshot {
         if let Some(d) = &params.diversity {
             return crate::diversity::search(self, query, k, params, d);
         }
-        if let Some(mut found) = crate::gpu::search_batch(&self.inner, &[query], k, params)? {
+        let allowed = self.allowed(params)?;
+        if let Some(mut found) =
+            crate::gpu::search_batch(&self.inner, &[query], k, params, allowed.as_ref())?
+        {
             return Ok(found.pop().unwrap_or_default());
         }
-        let allowed = self.allowed(params)?;
         let mut stats = SearchStats::default();
         let hits =
             crate::search::search(&self.inner, query, k, params, allowed.as_ref(), &mut stats)?;
@@ -100,11 +102,13 @@ impl Snapshot {
                 .collect();
         }
         let refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
-        if let Some(found) = crate::gpu::search_batch(&self.inner, &refs, k, params)? {
+        // One filter evaluation for the whole batch, on either device.
+        let allowed = self.allowed(params)?;
+        if let Some(found) =
+            crate::gpu::search_batch(&self.inner, &refs, k, params, allowed.as_ref())?
+        {
             return Ok(found.into_iter().map(|(hits, _)| hits).collect());
         }
-        // One filter evaluation for the whole batch.
-        let allowed = self.allowed(params)?;
         queries
             .par_iter()
             .map(|q| {

@@ -4,12 +4,18 @@
 //! usable GPU, `auto` must search on the CPU (with the reason recorded) and give exactly the
 //! CPU's answers, and `cuda` must fail clearly. The parity matrix needs a CUDA device; it is
 //! `#[ignore]`d so a machine without one lists it as ignored rather than passing it, and
-//! `scripts/gpu-check.sh` runs it (and compute-sanitizer on it) on a GPU machine.
+//! `scripts/gpu-check.sh` runs it (and compute-sanitizer on the small case) on a GPU
+//! machine. Each of its 24 configurations (random/clustered, dim 96/128/768, nbits
+//! 1/2/4/8, with 1-token and >= 1,024-token documents and 1-token queries) is searched at
+//! k 1/10/100 under ten settings (filters down each filtered path among them), one by one
+//! and batched, then again after deletes across two segments, then on the snapshot from
+//! before them. `TESSERA_GPU_TEST_DEVICE=auto` runs the same matrix against the CPU
+//! fallback, which checks the matrix's own logic on a machine without a GPU.
 
 use rand::{Rng, SeedableRng};
 use tessera::synthetic::{SyntheticCorpus, SyntheticSpec};
 use tessera::{
-    Collection, CollectionConfig, Database, Device, Document, Error, ExternalId, Hit,
+    Collection, CollectionConfig, Database, Device, Document, Error, ExternalId, Filter, Hit,
     IngestOptions, ResolvedDevice, SearchParams, resolve_device,
 };
 
@@ -76,12 +82,20 @@ fn collection(
     (db, coll)
 }
 
-/// Ingests `docs` with ids `0..n`.
+/// Ingests `docs` with ids `0..n`, each with metadata `bucket` = id mod 10 (filters of
+/// 10% and 50% selectivity).
 fn ingest_numbered(coll: &tessera::Collection, docs: &[Vec<f32>]) {
+    ingest_from(coll, docs, 0);
+}
+
+fn ingest_from(coll: &tessera::Collection, docs: &[Vec<f32>], first: u64) {
     let batch: Vec<Document> = docs
         .iter()
         .enumerate()
-        .map(|(i, v)| Document::new(i as u64, v.clone()))
+        .map(|(i, v)| {
+            let id = first + i as u64;
+            Document::new(id, v.clone()).with_metadata(serde_json::json!({ "bucket": id % 10 }))
+        })
         .collect();
     coll.ingest(&batch, &IngestOptions::default())
         .expect("ingest");
@@ -132,6 +146,16 @@ fn assert_parity(what: &str, cpu: &[Hit], gpu: &[Hit]) {
             );
         }
     }
+}
+
+/// The device the parity matrix tests: `cuda:0`, or `TESSERA_GPU_TEST_DEVICE` (e.g. `auto`
+/// on a machine without a GPU, to check the matrix's own logic against the CPU fallback).
+fn device_under_test() -> Device {
+    std::env::var("TESSERA_GPU_TEST_DEVICE")
+        .ok()
+        .map_or(Device::Cuda(0), |d| {
+            d.parse().expect("TESSERA_GPU_TEST_DEVICE")
+        })
 }
 
 fn search(coll: &Collection, q: &[f32], k: usize, p: &SearchParams) -> Vec<Hit> {
@@ -205,15 +229,14 @@ fn explicit_cuda_device_that_cannot_be_used_is_a_clear_error() {
     }
 }
 
-fn parity_case(clustered: bool, dim: usize, nbits: u32) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let seed = (dim as u64) * 10 + u64::from(nbits) + u64::from(clustered) * 1000;
-    let docs = corpus(dim, clustered, 400, seed);
-    let (_db, coll) = collection(dir.path(), &docs, dim, nbits);
-    let gpu = Device::Cuda(0);
-    // The collection keeps f16 originals (the default), so every setting but "refine off"
-    // also checks the refine stage the host runs on the device's candidates.
-    let settings = [
+/// The settings each configuration of the matrix is searched with: the defaults, refine
+/// off, few and all probes, exhaustive, and filters down each of the CPU's filtered paths
+/// that runs device stages (scaled probes over the postings; every match estimated; the
+/// exact path over originals stays on the CPU).
+fn settings(n_docs: usize) -> Vec<(&'static str, SearchParams)> {
+    let tenth = || Filter::eq("bucket", 3i64);
+    let half = || Filter::range("bucket", tessera::Cmp::Lt, 5i64);
+    vec![
         ("default", SearchParams::default()),
         ("refine off", SearchParams::default().with_n_refine(0)),
         ("nprobe 2", SearchParams::default().with_nprobe(2)),
@@ -221,32 +244,146 @@ fn parity_case(clustered: bool, dim: usize, nbits: u32) {
             "all probed, all re-ranked",
             SearchParams::default()
                 .with_nprobe(1 << 20)
-                .with_n_rerank(docs.len()),
+                .with_n_rerank(n_docs),
         ),
         ("exhaustive", SearchParams::exhaustive()),
-    ];
-    let qs = queries(&docs, dim, seed);
-    for (name, p) in &settings {
+        (
+            "filter 10%, scaled probes",
+            SearchParams::default()
+                .with_filter(tenth())
+                .with_filter_exact(0)
+                .with_filter_scan(0),
+        ),
+        (
+            "filter 10%, every match estimated",
+            SearchParams::default()
+                .with_filter(tenth())
+                .with_filter_exact(0)
+                .with_filter_scan(usize::MAX),
+        ),
+        (
+            "filter 50%",
+            SearchParams::default()
+                .with_filter(half())
+                .with_filter_exact(0),
+        ),
+        (
+            "filter 10%, exhaustive",
+            SearchParams::exhaustive()
+                .with_filter(tenth())
+                .with_filter_exact(0),
+        ),
+        (
+            "filter 10%, exact over originals",
+            SearchParams::default().with_filter(tenth()),
+        ),
+    ]
+}
+
+/// One search of a view (collection or snapshot) and a batch of them.
+type OneSearch<'a> = dyn Fn(&[f32], usize, &SearchParams) -> Vec<Hit> + 'a;
+type BatchSearch<'a> = dyn Fn(&[Vec<f32>], usize, &SearchParams) -> Vec<Vec<Hit>> + 'a;
+
+/// Every setting, k and query on the CPU and the device (one by one and batched).
+fn compare_all(
+    what: &str,
+    search_in: &OneSearch<'_>,
+    batch_in: &BatchSearch<'_>,
+    qs: &[Vec<f32>],
+    n_docs: usize,
+) {
+    let gpu = device_under_test();
+    for (name, p) in &settings(n_docs) {
         for k in [1, 10, 100] {
+            let cpu: Vec<Vec<Hit>> = qs
+                .iter()
+                .map(|q| search_in(q, k, &p.clone().with_device(Device::Cpu)))
+                .collect();
             for (qi, q) in qs.iter().enumerate() {
-                let what = format!(
-                    "{} dim {dim} nbits {nbits} {name} k {k} query {qi}",
-                    if clustered { "clustered" } else { "random" }
-                );
-                let c = search(&coll, q, k, &p.clone().with_device(Device::Cpu));
-                let g = search(&coll, q, k, &p.clone().with_device(gpu));
-                assert_parity(&what, &c, &g);
+                let g = search_in(q, k, &p.clone().with_device(gpu));
+                assert_parity(&format!("{what} {name} k {k} query {qi}"), &cpu[qi], &g);
             }
             // Batched launches give the one-by-one answers.
-            let batch = coll
-                .search_batch(&qs, k, &p.clone().with_device(gpu))
-                .expect("batch");
-            for (qi, (q, b)) in qs.iter().zip(&batch).enumerate() {
-                let c = search(&coll, q, k, &p.clone().with_device(Device::Cpu));
-                assert_parity(&format!("batch {name} k {k} query {qi}"), &c, b);
+            let batch = batch_in(qs, k, &p.clone().with_device(gpu));
+            for (qi, b) in batch.iter().enumerate() {
+                assert_parity(
+                    &format!("{what} batch {name} k {k} query {qi}"),
+                    &cpu[qi],
+                    b,
+                );
             }
         }
     }
+}
+
+fn parity_case(clustered: bool, dim: usize, nbits: u32) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = (dim as u64) * 10 + u64::from(nbits) + u64::from(clustered) * 1000;
+    let docs = corpus(dim, clustered, 400, seed);
+    let (_db, coll) = collection(dir.path(), &docs, dim, nbits);
+    let what = format!(
+        "{} dim {dim} nbits {nbits}",
+        if clustered { "clustered" } else { "random" }
+    );
+    let qs = queries(&docs, dim, seed);
+    // The collection keeps f16 originals (the default), so every setting but "refine off"
+    // also checks the refine stage the host runs on the device's candidates.
+    let one = |q: &[f32], k: usize, p: &SearchParams| search(&coll, q, k, p);
+    let many =
+        |qs: &[Vec<f32>], k: usize, p: &SearchParams| coll.search_batch(qs, k, p).expect("batch");
+    compare_all(&what, &one, &many, &qs, docs.len());
+    // Deletes and a second segment (global ids cross a segment boundary; tombstones in
+    // both), then the snapshot taken before them, which must still see the deleted ones.
+    let before = coll.snapshot();
+    let more = corpus(dim, clustered, 120, seed + 1);
+    ingest_from(&coll, &more, 10_000);
+    let mut victims: Vec<ExternalId> = (0..docs.len() as u64)
+        .step_by(7)
+        .map(ExternalId::from)
+        .collect();
+    victims.extend((10_000..10_120u64).step_by(5).map(ExternalId::from));
+    victims.extend(
+        search(
+            &coll,
+            &qs[2],
+            3,
+            &SearchParams::default().with_device(Device::Cpu),
+        )
+        .into_iter()
+        .map(|h| h.id),
+    );
+    coll.delete(&victims).expect("delete");
+    for q in &qs {
+        let g = search(
+            &coll,
+            q,
+            10,
+            &SearchParams::default().with_device(device_under_test()),
+        );
+        assert!(
+            g.iter().all(|h| !victims.contains(&h.id)),
+            "{what}: a deleted document returned"
+        );
+    }
+    compare_all(
+        &format!("{what} after deletes"),
+        &one,
+        &many,
+        &qs,
+        docs.len() + more.len(),
+    );
+    let old_one =
+        |q: &[f32], k: usize, p: &SearchParams| before.search(q, k, p).expect("old snapshot");
+    let old_many = |qs: &[Vec<f32>], k: usize, p: &SearchParams| {
+        before.search_batch(qs, k, p).expect("old snapshot batch")
+    };
+    compare_all(
+        &format!("{what} old snapshot"),
+        &old_one,
+        &old_many,
+        &qs,
+        docs.len(),
+    );
 }
 
 macro_rules! parity_tests {
@@ -319,7 +456,7 @@ fn gpu_parity_with_four_byte_codes() {
     ] {
         for (qi, q) in queries(&docs, dim, 77).iter().enumerate() {
             let c = search(&coll, q, 10, &p.clone().with_device(Device::Cpu));
-            let g = search(&coll, q, 10, &p.clone().with_device(Device::Cuda(0)));
+            let g = search(&coll, q, 10, &p.clone().with_device(device_under_test()));
             assert_parity(&format!("u32 codes {name} query {qi}"), &c, &g);
         }
     }
@@ -341,7 +478,7 @@ fn gpu_deletes_and_snapshots_behave_as_on_the_cpu() {
     coll.ingest(&more, &IngestOptions::default())
         .expect("ingest");
     let q = docs[20][..dim.min(docs[20].len())].to_vec();
-    let gpu = SearchParams::default().with_device(Device::Cuda(0));
+    let gpu = SearchParams::default().with_device(device_under_test());
     let cpu = SearchParams::default().with_device(Device::Cpu);
     let before = coll.snapshot();
     let top = search(&coll, &q, 10, &gpu);
@@ -358,7 +495,7 @@ fn gpu_deletes_and_snapshots_behave_as_on_the_cpu() {
         &coll,
         &q,
         10,
-        &SearchParams::exhaustive().with_device(Device::Cuda(0)),
+        &SearchParams::exhaustive().with_device(device_under_test()),
     );
     assert!(exhaustive.iter().all(|h| !victims.contains(&h.id)));
     // The snapshot taken before the delete still sees the deleted documents, on both paths.
@@ -393,4 +530,47 @@ fn gpu_over_budget_is_an_error_for_cuda_and_a_cpu_fallback_for_auto() {
         &SearchParams::default().with_device(Device::Cpu),
     );
     assert_eq!(auto, cpu);
+}
+
+#[test]
+#[ignore = "needs a CUDA device: run scripts/gpu-check.sh (under compute-sanitizer there)"]
+fn gpu_sanitizer_case_covers_every_kernel_in_a_few_searches() {
+    // Small enough for compute-sanitizer's memcheck and racecheck (every launch is slowed
+    // by orders of magnitude there), and still every kernel: dim 96 at 8 bits takes the
+    // residual table for a 1-token query and decompression for 32 tokens; the i8 or f32
+    // centroid scores (as the host scores them); two segments with deletes; a filter down
+    // the scaled-probe and the every-match paths; exhaustive.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dim = 96;
+    let docs = corpus(dim, true, 160, 21);
+    let (_db, coll) = collection(dir.path(), &docs, dim, 8);
+    ingest_from(&coll, &corpus(dim, false, 40, 22), 10_000);
+    coll.delete(&[ExternalId::from(5u64), ExternalId::from(10_003u64)])
+        .expect("delete");
+    let qs = queries(&docs, dim, 21);
+    let tenth = Filter::eq("bucket", 3i64);
+    let settings = [
+        SearchParams::default(),
+        SearchParams::exhaustive(),
+        SearchParams::default()
+            .with_filter(tenth.clone())
+            .with_filter_exact(0)
+            .with_filter_scan(0),
+        SearchParams::default()
+            .with_filter(tenth)
+            .with_filter_exact(0)
+            .with_filter_scan(usize::MAX),
+    ];
+    for (si, p) in settings.iter().enumerate() {
+        for qi in [0, 1] {
+            let c = search(&coll, &qs[qi], 10, &p.clone().with_device(Device::Cpu));
+            let g = search(
+                &coll,
+                &qs[qi],
+                10,
+                &p.clone().with_device(device_under_test()),
+            );
+            assert_parity(&format!("setting {si} query {qi}"), &c, &g);
+        }
+    }
 }

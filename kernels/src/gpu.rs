@@ -6,36 +6,21 @@
 //! can be loaded. The kernels are compiled once per process and device (for the device's
 //! `sm_XY`) and kept in [`Gpu`], which is cached per device ordinal by [`gpu`].
 //!
-//! Device data (FORMAT.md, "Device layout"): a [`DeviceCodec`] (centroids and bucket weights
-//! as stored), one [`DeviceSegment`] per segment (doc offsets, codes and packed residuals as
+//! Device data (FORMAT.md, "Device layout"): a [`DeviceCodec`] (centroids as stored, the
+//! residual byte table, and the host's `i8` centroids when it scores them so), one
+//! [`DeviceSegment`] per segment (doc offsets, codes, packed residuals and token scales as
 //! stored; postings decoded once into list offsets and absolute local ids), and a
 //! [`DeviceIndex`] per snapshot: the segment table and a tombstone bitmap over global ids.
 //! Resident bytes are counted against a budget; an upload beyond it fails with
 //! [`GpuError::OutOfBudget`] before anything is allocated.
 //!
-//! A batch search moves the query matrices in and the top-k out, with one synchronisation
-//! per chunk of queries (chunks bound the scratch memory, see [`MAX_SCRATCH_BYTES`]).
+//! A batch search moves the query matrices in and each query's ranked survivors out, with
+//! one synchronisation per chunk of queries (chunks bound the scratch memory, see
+//! [`MAX_SCRATCH_BYTES`]). The launches, one per stage of the CPU pipeline, are in
+//! `gpu/pipeline.rs`; each kernel of `cuda/search.cu` names the CPU function it mirrors.
 //!
-//! Launches per chunk, all on one stream (the host waits once, for the top-k copy):
-//! 1. `centroid_scores`: `S = Q C^T` in 32 x 32 tiles (block 32 x 8), written centroid-major
-//!    and token-major;
-//! 2. `select_topk`, one 1024-thread block per query token: its `nprobe` best centroids
-//!    (skipped when `nprobe >= K`: every centroid is probed);
-//! 3. `mark_candidates`, a 128-thread block per (probe, segment): the posting list's
-//!    documents set bits in the query's candidate bitmap;
-//! 4. `approx_scores`, a warp per 32 documents of a query: minus tombstones, the sum over
-//!    query tokens of the max centroid score over the document's codes; `-inf` elsewhere;
-//! 5. `select_topk`, a block per query: the `n_rerank` best approximate scores survive
-//!    (pruning by rank, as the CPU path);
-//! 6. `rerank_maxsim_d{128,256,512,1024}`, a 128-thread block per (survivor, query): tiles of
-//!    the document decompressed into shared memory only, exact MaxSim;
-//! 7. `select_topk`, a block per query: the top-k, ties to the lower global id.
-//!
-//! `select_topk` is a radix selection on order-preserving float keys (4 passes of 8 bits),
-//! followed, when the boundary value is tied, by a radix selection on the tied ids.
-//!
-//! This is the crate's only module with `unsafe` besides `simd`: kernel launches, and
-//! switching off cudarc's per-buffer event tracking (one stream, so it is not needed).
+//! `unsafe` here and in `gpu/pipeline.rs`: kernel launches, and switching off cudarc's
+//! per-buffer event tracking (one stream, so it is not needed).
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -47,15 +32,26 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
+mod pipeline;
+pub use pipeline::{DeviceQuery, DeviceRanked, DeviceSearch, DeviceTraffic};
+
 /// The CUDA C source of every search kernel.
 pub const KERNEL_SOURCE: &str = include_str!("cuda/search.cu");
 
 /// Entry points of [`KERNEL_SOURCE`] that the launch code loads.
 pub const KERNEL_NAMES: &[&str] = &[
     "centroid_scores",
+    "centroid_scores_i8",
+    "byte_map_range",
+    "quantize_scores",
     "select_topk",
+    "rank_probes",
+    "probe_tables",
     "mark_candidates",
-    "approx_scores",
+    "postings_estimate",
+    "code_estimate",
+    "build_lut",
+    "lut_maxsim",
     "rerank_maxsim_d128",
     "rerank_maxsim_d256",
     "rerank_maxsim_d512",
@@ -77,13 +73,23 @@ const MAX_GRID_Y: usize = 65_535;
 const RERANK_THREADS: u32 = 128;
 const SELECT_THREADS: u32 = 1024;
 const MARK_THREADS: u32 = 128;
-const APPROX_WARPS: u32 = 8;
-/// Threads per block each kernel is launched with (`centroid_scores` is 32 x 8).
+/// Warps per block of the kernels that give one warp to each document.
+const DOC_WARPS: u32 = 8;
+const FLAT_THREADS: u32 = 256;
+/// Threads per block each kernel is launched with (`centroid_scores*` are 32 x 8).
 pub const BLOCK_THREADS: &[(&str, u32)] = &[
     ("centroid_scores", 256),
+    ("centroid_scores_i8", 256),
+    ("byte_map_range", FLAT_THREADS),
+    ("quantize_scores", FLAT_THREADS),
     ("select_topk", SELECT_THREADS),
+    ("rank_probes", FLAT_THREADS),
+    ("probe_tables", FLAT_THREADS),
     ("mark_candidates", MARK_THREADS),
-    ("approx_scores", 32 * APPROX_WARPS),
+    ("postings_estimate", 32 * DOC_WARPS),
+    ("code_estimate", 32 * DOC_WARPS),
+    ("build_lut", FLAT_THREADS),
+    ("lut_maxsim", 32 * DOC_WARPS),
     ("rerank_maxsim_d128", RERANK_THREADS),
     ("rerank_maxsim_d256", RERANK_THREADS),
     ("rerank_maxsim_d512", RERANK_THREADS),
@@ -188,9 +194,17 @@ pub fn compile_ptx(arch: &str) -> Result<String> {
 
 struct Kernels {
     centroid_scores: CudaFunction,
+    centroid_scores_i8: CudaFunction,
+    byte_map_range: CudaFunction,
+    quantize_scores: CudaFunction,
     select_topk: CudaFunction,
+    rank_probes: CudaFunction,
+    probe_tables: CudaFunction,
     mark_candidates: CudaFunction,
-    approx_scores: CudaFunction,
+    postings_estimate: CudaFunction,
+    code_estimate: CudaFunction,
+    build_lut: CudaFunction,
+    lut_maxsim: CudaFunction,
     rerank: [CudaFunction; 4],
 }
 
@@ -277,9 +291,17 @@ fn open_inner(ordinal: usize) -> Result<Arc<Gpu>> {
     let f = |name: &str| module.load_function(name).map_err(drv("loading a kernel"));
     let kernels = Kernels {
         centroid_scores: f("centroid_scores")?,
+        centroid_scores_i8: f("centroid_scores_i8")?,
+        byte_map_range: f("byte_map_range")?,
+        quantize_scores: f("quantize_scores")?,
         select_topk: f("select_topk")?,
+        rank_probes: f("rank_probes")?,
+        probe_tables: f("probe_tables")?,
         mark_candidates: f("mark_candidates")?,
-        approx_scores: f("approx_scores")?,
+        postings_estimate: f("postings_estimate")?,
+        code_estimate: f("code_estimate")?,
+        build_lut: f("build_lut")?,
+        lut_maxsim: f("lut_maxsim")?,
         rerank: [
             f("rerank_maxsim_d128")?,
             f("rerank_maxsim_d256")?,
@@ -396,27 +418,49 @@ impl Gpu {
         s.device_ptr(&self.stream).0
     }
 
-    /// Uploads a codec: centroids `[k, dim]` and bucket weights `[dim, 2^nbits]`, as stored.
+    /// Uploads a codec: its centroids `[k, dim]` as stored, the residual quantiser's byte
+    /// table (what decoding and the residual tables read), and, when the host scores
+    /// centroids in `i8` (`int8` is `Some`), those quantised centroids, so that the device
+    /// scores them the same way and gets the same bits.
     pub fn upload_codec(
         self: &Arc<Self>,
-        dim: usize,
-        nbits: u32,
         centroids: &[f32],
-        weights: &[f32],
+        residual: &crate::ResidualCodec,
+        int8: Option<&crate::Int8Centroids>,
     ) -> Result<DeviceCodec> {
+        let dim = residual.dim();
         if dim == 0 || dim > MAX_DIM {
             return Err(GpuError::Unsupported(format!(
                 "dimension {dim} (the GPU kernels handle 1 to {MAX_DIM})"
             )));
         }
-        let bytes = 4 * (centroids.len() + weights.len()) as u64;
+        let (byte_table, per_byte) = residual.byte_weights();
+        let int8_words: Option<Vec<i32>> = int8.map(|c| {
+            c.codes()
+                .chunks_exact(4)
+                .map(|w| i32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]))
+                .collect()
+        });
+        let bytes = 4 * (centroids.len() + byte_table.len()) as u64
+            + int8_words.as_ref().map_or(0, |w| 4 * w.len() as u64)
+            + int8.map_or(0, |c| 4 * c.scales().len() as u64);
         let reservation = self.reserve(bytes)?;
+        let int8 = match (int8, int8_words) {
+            (Some(c), Some(words)) => Some(DeviceInt8 {
+                codes: self.upload(&words)?,
+                scales: self.upload(c.scales())?,
+                max_norm: c.max_norm(),
+            }),
+            _ => None,
+        };
         Ok(DeviceCodec {
             dim,
-            nbits,
+            per_byte: per_byte as u32,
+            n_bytes: residual.packed_len() as u32,
             n_centroids: (centroids.len() / dim) as u32,
             centroids: self.upload(centroids)?,
-            weights: self.upload(weights)?,
+            byte_table: self.upload(byte_table)?,
+            int8,
             _reservation: reservation,
         })
     }
@@ -429,12 +473,19 @@ impl Gpu {
                 seg.code_width
             )));
         }
+        let n_tokens = seg.doc_offsets.last().copied().unwrap_or(0);
+        if seg.scales.is_some_and(|s| s.len() as u64 != n_tokens) {
+            return Err(GpuError::Unsupported(format!(
+                "{} token scales for {n_tokens} tokens",
+                seg.scales.map_or(0, <[u16]>::len)
+            )));
+        }
         let bytes = 8 * seg.doc_offsets.len() as u64
             + seg.codes.len() as u64
             + seg.residuals.len() as u64
+            + 2 * seg.scales.map_or(0, <[u16]>::len) as u64
             + 4 * (seg.posting_offsets.len() + seg.posting_docs.len()) as u64;
         let reservation = self.reserve(bytes)?;
-        let n_tokens = seg.doc_offsets.last().copied().unwrap_or(0);
         Ok(DeviceSegment {
             n_docs: seg.n_docs,
             n_tokens,
@@ -443,6 +494,7 @@ impl Gpu {
             offsets: self.upload(seg.doc_offsets)?,
             codes: self.upload(seg.codes)?,
             residuals: self.upload(seg.residuals)?,
+            scales: seg.scales.map(|s| self.upload(s)).transpose()?,
             post_off: self.upload(seg.posting_offsets)?,
             post_docs: self.upload(seg.posting_docs)?,
             _reservation: reservation,
@@ -471,8 +523,7 @@ impl Gpu {
             n,
         } = snapshot_tables(&n_docs, deleted)?;
         let tokens: u64 = segments.iter().map(|s| s.n_tokens).sum();
-        let live_docs = u64::from(n) - deleted.iter().map(|d| d.len() as u64).sum::<u64>();
-        let table_bytes = 4 * (tomb.len() as u64) + 40 * segments.len() as u64 + 16;
+        let table_bytes = 4 * (tomb.len() as u64) + 48 * segments.len() as u64 + 16;
         let reservation = self.reserve(table_bytes)?;
         let addrs = |f: &dyn Fn(&DeviceSegment) -> u64| -> Vec<u64> {
             segments.iter().map(|s| f(s)).collect()
@@ -480,6 +531,8 @@ impl Gpu {
         let seg_offsets = self.upload(&addrs(&|s| self.ptr(&s.offsets)))?;
         let seg_codes = self.upload(&addrs(&|s| self.ptr(&s.codes)))?;
         let seg_resid = self.upload(&addrs(&|s| self.ptr(&s.residuals)))?;
+        // 0 (no scales: tokens count unscaled) is the kernels' "absent".
+        let seg_scales = self.upload(&addrs(&|s| s.scales.as_ref().map_or(0, |x| self.ptr(x))))?;
         let seg_post_off = self.upload(&addrs(&|s| self.ptr(&s.post_off)))?;
         let seg_post_docs = self.upload(&addrs(&|s| self.ptr(&s.post_docs)))?;
         let widths: Vec<u32> = segments.iter().map(|s| s.code_width).collect();
@@ -488,13 +541,13 @@ impl Gpu {
             gpu: self.clone(),
             n_docs: n,
             words,
-            live_docs,
             avg_tokens: tokens as f64 / f64::from(n.max(1)),
             base_host: base.clone(),
             seg_base: self.upload(&base)?,
             seg_offsets,
             seg_codes,
             seg_resid,
+            seg_scales,
             seg_post_off,
             seg_post_docs,
             seg_code_width: self.upload(&widths)?,
@@ -577,11 +630,24 @@ impl Drop for Reservation {
 /// A codec resident on the device.
 pub struct DeviceCodec {
     dim: usize,
-    nbits: u32,
+    /// Dimensions per packed residual byte (8 / nbits).
+    per_byte: u32,
+    /// Packed residual bytes per token.
+    n_bytes: u32,
     n_centroids: u32,
     centroids: CudaSlice<f32>,
-    weights: CudaSlice<f32>,
+    /// `ResidualCodec::byte_weights`: `[n_bytes, 256, per_byte]`.
+    byte_table: CudaSlice<f32>,
+    /// The host's `i8` centroids, when it scores centroids that way.
+    int8: Option<DeviceInt8>,
     _reservation: Reservation,
+}
+
+/// `Int8Centroids` on the device: codes as 4-byte words `[k, dim4 / 4]` and scales.
+struct DeviceInt8 {
+    codes: CudaSlice<i32>,
+    scales: CudaSlice<f32>,
+    max_norm: f32,
 }
 
 /// The arrays of one segment as the device needs them; all but the postings are the
@@ -600,6 +666,9 @@ pub struct SegmentUpload<'a> {
     pub codes: &'a [u8],
     /// The RESIDUALS section's bytes.
     pub residuals: &'a [u8],
+    /// The TOKEN_SCALES section (f16 bits, one per token), absent in segments written
+    /// before it existed.
+    pub scales: Option<&'a [u16]>,
     /// `n_centroids + 1` offsets into `posting_docs`.
     pub posting_offsets: &'a [u32],
     /// Posting lists, absolute local ids, ascending within each list.
@@ -615,6 +684,7 @@ pub struct DeviceSegment {
     offsets: CudaSlice<u64>,
     codes: CudaSlice<u8>,
     residuals: CudaSlice<u8>,
+    scales: Option<CudaSlice<u16>>,
     post_off: CudaSlice<u32>,
     post_docs: CudaSlice<u32>,
     _reservation: Reservation,
@@ -625,7 +695,6 @@ pub struct DeviceIndex {
     gpu: Arc<Gpu>,
     n_docs: u32,
     words: u32,
-    live_docs: u64,
     /// Mean tokens per document (deleted ones included), for the traffic model.
     avg_tokens: f64,
     base_host: Vec<u32>,
@@ -633,6 +702,7 @@ pub struct DeviceIndex {
     seg_offsets: CudaSlice<u64>,
     seg_codes: CudaSlice<u64>,
     seg_resid: CudaSlice<u64>,
+    seg_scales: CudaSlice<u64>,
     seg_post_off: CudaSlice<u64>,
     seg_post_docs: CudaSlice<u64>,
     seg_code_width: CudaSlice<u32>,
@@ -642,495 +712,6 @@ pub struct DeviceIndex {
     segments: Vec<Arc<DeviceSegment>>,
     codec: Arc<DeviceCodec>,
     _reservation: Reservation,
-}
-
-/// Parameters of a device search (the meaning of the engine's `SearchParams`).
-#[derive(Clone, Copy, Debug)]
-pub struct DeviceSearch {
-    /// Results per query.
-    pub k: usize,
-    /// Centroids probed per query token.
-    pub nprobe: u32,
-    /// Documents kept after approximate scoring and re-ranked exactly.
-    pub n_rerank: usize,
-    /// Score every live document exactly.
-    pub exhaustive: bool,
-}
-
-/// One query's answer: (segment index, local id, score), best first, ties by global id.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DeviceHits {
-    /// Hits, best first.
-    pub hits: Vec<(u32, u32, f32)>,
-    /// Documents scored approximately.
-    pub candidates: u32,
-    /// Documents scored exactly.
-    pub reranked: u32,
-}
-
-/// Traffic of one batch search.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct DeviceTraffic {
-    /// Bytes copied host to device.
-    pub h2d_bytes: u64,
-    /// Bytes copied device to host.
-    pub d2h_bytes: u64,
-    /// Device-memory bytes the kernels read and write, from a model of each kernel's
-    /// accesses (counts of candidates and survivors, average document length); an estimate,
-    /// not a hardware counter.
-    pub device_bytes_model: u64,
-    /// Chunks the batch was split into (one synchronisation each).
-    pub chunks: u32,
-}
-
-fn grid(x: u32, y: u32, block: (u32, u32), smem: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (x.max(1), y.max(1), 1),
-        block_dim: (block.0, block.1, 1),
-        shared_mem_bytes: smem,
-    }
-}
-
-impl DeviceIndex {
-    /// The device.
-    pub fn gpu(&self) -> &Arc<Gpu> {
-        &self.gpu
-    }
-
-    /// Documents (including deleted ones) in the snapshot.
-    pub fn n_docs(&self) -> u32 {
-        self.n_docs
-    }
-
-    /// Searches a batch of queries (each row-major `[tokens, dim]`).
-    pub fn search(
-        &self,
-        queries: &[&[f32]],
-        p: &DeviceSearch,
-    ) -> Result<(Vec<DeviceHits>, DeviceTraffic)> {
-        let dim = self.codec.dim;
-        let mut traffic = DeviceTraffic::default();
-        if p.k == 0 || queries.is_empty() {
-            return Ok((vec![DeviceHits::default(); queries.len()], traffic));
-        }
-        for q in queries {
-            let nq = q.len() / dim;
-            if nq == 0 || nq > MAX_QUERY_TOKENS {
-                return Err(GpuError::Unsupported(format!(
-                    "a query of {nq} tokens (the GPU kernels handle 1 to {MAX_QUERY_TOKENS})"
-                )));
-            }
-        }
-        let _one = self.gpu.exclusive.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = Vec::with_capacity(queries.len());
-        let mut start = 0;
-        while start < queries.len() {
-            let end = start + self.chunk_len(&queries[start..], p);
-            let (hits, t) = self.search_chunk(&queries[start..end], p)?;
-            out.extend(hits);
-            traffic.h2d_bytes += t.h2d_bytes;
-            traffic.d2h_bytes += t.d2h_bytes;
-            traffic.device_bytes_model += t.device_bytes_model;
-            traffic.chunks += 1;
-            start = end;
-        }
-        Ok((out, traffic))
-    }
-
-    fn rerank_len(&self, p: &DeviceSearch) -> usize {
-        if p.exhaustive {
-            self.n_docs as usize
-        } else {
-            p.n_rerank.max(p.k)
-        }
-    }
-
-    /// Queries of the next chunk: as many as fit in the device's scratch allowance, at least
-    /// one.
-    fn chunk_len(&self, queries: &[&[f32]], p: &DeviceSearch) -> usize {
-        let dim = self.codec.dim as u64;
-        let kc = u64::from(self.codec.n_centroids);
-        let n = u64::from(self.n_docs);
-        let r = self.rerank_len(p) as u64;
-        let mut used = 0u64;
-        let mut tokens = 0u64;
-        for (i, q) in queries.iter().enumerate() {
-            let nq = q.len() as u64 / dim;
-            // Grid limits: queries and 32-token tiles are grid.y of some launches.
-            tokens += nq;
-            if i > 0 && (i >= MAX_GRID_Y || tokens > 32 * MAX_GRID_Y as u64) {
-                return i;
-            }
-            let per = 4 * (nq * dim + 2)
-                + 8 * kc * nq
-                + 8 * nq * u64::from(p.nprobe)
-                + 4 * (u64::from(self.words) + n)
-                + 16 * r
-                + 8 * p.k as u64
-                + 8;
-            if i > 0 && used + per > self.gpu.scratch {
-                return i;
-            }
-            used += per;
-        }
-        queries.len()
-    }
-
-    fn search_chunk(
-        &self,
-        queries: &[&[f32]],
-        p: &DeviceSearch,
-    ) -> Result<(Vec<DeviceHits>, DeviceTraffic)> {
-        let g = &*self.gpu;
-        let c = &*self.codec;
-        let dim = c.dim;
-        let b = queries.len() as u32;
-        let kc = c.n_centroids;
-        let n = self.n_docs;
-        let mut q_off = vec![0u32];
-        let mut tok_query = Vec::new();
-        let mut flat = Vec::new();
-        for (i, q) in queries.iter().enumerate() {
-            let nq = q.len() / dim;
-            flat.extend_from_slice(&q[..nq * dim]);
-            tok_query.extend(std::iter::repeat_n(i as u32, nq));
-            q_off.push(q_off[i] + nq as u32);
-        }
-        let t = tok_query.len() as u32;
-        let nq_max = queries.iter().map(|q| q.len() / dim).max().unwrap_or(1) as u32;
-        let r = self.rerank_len(p) as u32;
-        let k = p.k.min(r as usize).max(1) as u32;
-
-        let d_q = g.upload(&flat)?;
-        let d_qoff = g.upload(&q_off)?;
-        let d_tokq = g.upload(&tok_query)?;
-        let mut traffic = DeviceTraffic {
-            h2d_bytes: 4 * (flat.len() + q_off.len() + tok_query.len()) as u64,
-            ..DeviceTraffic::default()
-        };
-
-        let d_exact = g.zeros::<f32>(b as usize * r as usize)?;
-        let d_exact_ids = g.zeros::<u32>(b as usize * r as usize)?;
-        let mut d_surv: Option<CudaSlice<u32>> = None;
-        let d_totals = g.zeros::<u32>(b as usize)?;
-        let d_surv_count = g.zeros::<u32>(b as usize)?;
-        // Scratch of the approximate stage; kept alive until the chunk has synchronised.
-        let mut scratch: Vec<CudaSlice<f32>> = Vec::new();
-        let mut scratch_u32: Vec<CudaSlice<u32>> = Vec::new();
-
-        let rerank_fn = &g.kernels.rerank[match dim {
-            0..=128 => 0,
-            129..=256 => 1,
-            257..=512 => 2,
-            _ => 3,
-        }];
-        let tile_tokens = (TILE_FLOATS / dim).clamp(1, 32) as u32;
-        let smem = 4 * (tile_tokens * dim as u32 + nq_max);
-
-        let (n_seg, dim32, nbits, rb) = (
-            self.segments.len() as u32,
-            dim as u32,
-            c.nbits,
-            crate::packed_len(dim, c.nbits) as u32,
-        );
-        let null = 0u64;
-        if !p.exhaustive {
-            // 1. Query x centroid scores, both layouts.
-            let s_cm = g.zeros::<f32>(kc as usize * t as usize)?;
-            let s_tm = g.zeros::<f32>(kc as usize * t as usize)?;
-            {
-                let (pc, pq, pcm, ptm) =
-                    (g.ptr(&c.centroids), g.ptr(&d_q), g.ptr(&s_cm), g.ptr(&s_tm));
-                let mut l = g.stream.launch_builder(&g.kernels.centroid_scores);
-                l.arg(&pc)
-                    .arg(&pq)
-                    .arg(&kc)
-                    .arg(&t)
-                    .arg(&dim32)
-                    .arg(&pcm)
-                    .arg(&ptm);
-                // SAFETY: argument types match the kernel's signature (pointers as u64
-                // addresses of live buffers sized K*dim, T*dim, K*T, K*T); the grid covers
-                // K x T in 32 x 32 tiles with bounds checks in the kernel.
-                unsafe { l.launch(grid(kc.div_ceil(32), t.div_ceil(32), (32, 8), 0)) }
-                    .map_err(g.err("launching centroid_scores"))?;
-            }
-            // 2. Top-nprobe centroids per query token (or all of them).
-            let probe_all = p.nprobe as u64 >= u64::from(kc);
-            let pn = if probe_all { kc } else { p.nprobe.max(1) };
-            let probes = g.zeros::<u32>(t as usize * pn as usize)?;
-            let probe_scores = g.zeros::<f32>(t as usize * pn as usize)?;
-            if !probe_all {
-                let (ps, pp, pps) = (g.ptr(&s_tm), g.ptr(&probes), g.ptr(&probe_scores));
-                let (rs, es, ids_rs) = (u64::from(kc), 1u64, 0u64);
-                let mut l = g.stream.launch_builder(&g.kernels.select_topk);
-                l.arg(&ps)
-                    .arg(&rs)
-                    .arg(&es)
-                    .arg(&null)
-                    .arg(&ids_rs)
-                    .arg(&kc)
-                    .arg(&pn);
-                l.arg(&pp).arg(&pps).arg(&pn).arg(&null).arg(&null);
-                // SAFETY: one block per query token reads row t of s_tm (K floats) and
-                // writes pn ids and scores at row t of buffers sized T*pn; null pointers are
-                // the kernel's documented "absent" values.
-                unsafe { l.launch(grid(t, 1, (SELECT_THREADS, 1), 0)) }
-                    .map_err(g.err("launching select_topk (probes)"))?;
-            }
-            // 3. Candidate bitmaps from the probed posting lists.
-            let bitmap = g.zeros::<u32>(b as usize * self.words as usize)?;
-            {
-                let pprobes = if probe_all { 0 } else { g.ptr(&probes) };
-                let (ptq, ppo, ppd, pnc, pbase, pbm) = (
-                    g.ptr(&d_tokq),
-                    g.ptr(&self.seg_post_off),
-                    g.ptr(&self.seg_post_docs),
-                    g.ptr(&self.seg_ncent),
-                    g.ptr(&self.seg_base),
-                    g.ptr(&bitmap),
-                );
-                let mut l = g.stream.launch_builder(&g.kernels.mark_candidates);
-                l.arg(&pprobes)
-                    .arg(&pn)
-                    .arg(&ptq)
-                    .arg(&ppo)
-                    .arg(&ppd)
-                    .arg(&pnc)
-                    .arg(&pbase);
-                l.arg(&pbm).arg(&self.words);
-                // SAFETY: block (slot, segment) reads probe `slot` (< T*pn), that segment's
-                // posting offsets (bounds-checked against its centroid count) and list, and
-                // sets bits below `words * 32` of query tok_query[t] < B's bitmap row.
-                unsafe { l.launch(grid(t * pn, n_seg, (MARK_THREADS, 1), 0)) }
-                    .map_err(g.err("launching mark_candidates"))?;
-            }
-            // 4. Approximate scores, dense over global ids.
-            let approx = g.zeros::<f32>(b as usize * n as usize)?;
-            {
-                let (pbm, ptomb, pcm, pqo, pbase, poff, pcodes, pw, pa) = (
-                    g.ptr(&bitmap),
-                    g.ptr(&self.tomb),
-                    g.ptr(&s_cm),
-                    g.ptr(&d_qoff),
-                    g.ptr(&self.seg_base),
-                    g.ptr(&self.seg_offsets),
-                    g.ptr(&self.seg_codes),
-                    g.ptr(&self.seg_code_width),
-                    g.ptr(&approx),
-                );
-                let mut l = g.stream.launch_builder(&g.kernels.approx_scores);
-                l.arg(&pbm)
-                    .arg(&self.words)
-                    .arg(&ptomb)
-                    .arg(&pcm)
-                    .arg(&t)
-                    .arg(&pqo);
-                l.arg(&pbase)
-                    .arg(&n_seg)
-                    .arg(&poff)
-                    .arg(&pcodes)
-                    .arg(&pw)
-                    .arg(&n)
-                    .arg(&pa);
-                // SAFETY: warp per bitmap word (< words) of query blockIdx.y (< B); reads
-                // codes within each candidate's [offsets[l], offsets[l+1]) and s_cm at
-                // code * T + token (< K*T); writes approx[b * N + g] for g < N.
-                unsafe {
-                    l.launch(grid(
-                        self.words.div_ceil(APPROX_WARPS),
-                        b,
-                        (32 * APPROX_WARPS, 1),
-                        0,
-                    ))
-                }
-                .map_err(g.err("launching approx_scores"))?;
-            }
-            // 5. The n_rerank best approximate scores per query survive.
-            let surv = g.zeros::<u32>(b as usize * r as usize)?;
-            let surv_scores = g.zeros::<f32>(b as usize * r as usize)?;
-            {
-                let (pa, ps, pss, pcount, ptot) = (
-                    g.ptr(&approx),
-                    g.ptr(&surv),
-                    g.ptr(&surv_scores),
-                    g.ptr(&d_surv_count),
-                    g.ptr(&d_totals),
-                );
-                let (rs, es, ids_rs) = (u64::from(n), 1u64, 0u64);
-                let mut l = g.stream.launch_builder(&g.kernels.select_topk);
-                l.arg(&pa)
-                    .arg(&rs)
-                    .arg(&es)
-                    .arg(&null)
-                    .arg(&ids_rs)
-                    .arg(&n)
-                    .arg(&r);
-                l.arg(&ps).arg(&pss).arg(&r).arg(&pcount).arg(&ptot);
-                // SAFETY: block per query reads its N approximate scores, writes r
-                // survivors into rows of B*r buffers and one count/total each.
-                unsafe { l.launch(grid(b, 1, (SELECT_THREADS, 1), 0)) }
-                    .map_err(g.err("launching select_topk (survivors)"))?;
-            }
-            scratch.extend([s_cm, s_tm, probe_scores, approx, surv_scores]);
-            scratch_u32.extend([probes, bitmap]);
-            d_surv = Some(surv);
-        }
-        // 6. Fused decompression + MaxSim of the survivors (all live documents when
-        // exhaustive).
-        {
-            let psurv = d_surv.as_ref().map_or(0, |s| g.ptr(s));
-            let (pq, pqo, ptomb, pbase, poff, pcodes, pw, pres, pc, pwts, pout, pids) = (
-                g.ptr(&d_q),
-                g.ptr(&d_qoff),
-                g.ptr(&self.tomb),
-                g.ptr(&self.seg_base),
-                g.ptr(&self.seg_offsets),
-                g.ptr(&self.seg_codes),
-                g.ptr(&self.seg_code_width),
-                g.ptr(&self.seg_resid),
-                g.ptr(&c.centroids),
-                g.ptr(&c.weights),
-                g.ptr(&d_exact),
-                g.ptr(&d_exact_ids),
-            );
-            let mut l = g.stream.launch_builder(rerank_fn);
-            l.arg(&pq)
-                .arg(&pqo)
-                .arg(&dim32)
-                .arg(&psurv)
-                .arg(&r)
-                .arg(&ptomb)
-                .arg(&n);
-            l.arg(&pbase)
-                .arg(&n_seg)
-                .arg(&poff)
-                .arg(&pcodes)
-                .arg(&pw)
-                .arg(&pres);
-            l.arg(&pc)
-                .arg(&pwts)
-                .arg(&nbits)
-                .arg(&rb)
-                .arg(&tile_tokens)
-                .arg(&pout)
-                .arg(&pids);
-            // SAFETY: block (r, b) reads survivor b*R + r (or r itself when exhaustive, with
-            // R = N), checks it against N and the tombstones, reads that document's codes
-            // and residual bytes within its token range and query b's rows; dynamic shared
-            // memory holds tile_tokens*dim + nq_max floats (<= 48 KiB by MAX_DIM and
-            // MAX_QUERY_TOKENS); writes one score and id at b*R + r.
-            unsafe { l.launch(grid(r, b, (RERANK_THREADS, 1), smem)) }
-                .map_err(g.err("launching rerank_maxsim"))?;
-        }
-        // 7. Top-k of the exact scores.
-        let top_ids = g.zeros::<u32>(b as usize * k as usize)?;
-        let top_scores = g.zeros::<f32>(b as usize * k as usize)?;
-        let top_count = g.zeros::<u32>(b as usize)?;
-        {
-            let (pe, pids, pti, pts, pcount) = (
-                g.ptr(&d_exact),
-                g.ptr(&d_exact_ids),
-                g.ptr(&top_ids),
-                g.ptr(&top_scores),
-                g.ptr(&top_count),
-            );
-            let (rs, es, ids_rs) = (u64::from(r), 1u64, u64::from(r));
-            let mut l = g.stream.launch_builder(&g.kernels.select_topk);
-            l.arg(&pe)
-                .arg(&rs)
-                .arg(&es)
-                .arg(&pids)
-                .arg(&ids_rs)
-                .arg(&r)
-                .arg(&k);
-            l.arg(&pti).arg(&pts).arg(&k).arg(&pcount).arg(&null);
-            // SAFETY: block per query reads its R exact scores and ids, writes k ids and
-            // scores and one count.
-            unsafe { l.launch(grid(b, 1, (SELECT_THREADS, 1), 0)) }
-                .map_err(g.err("launching select_topk (top-k)"))?;
-        }
-        let dtoh =
-            |what: &'static str, s: &CudaSlice<u32>| g.stream.clone_dtoh(s).map_err(g.err(what));
-        let ids = dtoh("copying top-k ids to the host", &top_ids)?;
-        let scores = g
-            .stream
-            .clone_dtoh(&top_scores)
-            .map_err(g.err("copying top-k scores to the host"))?;
-        let counts = dtoh("copying top-k counts to the host", &top_count)?;
-        let totals = dtoh("copying candidate counts to the host", &d_totals)?;
-        let survivors = dtoh("copying survivor counts to the host", &d_surv_count)?;
-        traffic.d2h_bytes =
-            4 * (ids.len() + scores.len() + counts.len() + totals.len() + survivors.len()) as u64;
-        drop(scratch);
-        drop(scratch_u32);
-
-        let avg_tokens = self.avg_tokens;
-        let mut out = Vec::with_capacity(queries.len());
-        for qi in 0..b as usize {
-            let nq = u64::from(q_off[qi + 1] - q_off[qi]);
-            let cnt = counts[qi] as usize;
-            let mut hits: Vec<(u32, u32, f32)> = (0..cnt)
-                .map(|j| {
-                    let (seg, local) = locate(&self.base_host, ids[qi * k as usize + j]);
-                    (seg, local, scores[qi * k as usize + j])
-                })
-                .collect();
-            // Best first, ties by global id (the CPU's candidate order).
-            hits.sort_by(|a, b| {
-                b.2.total_cmp(&a.2).then_with(|| {
-                    (self.base_host[a.0 as usize] + a.1).cmp(&(self.base_host[b.0 as usize] + b.1))
-                })
-            });
-            let (cands, reranked) = if p.exhaustive {
-                (self.live_docs as u32, self.live_docs as u32)
-            } else {
-                (totals[qi], survivors[qi])
-            };
-            traffic.device_bytes_model +=
-                self.bytes_model(nq, u64::from(cands), u64::from(reranked), p, avg_tokens);
-            out.push(DeviceHits {
-                hits,
-                candidates: cands,
-                reranked,
-            });
-        }
-        Ok((out, traffic))
-    }
-
-    /// Device-memory traffic of one query under a simple access model (see
-    /// [`DeviceTraffic::device_bytes_model`]).
-    fn bytes_model(
-        &self,
-        nq: u64,
-        cands: u64,
-        reranked: u64,
-        p: &DeviceSearch,
-        avg_tokens: f64,
-    ) -> u64 {
-        let c = &*self.codec;
-        let dim = c.dim as u64;
-        let kc = u64::from(c.n_centroids);
-        let n = u64::from(self.n_docs);
-        let cw = self.segments.first().map_or(2, |s| u64::from(s.code_width));
-        let rb = crate::packed_len(c.dim, c.nbits) as u64;
-        let tokens = |docs: u64| (docs as f64 * avg_tokens) as u64;
-        let rerank = tokens(reranked) * (cw + rb) + nq * dim * 4 + reranked * 16;
-        if p.exhaustive {
-            return rerank + kc * dim * 4;
-        }
-        // centroid scores: centroids read, two score layouts written; probe selection reads
-        // its rows about 5 times; bitmap; approx: codes of candidates + dense array written
-        // and read ~5 times by the survivor selection.
-        kc * dim * 4
-            + 2 * kc * nq * 4
-            + 5 * kc * nq * 4
-            + 4 * u64::from(self.words)
-            + tokens(cands) * cw
-            + cands * 8
-            + 6 * n * 4
-            + rerank
-    }
 }
 
 #[cfg(test)]
@@ -1202,3 +783,6 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod transcribed;

@@ -146,6 +146,24 @@ impl Int8Centroids {
         self.codes.len() + 8 * self.scales.len()
     }
 
+    // GPU hook (issue 16): the device scores centroids from these same codes and scales
+    // (`gpu::Gpu::upload_codec`), so its scores have the same bits as this CPU's.
+
+    /// The codes, `[len, dim4]` (`dim4` = `dim` rounded up to 4, zero padded).
+    pub(crate) fn codes(&self) -> &[i8] {
+        &self.codes
+    }
+
+    /// Each centroid's scale `a`.
+    pub(crate) fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Largest Euclidean norm of a centroid (the byte map's bound, with the query's).
+    pub(crate) fn max_norm(&self) -> f32 {
+        self.max_norm
+    }
+
     /// The VNNI path this CPU has, fastest first; `None` without one. The portable path
     /// computes the same integers 6-12x slower than an `f32` GEMM (measured by `PROBE=
     /// centroids cargo bench -p tessera-kernels --bench gemm_probe`, 65,536 centroids at
@@ -305,6 +323,22 @@ impl Int8Query {
     pub fn stride(&self) -> usize {
         self.stride
     }
+}
+
+/// GPU hook (issue 16): query tokens quantised as [`Int8Query`] does (`[nq, dim4]` codes,
+/// zero padded, and each token's scale), with the largest token norm: what the device
+/// needs to compute the same integer scores and the same byte map.
+pub(crate) fn quantise_query(query: &[f32], dim: usize) -> (Vec<i8>, Vec<f32>, f32) {
+    let dim4 = dim.div_ceil(4) * 4;
+    let nq = query.len().checked_div(dim).unwrap_or(0);
+    let mut codes = vec![0i8; nq * dim4];
+    let scales = query
+        .chunks_exact(dim.max(1))
+        .take(nq)
+        .zip(codes.chunks_exact_mut(dim4.max(1)))
+        .map(|(row, out)| quantise(row, &mut out[..dim]))
+        .collect();
+    (codes, scales, max_norm(query, dim))
 }
 
 /// An instruction set [`Int8Centroids::scores`] can run on.

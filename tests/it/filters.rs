@@ -603,7 +603,7 @@ fn hits_carry_metadata_and_text_only_on_request_and_deletes_remove_the_text() {
 }
 
 #[test]
-fn a_filtered_search_on_a_gpu_setting_runs_on_the_cpu_with_the_same_hits() {
+fn a_filtered_search_follows_the_device_setting_as_an_unfiltered_one_does() {
     let c = corpus(200, 16, 9);
     let (docs, _) = documents(&c, 10);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -625,18 +625,30 @@ fn a_filtered_search_on_a_gpu_setting_runs_on_the_cpu_with_the_same_hits() {
         )
         .expect("cpu");
     assert_eq!(cpu.len(), 10);
-    // `cuda` insists on the device for unfiltered searches (an error without one), but the
-    // kernels have no filter stage: a filtered search falls back to the CPU on any setting.
-    for device in [tessera::Device::Auto, tessera::Device::Cuda(0)] {
-        let p = SearchParams::default()
-            .with_device(device)
-            .with_filter(f.clone());
-        assert_eq!(coll.search(&q, 10, &p).expect("falls back"), cpu);
-        assert_eq!(
-            coll.search_batch(std::slice::from_ref(&q), 10, &p)
-                .expect("falls back"),
-            vec![cpu.clone()]
-        );
+    // Filtered searches run on the GPU too (issue 16); this filter matches few enough
+    // documents that the pipeline scores them exactly over their originals on the CPU on
+    // any device, so `auto` gives the CPU's hits whether or not a GPU is usable.
+    let auto = SearchParams::default()
+        .with_device(tessera::Device::Auto)
+        .with_filter(f.clone());
+    assert_eq!(coll.search(&q, 10, &auto).expect("auto"), cpu);
+    assert_eq!(
+        coll.search_batch(std::slice::from_ref(&q), 10, &auto)
+            .expect("auto"),
+        vec![cpu.clone()]
+    );
+    // `cuda` insists on the device, filtered or not: an error without a usable one.
+    let cuda = SearchParams::default()
+        .with_device(tessera::Device::Cuda(0))
+        .with_filter(f);
+    match tessera::resolve_device(tessera::Device::Auto).expect("auto resolves") {
+        tessera::ResolvedDevice::Cpu { .. } => {
+            let err = coll.search(&q, 10, &cuda).expect_err("no usable GPU");
+            assert!(matches!(err, tessera::Error::Device { .. }), "{err}");
+        }
+        tessera::ResolvedDevice::Cuda { .. } => {
+            assert_eq!(coll.search(&q, 10, &cuda).expect("cuda"), cpu);
+        }
     }
 }
 
