@@ -23,7 +23,7 @@ pub use refine::{
 };
 pub use refine_query::RefineQuery;
 pub use residual::{ResidualCodec, packed_len};
-pub use simd::{dot, max_into};
+pub use simd::{dot, max_into, prefetch};
 
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;

@@ -22,6 +22,16 @@ const DIM: usize = 16;
 /// The live documents as the model has them: id → vectors.
 type Model = BTreeMap<u64, Vec<f32>>;
 
+/// The model of a collection holding exactly `docs` (integer ids).
+fn model_of(docs: &[Document]) -> Model {
+    docs.iter()
+        .map(|d| match d.id {
+            ExternalId::Int(i) => (i, d.vectors.clone()),
+            _ => unreachable!("the tests' documents have integer ids"),
+        })
+        .collect()
+}
+
 fn random_doc(rng: &mut StdRng) -> Vec<f32> {
     let tokens = rng.random_range(2..9);
     // Clustered directions, so that documents compete for the top of a ranking.
@@ -609,13 +619,7 @@ fn a_codec_trained_on_less_than_its_sample_is_retrained_each_time_the_collection
     // Eight batches of about the same size: re-trained at two, four and eight batches.
     assert_eq!(doublings.len(), 3, "re-trained at {doublings:?} tokens");
     assert_eq!(coll.info().merge_error, None);
-    let model: Model = docs
-        .iter()
-        .map(|d| match d.id {
-            ExternalId::Int(i) => (i, d.vectors.clone()),
-            _ => unreachable!(),
-        })
-        .collect();
+    let model = model_of(&docs);
     check_all(&coll, &model, &mut rng, "re-trained as it doubled");
 }
 
@@ -668,12 +672,6 @@ fn a_collection_fed_in_small_batches_retrains_itself_to_the_codec_one_batch_woul
         kept.info().centroids,
         f.centroids
     );
-    let model: Model = docs
-        .iter()
-        .map(|d| match d.id {
-            ExternalId::Int(i) => (i, d.vectors.clone()),
-            _ => unreachable!(),
-        })
-        .collect();
+    let model = model_of(&docs);
     check_all(&fed, &model, &mut rng, "fed in small batches");
 }
