@@ -624,6 +624,50 @@ fn a_codec_trained_on_less_than_its_sample_is_retrained_each_time_the_collection
 }
 
 #[test]
+fn an_automatic_retraining_sizes_the_codec_for_the_corpus_the_ingest_announced() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = Database::open_or_create(dir.path()).expect("open");
+    let mut rng = StdRng::seed_from_u64(31);
+    let docs: Vec<Document> = (0..200u64)
+        .map(|id| Document::new(id, random_doc(&mut rng)))
+        .collect();
+    // A bulk load announcing a corpus larger than what arrives here: the first codec is
+    // sized for it (capped at one centroid per token of the batch), and so must each
+    // re-training be. Sized for the tokens so far, the first re-training here would drop to
+    // 256 centroids, and a large load would re-train back up later.
+    let announced: u64 = 20_000;
+    let wanted = u64::from(tessera::default_centroids(announced));
+    assert!(wanted > u64::from(tessera::default_centroids(announced / 16)));
+    let opts = IngestOptions::default().with_expected_total_tokens(announced);
+    let coll = db.create_collection("c", config(false)).expect("create");
+    let (mut retrainings, mut centroids) = (0, 0);
+    for chunk in docs.chunks(50) {
+        let r = coll.ingest(chunk, &opts).expect("ingest");
+        let info = coll.info();
+        assert!(info.centroids >= centroids, "{info:?}");
+        centroids = info.centroids;
+        if r.retrained_codec {
+            retrainings += 1;
+            assert_eq!(
+                u64::from(info.centroids),
+                wanted.min(info.codec_trained_tokens),
+                "re-trained at {} tokens",
+                info.tokens
+            );
+        }
+    }
+    assert!(retrainings >= 1, "never re-trained");
+    assert_eq!(coll.info().merge_error, None);
+    let model = model_of(&docs);
+    check_all(
+        &coll,
+        &model,
+        &mut rng,
+        "re-trained for the announced corpus",
+    );
+}
+
+#[test]
 fn a_collection_fed_in_small_batches_retrains_itself_to_the_codec_one_batch_would_train() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = Database::open_or_create(dir.path()).expect("open");

@@ -100,10 +100,10 @@ impl Collection {
             self.run_commit(|plan| self.commit_ingest(&batch, plan, opts))?
         };
         let mut report = report;
-        if self.retrain_due(report.residual_norm_ratio) {
+        if self.retrain_due(report.residual_norm_ratio, opts.expected_total_tokens) {
             // The batch is committed whatever happens here; a failed re-training changes
             // nothing and is reported where background merge failures are.
-            match self.retrain() {
+            match self.retrain_sized(opts.expected_total_tokens) {
                 Ok(_) => report.retrained_codec = true,
                 Err(e) => {
                     *self.state.merge_error.lock() = Some(format!("automatic re-training: {e}"));

@@ -103,7 +103,15 @@ impl Collection {
     /// collection holds at least [`RETRAIN_DRIFT_GROWTH`] times the tokens the codec was
     /// trained on; or the codec saw less than [`RETRAIN_SAMPLE_SHARE`] of its full training
     /// sample and the collection now holds [`RETRAIN_SAMPLE_GROWTH`] times what it saw.
-    pub(crate) fn retrain_due(&self, residual_ratio: f32) -> bool {
+    ///
+    /// `expected_total_tokens` is the ingest's size hint ([`crate::IngestOptions`]): the
+    /// centroid count is judged against the corpus the caller announced, as the first
+    /// batch's training was, not only against what has arrived so far.
+    pub(crate) fn retrain_due(
+        &self,
+        residual_ratio: f32,
+        expected_total_tokens: Option<u64>,
+    ) -> bool {
         if !self.retrains_automatically() {
             return false;
         }
@@ -112,7 +120,7 @@ impl Collection {
             return false;
         };
         let live = self.state.manifest.lock().live_tokens;
-        let wanted = codec::default_centroids(live);
+        let wanted = codec::default_centroids(live.max(expected_total_tokens.unwrap_or(0)));
         let have = codec.n_centroids();
         let coarse = wanted >= have.saturating_mul(RETRAIN_CENTROID_FACTOR);
         let trained = codec.data().trained_tokens as f64;
@@ -128,6 +136,19 @@ impl Collection {
     /// every segment with it (README, "Codec lifecycle"). Needs originals in every segment
     /// ([`Error::NoOriginals`] otherwise). Searches and writes go on meanwhile; merges wait.
     pub fn retrain(&self) -> Result<RetrainReport> {
+        self.retrain_sized(None)
+    }
+
+    /// [`Collection::retrain`] with the centroid count the default rule gives for the live
+    /// tokens or `expected_total_tokens`, whichever is larger. An ingest that announced its
+    /// corpus's size re-trains for that size. Sized for the tokens so far instead, a bulk
+    /// load of 1M documents (first codec 131,072 centroids) re-trained down to 65,536
+    /// centroids at 75K documents and back up to 131,072 at 725K, each time minutes of
+    /// k-means (BENCHMARKS.md, "Search at scale").
+    pub(crate) fn retrain_sized(
+        &self,
+        expected_total_tokens: Option<u64>,
+    ) -> Result<RetrainReport> {
         self.db.check_writable()?;
         self.check_live()?;
         let start = Instant::now();
@@ -144,11 +165,12 @@ impl Collection {
         }
         let cfg = &self.state.config;
         let live_tokens = self.state.manifest.lock().live_tokens;
+        let sized_for = live_tokens.max(expected_total_tokens.unwrap_or(0));
         let k = cfg
             .n_centroids
-            .unwrap_or_else(|| codec::default_centroids(live_tokens)) as usize;
+            .unwrap_or_else(|| codec::default_centroids(sized_for)) as usize;
         let sample = sample_tokens(&snap, k * codec::SAMPLE_PER_CENTROID, cfg.seed)?;
-        let data = codec::train(&sample, cfg, Some(live_tokens), 0);
+        let data = codec::train(&sample, cfg, Some(sized_for), 0);
         let trained_tokens = (sample.len() / cfg.dim as usize) as u64;
 
         // File ids for the codec and one segment per segment of the snapshot.
