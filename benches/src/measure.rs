@@ -55,6 +55,26 @@ pub struct Stages {
     pub total_ms: f64,
 }
 
+impl Stages {
+    /// The mean of several runs' mean stages (`None` when there are none).
+    fn mean_of(runs: &[Stages]) -> Option<Stages> {
+        let n = runs.len() as f64;
+        let sum = |f: fn(&Stages) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        (!runs.is_empty()).then(|| Stages {
+            probed_centroids: sum(|s| s.probed_centroids),
+            candidates: sum(|s| s.candidates),
+            reranked: sum(|s| s.reranked),
+            centroid_ms: sum(|s| s.centroid_ms),
+            approx_ms: sum(|s| s.approx_ms),
+            rerank_ms: sum(|s| s.rerank_ms),
+            refined: sum(|s| s.refined),
+            refine_bytes: sum(|s| s.refine_bytes),
+            refine_ms: sum(|s| s.refine_ms),
+            total_ms: sum(|s| s.total_ms),
+        })
+    }
+}
+
 /// The full measurement at one setting (the engine's default).
 #[derive(Serialize, Debug, Clone)]
 pub struct Full {
@@ -286,6 +306,77 @@ pub fn full(engine: &dyn Engine, ds: &Dataset, truth: &Truth, knobs: Knobs) -> R
         memory_before,
         memory_after,
         stages,
+    })
+}
+
+/// Rounds of [`paired_top10`]: enough that one stalled block (this machine's page-cache
+/// scanner and noisy neighbours stall a core for tens of milliseconds at random) moves the
+/// pooled median little, few enough to cost seconds.
+pub const PAIRED_ROUNDS: usize = 8;
+
+/// Two settings timed against each other: every query's top-10 latency pooled over the
+/// rounds, each round's ratio of medians, and each setting's mean stages.
+#[derive(Serialize, Debug, Clone)]
+pub struct Paired {
+    /// Label of the first setting.
+    pub a: String,
+    /// Label of the second setting.
+    pub b: String,
+    /// Rounds run; every query ran once per round under each setting.
+    pub rounds: usize,
+    /// Top-10 one-thread latency of `a`, over every query of every round.
+    pub a_latency: Latency,
+    /// The same for `b`.
+    pub b_latency: Latency,
+    /// Per round, `a`'s median over `b`'s.
+    pub round_ratios: Vec<f64>,
+    /// Mean stages of `a` over the rounds, when the engine reports them.
+    pub a_stages: Option<Stages>,
+    /// The same for `b`.
+    pub b_stages: Option<Stages>,
+}
+
+/// Top-10 latency of `a` against `b` on one thread, in alternating blocks of every query:
+/// A B, then B A, and so on. Timing one setting's whole pass after the other's lets a slow
+/// minute of a shared machine land on one side (single runs here swing by ±20%); alternating
+/// blocks put drift on both sides, and keeping each block whole keeps what one query leaves
+/// in the caches for the next within a setting.
+pub fn paired_top10(
+    a: &dyn Engine,
+    b: &dyn Engine,
+    queries: &[Vec<f32>],
+    knobs: Knobs,
+    rounds: usize,
+) -> Result<Paired> {
+    warm_up(a, queries, knobs, &[10])?;
+    warm_up(b, queries, knobs, &[10])?;
+    let (mut ms_a, mut ms_b) = (Vec::new(), Vec::new());
+    let (mut st_a, mut st_b) = (Vec::new(), Vec::new());
+    let mut round_ratios = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let block = |e: &dyn Engine| sequential(e, queries, 10, knobs);
+        let ((_, la, sa), (_, lb, sb)) = if r % 2 == 0 {
+            let x = block(a)?;
+            (x, block(b)?)
+        } else {
+            let y = block(b)?;
+            (block(a)?, y)
+        };
+        round_ratios.push(Latency::of(&la).p50_ms / Latency::of(&lb).p50_ms);
+        ms_a.extend(la);
+        ms_b.extend(lb);
+        st_a.extend(sa);
+        st_b.extend(sb);
+    }
+    Ok(Paired {
+        a: a.name().to_string(),
+        b: b.name().to_string(),
+        rounds,
+        a_latency: Latency::of(&ms_a),
+        b_latency: Latency::of(&ms_b),
+        round_ratios,
+        a_stages: Stages::mean_of(&st_a),
+        b_stages: Stages::mean_of(&st_b),
     })
 }
 

@@ -105,6 +105,9 @@ pub struct Report {
     pub skipped: Vec<String>,
     /// Codec drift, when measured.
     pub drift: Option<Drift>,
+    /// Tessera's default against the same build with refine off, in alternating rounds
+    /// (CPU, when the refine-off row was measured).
+    pub refine_cost: Option<crate::measure::Paired>,
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -271,6 +274,9 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(s, "| total | {:.2} | 100% | |", st.total_ms);
         }
     }
+    if let Some(p) = &r.refine_cost {
+        paired_markdown(&mut s, p);
+    }
     let _ = writeln!(
         s,
         "\nRecall–latency sweep (top-10, one query at a time; threads per query as stated):\n\n| engine | probe | re-rank | refine | prefilter | threads | recall@10 | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -325,4 +331,56 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s
+}
+
+/// The refine stage's cost from the alternating rounds: latencies, the ratio with its spread
+/// over rounds, and the stages side by side.
+fn paired_markdown(s: &mut String, p: &crate::measure::Paired) {
+    let mut rr = p.round_ratios.clone();
+    rr.sort_by(f64::total_cmp);
+    let (lo, hi) = (rr.first().copied(), rr.last().copied());
+    let _ = writeln!(
+        s,
+        "\n`{}` against `{}`, top-10 on one thread in {} alternating rounds of every query (A B, B A, …): p50 {:.2} against {:.2} ms, **ratio {:.3}** (per round {:.3}–{:.3}); p95 {:.2} against {:.2} ms.\n",
+        p.a,
+        p.b,
+        p.rounds,
+        p.a_latency.p50_ms,
+        p.b_latency.p50_ms,
+        p.a_latency.p50_ms / p.b_latency.p50_ms,
+        lo.unwrap_or(f64::NAN),
+        hi.unwrap_or(f64::NAN),
+        p.a_latency.p95_ms,
+        p.b_latency.p95_ms,
+    );
+    let (Some(a), Some(b)) = (&p.a_stages, &p.b_stages) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "| stage, mean ms | {} | {} |\n| --- | ---: | ---: |",
+        p.a, p.b
+    );
+    let other = |x: &crate::measure::Stages| {
+        x.total_ms - x.centroid_ms - x.approx_ms - x.rerank_ms - x.refine_ms
+    };
+    let rows = [
+        (
+            "centroid scores + probe choice",
+            a.centroid_ms,
+            b.centroid_ms,
+        ),
+        ("candidates + approximate scoring", a.approx_ms, b.approx_ms),
+        (
+            "exact re-rank over compressed vectors",
+            a.rerank_ms,
+            b.rerank_ms,
+        ),
+        ("refine + final ranking", a.refine_ms, b.refine_ms),
+        ("outside the counted stages", other(a), other(b)),
+        ("total", a.total_ms, b.total_ms),
+    ];
+    for (stage, x, y) in rows {
+        let _ = writeln!(s, "| {stage} | {x:.2} | {y:.2} |");
+    }
 }

@@ -220,6 +220,7 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
     };
     ds.drop_vectors();
     let mut engines = Vec::new();
+    let mut refine_cost = None;
     let mut skipped = Vec::new();
     for &device in &o.devices {
         if let Err(e) = tessera::resolve_device(device) {
@@ -278,6 +279,22 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
                 &[],
                 tbuild.clone(),
             )?);
+            // What the stage costs, timed against each other rather than one after the other.
+            let p = measure::paired_top10(
+                &engine,
+                &off,
+                &ds.queries,
+                o.default_knobs,
+                measure::PAIRED_ROUNDS,
+            )?;
+            eprintln!(
+                "  refine on against off, {} alternating rounds: p50 {:.2} against {:.2} ms (ratio {:.3})",
+                p.rounds,
+                p.a_latency.p50_ms,
+                p.b_latency.p50_ms,
+                p.a_latency.p50_ms / p.b_latency.p50_ms
+            );
+            refine_cost.get_or_insert(p);
         }
     }
     #[cfg(feature = "peer-next-plaid")]
@@ -316,5 +333,6 @@ pub fn run(mut ds: Dataset, o: &RunOptions) -> Result<Report> {
         engines,
         skipped,
         drift: None,
+        refine_cost,
     })
 }
