@@ -69,6 +69,10 @@ pub struct Lifecycle {
     pub fresh: State,
     /// Seconds of the fresh build.
     pub fresh_seconds: f64,
+    /// Further fresh builds of the same documents, each with another codec seed
+    /// (`--fresh-seeds`): how far recall moves from one fresh build to another, the
+    /// yardstick for "equal recall".
+    pub fresh_other_seeds: Vec<State>,
     /// Load average at the end of the run.
     pub load_average: f64,
 }
@@ -163,6 +167,7 @@ pub fn run(
     batches: usize,
     delete_share: f64,
     upsert_share: f64,
+    fresh_seeds: usize,
 ) -> Result<Lifecycle> {
     let n = ds.n_docs();
     let per_batch = n.div_ceil(batches.max(1));
@@ -233,19 +238,21 @@ pub fn run(
     );
     let after = measure("compacted", &churned, ds, truth, &live)?;
 
-    let fresh = db.create_collection("fresh", config)?;
-    let t = Instant::now();
-    ds.for_each_block(25_000, |first, offs, rows| {
-        let docs: Vec<Document> = docs_of(first, offs, rows, ds.dim)
-            .into_iter()
-            .filter(|d| matches!(d.id, ExternalId::Int(i) if live[i as usize]))
-            .collect();
-        fresh.ingest(&docs, &opts)?;
-        Ok(())
-    })?;
-    settle(&fresh);
-    let fresh_seconds = t.elapsed().as_secs_f64();
-    let fresh_state = measure("fresh build", &fresh, ds, truth, &live)?;
+    let fresh = Fresh {
+        db: &db,
+        ds,
+        truth,
+        live: &live,
+        opts: &opts,
+    };
+    let (fresh_state, fresh_seconds) = fresh.build("fresh", "fresh build", config.clone())?;
+    let mut fresh_other_seeds = Vec::with_capacity(fresh_seeds);
+    for i in 1..=fresh_seeds as u64 {
+        let seed = config.seed.wrapping_add(i);
+        let name = format!("fresh build, codec seed {seed}");
+        let c = config.clone().with_seed(seed);
+        fresh_other_seeds.push(fresh.build(&format!("fresh-{i}"), &name, c)?.0);
+    }
     Ok(Lifecycle {
         corpus_docs: n,
         batches,
@@ -259,8 +266,41 @@ pub fn run(
         merge_tokens_per_s,
         fresh: fresh_state,
         fresh_seconds,
+        fresh_other_seeds,
         load_average: metrics::load_average(),
     })
+}
+
+/// Fresh builds of the live documents, in 25,000-document batches that announce the whole.
+struct Fresh<'a> {
+    db: &'a Database,
+    ds: &'a Dataset,
+    truth: &'a Truth,
+    live: &'a [bool],
+    opts: &'a IngestOptions,
+}
+
+impl Fresh<'_> {
+    /// Builds collection `coll` with `config` and measures it as `name`; returns the state and
+    /// the build's seconds.
+    fn build(&self, coll: &str, name: &str, config: CollectionConfig) -> Result<(State, f64)> {
+        let fresh = self.db.create_collection(coll, config)?;
+        let t = Instant::now();
+        self.ds.for_each_block(25_000, |first, offs, rows| {
+            let docs: Vec<Document> = docs_of(first, offs, rows, self.ds.dim)
+                .into_iter()
+                .filter(|d| matches!(d.id, ExternalId::Int(i) if self.live[i as usize]))
+                .collect();
+            fresh.ingest(&docs, self.opts)?;
+            Ok(())
+        })?;
+        settle(&fresh);
+        let seconds = t.elapsed().as_secs_f64();
+        Ok((
+            measure(name, &fresh, self.ds, self.truth, self.live)?,
+            seconds,
+        ))
+    }
 }
 
 /// One way of feeding a collection, measured.

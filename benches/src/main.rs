@@ -84,6 +84,10 @@ struct LifecycleArgs {
     /// Queries (32 tokens each), with exhaustive ground truth.
     #[arg(long, default_value_t = 50)]
     queries: usize,
+    /// Further fresh builds, each with another codec seed: how far recall moves between
+    /// fresh builds of the same documents.
+    #[arg(long, default_value_t = 0)]
+    fresh_seeds: usize,
     /// Database directory to build in (must not exist; default: a temporary directory).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -565,7 +569,15 @@ fn lifecycle(a: &LifecycleArgs) -> Result<()> {
             tmp.path().join("db")
         }
     };
-    let r = lifecycle::run(&ds, &truth, &dir, a.batches, a.delete_share, a.upsert_share)?;
+    let r = lifecycle::run(
+        &ds,
+        &truth,
+        &dir,
+        a.batches,
+        a.delete_share,
+        a.upsert_share,
+        a.fresh_seeds,
+    )?;
     std::fs::write(&a.out, serde_json::to_string_pretty(&r)?)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
