@@ -8,8 +8,11 @@ use tessera_storage::codec::{CodecData, write_codec};
 use tessera_storage::originals::{OriginalValues, OriginalsInput, Precision, write_originals};
 use tessera_storage::segment::{SegmentInput, residual_bytes_per_token, write_segment};
 
+/// A seed: its target, its name (after `seed-`) and its bytes.
+type Seed = (&'static str, &'static str, Vec<u8>);
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+    let seeds: Vec<Seed> = vec![
         ("segment", "u16-codes", segment(&[])?),
         (
             "segment",
@@ -126,8 +129,7 @@ const TEXT_CORPUS: &str = r#"{"id": "doc-1", "text": "Late interaction scores to
 
 /// One record of every kind the catalog holds, written by the storage crate's own encoders
 /// (`tessera_storage::records`), each as the `catalog_records` target reads it.
-fn catalog_records()
--> Result<Vec<(&'static str, &'static str, Vec<u8>)>, Box<dyn std::error::Error>> {
+fn catalog_records() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
     use roaring::RoaringBitmap;
     use tessera_fuzz::records::join_record;
     use tessera_storage::records::*;
