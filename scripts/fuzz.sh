@@ -49,12 +49,12 @@ mkdir -p "$out"
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1
 # CPU seconds (user + system) used so far by process $1 and all its descendants: each live
 # process's own time and the time of the children it has reaped (/proc/PID/stat fields 14-17).
+# Processes end while the files are read: cat skips those (awk would stop at the first).
 tree_cpu() {
-    awk -v root="$1" -v tick="$(getconf CLK_TCK)" '
-        FNR == 1 {
-            line = $0; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
-            pid = FILENAME; gsub(/^\/proc\/|\/stat$/, "", pid)
-            ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15]; nextfile
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" -v tick="$(getconf CLK_TCK)" '
+        {
+            pid = $1; line = $0; sub(/^[0-9]+ \(.*\) /, "", line); split(line, f, " ")
+            ppid[pid] = f[2]; ticks[pid] = f[12] + f[13] + f[14] + f[15]
         }
         END {
             keep[root] = 1
@@ -64,7 +64,7 @@ tree_cpu() {
             }
             for (p in keep) s += ticks[p]
             printf "%.2f\n", s / tick
-        }' /proc/[0-9]*/stat 2>/dev/null
+        }'
 }
 start=$(date +%s)
 # CPU time, two ways. /usr/bin/time counts the fuzzer and the processes it reaped; that misses
@@ -76,7 +76,8 @@ start=$(date +%s)
 fuzzer=$!
 tree=0
 while kill -0 "$fuzzer" 2>/dev/null; do
-    now=$(tree_cpu "$fuzzer")
+    # A failed sample (under `set -e`) must not end the script while the fuzzer runs on.
+    now=$(tree_cpu "$fuzzer") || now=
     tree=${now:-$tree}
     sleep 5
 done
