@@ -8,139 +8,20 @@
 use std::path::{Path, PathBuf};
 
 use roaring::RoaringBitmap;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::ExternalId;
-
-const KEY_FORMAT: &[u8] = b"F";
-const KEY_DB: &[u8] = b"D";
-const TAG_COLLECTION: u8 = b'C';
-const TAG_MANIFEST: u8 = b'M';
-const TAG_LOCATION: u8 = b'I';
-const TAG_TOMBSTONES: u8 = b'T';
-const TAG_METADATA: u8 = b'X';
-const TAG_TEXT: u8 = b'P';
-
-/// Value of the format key: identifies a Tessera catalog and its layout version.
-pub const CATALOG_FORMAT: &str = "tessera-catalog 1";
-
-/// The commit protocol under which data files keep their `.tmp` name until the catalog
-/// batch that references them is durable (FORMAT.md, "Commit protocol").
-pub const PUBLISH_AFTER_COMMIT: u32 = 2;
-
-/// Database-wide record.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct DbRecord {
-    /// Id the next created collection gets; ids are never reused.
-    pub next_collection_id: u32,
-    /// Commit protocol of every data file in the database: 0 (absent) for databases whose
-    /// files were renamed into place before their commit, so that an unreferenced file can
-    /// be a crashed commit's debris; [`PUBLISH_AFTER_COMMIT`] once the writer has cleared
-    /// such debris, after which only a lost commit can explain an unreferenced file.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub commit_protocol: u32,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-/// A collection's identity and settings.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct CollectionRecord {
-    /// Internal id (names can be dropped and reused; ids cannot).
-    pub id: u32,
-    /// The user's name for it.
-    pub name: String,
-    /// The engine's settings for it, opaque to storage.
-    pub config: serde_json::Value,
-}
-
-/// A published codec file.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CodecRef {
-    /// Codec id (a file id of the collection).
-    pub id: u64,
-    /// File name inside the collection directory.
-    pub file: String,
-}
-
-/// A published segment file.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SegmentRef {
-    /// Segment id (a file id of the collection).
-    pub id: u64,
-    /// File name inside the collection directory.
-    pub file: String,
-    /// Documents in the segment, deleted ones included.
-    pub n_docs: u32,
-    /// Token vectors in the segment.
-    pub n_tokens: u64,
-    /// File size.
-    pub bytes: u64,
-    /// The segment's original vectors, when the collection keeps them (absent in
-    /// manifests written before originals existed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub originals: Option<OriginalsRef>,
-}
-
-/// A published originals file (FORMAT.md, "Originals").
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct OriginalsRef {
-    /// File name inside the collection directory.
-    pub file: String,
-    /// File size.
-    pub bytes: u64,
-}
-
-/// The set of files that make up a collection at one commit.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Manifest {
-    /// The codec, once trained.
-    pub codec: Option<CodecRef>,
-    /// Segments in commit order.
-    pub segments: Vec<SegmentRef>,
-    /// Next file id to hand out.
-    pub next_file_id: u64,
-    /// Documents not deleted.
-    pub live_docs: u64,
-    /// Token vectors of documents not deleted.
-    pub live_tokens: u64,
-    /// Number of commits so far (ingests and deletes).
-    pub commits: u64,
-    /// Provenance of the vectors (e.g. the encoder model), opaque to storage.
-    #[serde(default)]
-    pub model: Option<serde_json::Value>,
-}
-
-/// Where a live document is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct DocLocation {
-    /// Segment id.
-    pub segment: u64,
-    /// Local document number inside the segment.
-    pub local: u32,
-}
-
-impl DocLocation {
-    fn encode(&self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&self.segment.to_le_bytes());
-        b[8..].copy_from_slice(&self.local.to_le_bytes());
-        b
-    }
-
-    fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != 12 {
-            return None;
-        }
-        Some(DocLocation {
-            segment: u64::from_le_bytes(b[..8].try_into().ok()?),
-            local: u32::from_le_bytes(b[8..].try_into().ok()?),
-        })
-    }
-}
+use crate::records::{
+    KEY_DB, KEY_FORMAT, TAG_COLLECTION, TAG_LOCATION, TAG_MANIFEST, TAG_METADATA, TAG_TEXT,
+    TAG_TOMBSTONES, corrupt, key,
+};
+// The records' types and encodings live in `records` (no RocksDB there, so that they can be
+// fuzzed without it); the catalog's users keep naming them from here.
+use crate::records::{self, Record, RecordKey};
+pub use crate::records::{
+    CATALOG_FORMAT, CodecRef, CollectionRecord, DbRecord, DocLocation, Manifest, OriginalsRef,
+    PUBLISH_AFTER_COMMIT, SegmentRef,
+};
 
 /// Every record of one collection, as [`Catalog::collection_records`] read them.
 #[derive(Debug, Default)]
@@ -155,18 +36,6 @@ pub struct CollectionRecords {
     pub texts: Vec<ExternalId>,
     /// Records that could not be decoded ([`Error::CorruptRecord`], naming the key).
     pub problems: Vec<Error>,
-}
-
-fn key(tag: u8, coll: u32, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + rest.len());
-    k.push(tag);
-    k.extend_from_slice(&coll.to_be_bytes());
-    k.extend_from_slice(rest);
-    k
-}
-
-fn printable(k: &[u8]) -> String {
-    String::from_utf8_lossy(k).into_owned()
 }
 
 /// The RocksDB-backed catalog of a database.
@@ -221,14 +90,7 @@ impl Catalog {
             path: path.to_path_buf(),
         };
         match catalog.get(KEY_FORMAT)? {
-            Some(v) if v == CATALOG_FORMAT.as_bytes() => {}
-            Some(v) => {
-                return Err(Error::CorruptRecord {
-                    path: path.to_path_buf(),
-                    key: "F".into(),
-                    reason: format!("unknown catalog format {:?}", printable(&v)),
-                });
-            }
+            Some(v) => records::check_format(path, &v)?,
             None if create && !read_only => {
                 let mut b = CatalogBatch::default();
                 b.inner.put(KEY_FORMAT, CATALOG_FORMAT.as_bytes());
@@ -285,18 +147,10 @@ impl Catalog {
         self.db.get(k).map_err(|e| self.err(e))
     }
 
-    fn json<T: for<'de> Deserialize<'de>>(&self, k: &[u8], v: &[u8]) -> Result<T> {
-        serde_json::from_slice(v).map_err(|e| Error::CorruptRecord {
-            path: self.path.clone(),
-            key: printable(k),
-            reason: e.to_string(),
-        })
-    }
-
     /// The database-wide record.
     pub fn db_record(&self) -> Result<DbRecord> {
         match self.get(KEY_DB)? {
-            Some(v) => self.json(KEY_DB, &v),
+            Some(v) => records::decode_json(&self.path, KEY_DB, &v),
             None => Ok(DbRecord::default()),
         }
     }
@@ -309,16 +163,16 @@ impl Catalog {
             if k.first() != Some(&TAG_COLLECTION) {
                 break;
             }
-            out.push(self.json(&k, &v)?);
+            out.push(records::decode_collection(&self.path, &k, &v)?);
         }
         Ok(out)
     }
 
     /// A collection's manifest, if it has one.
     pub fn manifest(&self, coll: u32) -> Result<Option<Manifest>> {
-        let k = key(TAG_MANIFEST, coll, &[]);
+        let k = records::manifest_key(coll);
         match self.get(&k)? {
-            Some(v) => self.json(&k, &v).map(Some),
+            Some(v) => records::decode_json(&self.path, &k, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -327,18 +181,12 @@ impl Catalog {
     pub fn locations(&self, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<DocLocation>>> {
         let keys: Vec<Vec<u8>> = ids
             .iter()
-            .map(|id| key(TAG_LOCATION, coll, &id.key_bytes()))
+            .map(|id| records::location_key(coll, id))
             .collect();
         let mut out = Vec::with_capacity(ids.len());
         for (k, v) in keys.iter().zip(self.db.multi_get(&keys)) {
             match v.map_err(|e| self.err(e))? {
-                Some(v) => out.push(Some(DocLocation::decode(&v).ok_or_else(|| {
-                    Error::CorruptRecord {
-                        path: self.path.clone(),
-                        key: printable(k),
-                        reason: "document location is not 12 bytes".into(),
-                    }
-                })?)),
+                Some(v) => out.push(Some(records::decode_location(&self.path, k, &v)?)),
                 None => out.push(None),
             }
         }
@@ -354,17 +202,12 @@ impl Catalog {
             if !k.starts_with(&prefix) {
                 break;
             }
-            let corrupt = |reason: String| Error::CorruptRecord {
-                path: self.path.clone(),
-                key: printable(&k),
-                reason,
-            };
-            let seg: [u8; 8] = k[prefix.len()..]
-                .try_into()
-                .map_err(|_| corrupt("tombstone key has no segment id".into()))?;
-            let bitmap =
-                RoaringBitmap::deserialize_from(&v[..]).map_err(|e| corrupt(e.to_string()))?;
-            out.push((u64::from_be_bytes(seg), bitmap));
+            match records::decode(&self.path, &k, &v)? {
+                (RecordKey::Tombstones { segment, .. }, Record::Tombstones(bitmap)) => {
+                    out.push((segment, bitmap));
+                }
+                _ => return Err(corrupt(&self.path, &k, "not a tombstone record")),
+            }
         }
         Ok(out)
     }
@@ -378,7 +221,7 @@ impl Catalog {
             if k.first() != Some(&TAG_COLLECTION) {
                 break;
             }
-            match self.json(&k, &v) {
+            match records::decode_collection(&self.path, &k, &v) {
                 Ok(r) => out.push(r),
                 Err(e) => problems.push(e),
             }
@@ -386,92 +229,52 @@ impl Catalog {
         Ok((out, problems))
     }
 
-    /// Every id-map entry, tombstone bitmap, metadata key and kept text of collection `coll`,
-    /// read-only,
-    /// for a verifier. A record that does not decode is a problem in the result, not an
-    /// error: the verifier reports it and checks the rest. Errors are RocksDB's own.
+    /// Every id-map entry, tombstone bitmap, metadata record and kept text of collection
+    /// `coll`, each decoded as [`records::decode`] does, for a verifier. A record that does
+    /// not decode is a problem in the result, not an error: the verifier reports it and
+    /// checks the rest. Errors are RocksDB's own.
     pub fn collection_records(&self, coll: u32) -> Result<CollectionRecords> {
         let mut out = CollectionRecords::default();
-        let corrupt = |k: &[u8], reason: &str| Error::CorruptRecord {
-            path: self.path.clone(),
-            key: printable(k),
-            reason: reason.to_owned(),
-        };
-        self.scan_each(TAG_LOCATION, coll, |rest, k, v| {
-            match (ExternalId::from_key_bytes(rest), DocLocation::decode(v)) {
-                (Some(id), Some(loc)) => out.locations.push((id, loc)),
-                (None, _) => out
-                    .problems
-                    .push(corrupt(k, "id-map key is not an external id")),
-                (_, None) => out
-                    .problems
-                    .push(corrupt(k, "document location is not 12 bytes")),
-            }
-        })?;
-        self.scan_each(TAG_TOMBSTONES, coll, |rest, k, v| {
-            let Ok(seg) = <[u8; 8]>::try_from(rest) else {
-                out.problems
-                    .push(corrupt(k, "tombstone key has no segment id"));
-                return;
-            };
-            match RoaringBitmap::deserialize_from(v) {
-                Ok(b) => out.tombstones.push((u64::from_be_bytes(seg), b)),
-                Err(e) => out.problems.push(corrupt(k, &e.to_string())),
-            }
-        })?;
-        self.scan_each(
-            TAG_METADATA,
-            coll,
-            |rest, k, _| match ExternalId::from_key_bytes(rest) {
-                Some(id) => out.metadata.push(id),
-                None => out
-                    .problems
-                    .push(corrupt(k, "metadata key is not an external id")),
-            },
-        )?;
-        self.scan_each(TAG_TEXT, coll, |rest, k, v| {
-            match (ExternalId::from_key_bytes(rest), crate::doctext::decode(v)) {
-                (Some(id), Ok(_)) => out.texts.push(id),
-                (None, _) => out
-                    .problems
-                    .push(corrupt(k, "text key is not an external id")),
-                (_, Err(reason)) => out.problems.push(corrupt(k, &reason)),
-            }
-        })?;
+        for tag in [TAG_LOCATION, TAG_TOMBSTONES, TAG_METADATA, TAG_TEXT] {
+            self.scan_each(tag, coll, |k, v| match records::decode(&self.path, k, v) {
+                Ok((RecordKey::Location { id, .. }, Record::Location(loc))) => {
+                    out.locations.push((id, loc));
+                }
+                Ok((RecordKey::Tombstones { segment, .. }, Record::Tombstones(b))) => {
+                    out.tombstones.push((segment, b));
+                }
+                Ok((RecordKey::Metadata { id, .. }, _)) => out.metadata.push(id),
+                Ok((RecordKey::Text { id, .. }, _)) => out.texts.push(id),
+                // The prefix fixes the tag, so no other kind of key is scanned here.
+                Ok(_) => out.problems.push(corrupt(&self.path, k, "unexpected key")),
+                Err(e) => out.problems.push(e),
+            })?;
+        }
         Ok(out)
     }
 
-    /// Calls `each(rest of key, key, value)` for every key of `tag` and collection `coll`.
-    fn scan_each(
-        &self,
-        tag: u8,
-        coll: u32,
-        mut each: impl FnMut(&[u8], &[u8], &[u8]),
-    ) -> Result<()> {
+    /// Calls `each(key, value)` for every key of `tag` and collection `coll`.
+    fn scan_each(&self, tag: u8, coll: u32, mut each: impl FnMut(&[u8], &[u8])) -> Result<()> {
         let prefix = key(tag, coll, &[]);
         for item in self.db.prefix_iterator(&prefix) {
             let (k, v) = item.map_err(|e| self.err(e))?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            each(&k[prefix.len()..], &k, &v);
+            each(&k, &v);
         }
         Ok(())
     }
 
     /// The JSON metadata stored for a document, if any.
     pub fn metadata(&self, coll: u32, id: &ExternalId) -> Result<Option<Vec<u8>>> {
-        self.get(&key(TAG_METADATA, coll, &id.key_bytes()))
+        self.get(&records::metadata_key(coll, id))
     }
 
-    /// Values of `tag` for `ids` of collection `coll` in one multi-get (`None` where absent).
-    fn multi_values(&self, tag: u8, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<Vec<u8>>>> {
-        let keys: Vec<Vec<u8>> = ids
-            .iter()
-            .map(|id| key(tag, coll, &id.key_bytes()))
-            .collect();
+    /// The values of `keys` in one multi-get (`None` where absent).
+    fn multi_values(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         self.db
-            .multi_get(&keys)
+            .multi_get(keys)
             .into_iter()
             .map(|v| v.map_err(|e| self.err(e)))
             .collect()
@@ -480,74 +283,60 @@ impl Catalog {
     /// The JSON metadata of each of `ids` (`None` where a document has none), in one
     /// multi-get.
     pub fn metadata_many(&self, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<Vec<u8>>>> {
-        self.multi_values(TAG_METADATA, coll, ids)
+        let keys: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| records::metadata_key(coll, id))
+            .collect();
+        self.multi_values(&keys)
     }
 
     /// The kept passage text of each of `ids` (`None` where none is kept), in one multi-get.
     pub fn texts(&self, coll: u32, ids: &[ExternalId]) -> Result<Vec<Option<String>>> {
-        let values = self.multi_values(TAG_TEXT, coll, ids)?;
-        ids.iter()
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| records::text_key(coll, id)).collect();
+        let values = self.multi_values(&keys)?;
+        keys.iter()
             .zip(values)
-            .map(|(id, v)| match v {
+            .map(|(k, v)| match v {
                 None => Ok(None),
-                Some(v) => {
-                    crate::doctext::decode(&v)
-                        .map(Some)
-                        .map_err(|reason| Error::CorruptRecord {
-                            path: self.path.clone(),
-                            key: format!("text of document {id} in collection {coll}"),
-                            reason,
-                        })
-                }
+                Some(v) => records::decode_text(&self.path, k, &v).map(Some),
             })
             .collect()
     }
 
-    /// Every key of `tag` in collection `coll` with its value, in key order (ids sort
+    /// Every document of `coll` that has metadata, with its JSON, in id order (ids sort
     /// integers first, numerically, then strings bytewise). A key whose id does not decode
     /// is a corrupt record.
-    fn scan(&self, tag: u8, coll: u32) -> Result<Vec<(ExternalId, Box<[u8]>)>> {
-        let prefix = key(tag, coll, &[]);
-        let mut out = Vec::new();
-        for item in self.db.prefix_iterator(&prefix) {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            let id = ExternalId::from_key_bytes(&k[prefix.len()..]).ok_or_else(|| {
-                Error::CorruptRecord {
-                    path: self.path.clone(),
-                    key: printable(&k),
-                    reason: "the key's document id does not decode".into(),
-                }
-            })?;
-            out.push((id, v));
-        }
-        Ok(out)
-    }
-
-    /// Every document of `coll` that has metadata, with its JSON, in id order.
     pub fn all_metadata(&self, coll: u32) -> Result<Vec<(ExternalId, Vec<u8>)>> {
-        Ok(self
-            .scan(TAG_METADATA, coll)?
-            .into_iter()
-            .map(|(id, v)| (id, v.into_vec()))
-            .collect())
+        let mut out = Vec::new();
+        let mut failed = None;
+        self.scan_each(TAG_METADATA, coll, |k, v| {
+            if failed.is_some() {
+                return;
+            }
+            match RecordKey::parse(k) {
+                Ok(RecordKey::Metadata { id, .. }) => out.push((id, v.to_vec())),
+                Ok(_) => failed = Some(corrupt(&self.path, k, "not a metadata key")),
+                Err(reason) => failed = Some(corrupt(&self.path, k, reason)),
+            }
+        })?;
+        failed.map_or(Ok(out), Err)
     }
 
     /// Every live document of `coll` with its location, in id order.
     pub fn all_locations(&self, coll: u32) -> Result<Vec<(ExternalId, DocLocation)>> {
-        self.scan(TAG_LOCATION, coll)?
-            .into_iter()
-            .map(|(id, v)| {
-                let loc = DocLocation::decode(&v).ok_or_else(|| Error::CorruptRecord {
-                    path: self.path.clone(),
-                    key: format!("location of document {id} in collection {coll}"),
-                    reason: "document location is not 12 bytes".into(),
-                })?;
-                Ok((id, loc))
-            })
-            .collect()
+        let mut out = Vec::new();
+        let mut failed = None;
+        self.scan_each(TAG_LOCATION, coll, |k, v| {
+            if failed.is_some() {
+                return;
+            }
+            match records::decode(&self.path, k, v) {
+                Ok((RecordKey::Location { id, .. }, Record::Location(loc))) => out.push((id, loc)),
+                Ok(_) => failed = Some(corrupt(&self.path, k, "not a location record")),
+                Err(e) => failed = Some(e),
+            }
+        })?;
+        failed.map_or(Ok(out), Err)
     }
 
     /// Commits `batch` atomically with a synced write: durable when this returns.
@@ -669,23 +458,20 @@ pub struct CatalogBatch {
 impl CatalogBatch {
     /// Sets the database-wide record.
     pub fn put_db_record(&mut self, r: &DbRecord) -> Result<()> {
-        self.inner.put(KEY_DB, to_json(r)?);
+        self.inner.put(KEY_DB, records::encode_json(r)?);
         Ok(())
     }
 
     /// Creates or replaces a collection record.
     pub fn put_collection(&mut self, r: &CollectionRecord) -> Result<()> {
-        let mut k = vec![TAG_COLLECTION];
-        k.extend_from_slice(r.name.as_bytes());
-        self.inner.put(k, to_json(r)?);
+        self.inner
+            .put(records::collection_key(&r.name), records::encode_json(r)?);
         Ok(())
     }
 
     /// Removes a collection record and every key of its id.
     pub fn delete_collection(&mut self, r: &CollectionRecord) {
-        let mut k = vec![TAG_COLLECTION];
-        k.extend_from_slice(r.name.as_bytes());
-        self.inner.delete(k);
+        self.inner.delete(records::collection_key(&r.name));
         for tag in [
             TAG_MANIFEST,
             TAG_LOCATION,
@@ -704,19 +490,20 @@ impl CatalogBatch {
 
     /// Sets a collection's manifest.
     pub fn put_manifest(&mut self, coll: u32, m: &Manifest) -> Result<()> {
-        self.inner.put(key(TAG_MANIFEST, coll, &[]), to_json(m)?);
+        self.inner
+            .put(records::manifest_key(coll), records::encode_json(m)?);
         Ok(())
     }
 
     /// Maps an external id to its location.
     pub fn put_location(&mut self, coll: u32, id: &ExternalId, loc: DocLocation) {
         self.inner
-            .put(key(TAG_LOCATION, coll, &id.key_bytes()), loc.encode());
+            .put(records::location_key(coll, id), loc.encode());
     }
 
     /// Removes an external id's mapping.
     pub fn delete_location(&mut self, coll: u32, id: &ExternalId) {
-        self.inner.delete(key(TAG_LOCATION, coll, &id.key_bytes()));
+        self.inner.delete(records::location_key(coll, id));
     }
 
     /// Sets the tombstones of one segment.
@@ -726,54 +513,39 @@ impl CatalogBatch {
         segment: u64,
         bitmap: &RoaringBitmap,
     ) -> Result<()> {
-        let mut v = Vec::with_capacity(bitmap.serialized_size());
-        bitmap.serialize_into(&mut v).map_err(|e| Error::Io {
-            path: PathBuf::from("<tombstones>"),
-            source: e,
-        })?;
-        self.inner
-            .put(key(TAG_TOMBSTONES, coll, &segment.to_be_bytes()), v);
+        self.inner.put(
+            records::tombstones_key(coll, segment),
+            records::encode_tombstones(bitmap)?,
+        );
         Ok(())
     }
 
     /// Removes the tombstones of one segment (a merge dropped it).
     pub fn delete_tombstones(&mut self, coll: u32, segment: u64) {
-        self.inner
-            .delete(key(TAG_TOMBSTONES, coll, &segment.to_be_bytes()));
+        self.inner.delete(records::tombstones_key(coll, segment));
     }
 
     /// Sets a document's JSON metadata.
     pub fn put_metadata(&mut self, coll: u32, id: &ExternalId, json: &[u8]) {
-        self.inner
-            .put(key(TAG_METADATA, coll, &id.key_bytes()), json);
+        self.inner.put(records::metadata_key(coll, id), json);
     }
 
     /// Removes a document's metadata.
     pub fn delete_metadata(&mut self, coll: u32, id: &ExternalId) {
-        self.inner.delete(key(TAG_METADATA, coll, &id.key_bytes()));
+        self.inner.delete(records::metadata_key(coll, id));
     }
 
     /// Sets a document's kept passage text (compressed: [`crate::doctext::encode`]).
     pub fn put_text(&mut self, coll: u32, id: &ExternalId, text: &str) -> Result<()> {
-        let v = crate::doctext::encode(text).map_err(|e| Error::Io {
-            path: PathBuf::from(format!("<text of document {id}>")),
-            source: e,
-        })?;
-        self.inner.put(key(TAG_TEXT, coll, &id.key_bytes()), v);
+        self.inner
+            .put(records::text_key(coll, id), records::encode_text(id, text)?);
         Ok(())
     }
 
     /// Removes a document's kept text.
     pub fn delete_text(&mut self, coll: u32, id: &ExternalId) {
-        self.inner.delete(key(TAG_TEXT, coll, &id.key_bytes()));
+        self.inner.delete(records::text_key(coll, id));
     }
-}
-
-fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| Error::Io {
-        path: PathBuf::from("<catalog record>"),
-        source: std::io::Error::other(e),
-    })
 }
 
 #[cfg(test)]

@@ -457,7 +457,7 @@ impl Container {
 /// length mismatch). Memory grows with the bytes the frame really holds: `raw_len` comes
 /// from the file, and allocating it up front let a damaged length (checksums resealed, found
 /// by fuzzing) ask for exabytes and abort the process.
-fn decompress_at_most(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn decompress_at_most(stored: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     // A first guess that real sections (a few times smaller stored) seldom outgrow.
     let guess = raw_len.min(stored.len().saturating_mul(16));

@@ -4,9 +4,9 @@
 //! Why per value rather than relying on RocksDB's block compression alone: the write-ahead
 //! log and the memtable hold values uncompressed, and a passage is the largest thing a
 //! document's catalog records carry; compressing it once at ingest keeps both small. The
-//! value starts with an encoding byte and the text's length, so a reader allocates exactly
-//! what the record says (bounded by [`MAX_TEXT_BYTES`]) and a damaged record is reported
-//! instead of decompressed into garbage.
+//! value starts with an encoding byte and the text's length, so a reader stops at what the
+//! record says (bounded by [`MAX_TEXT_BYTES`]), allocates only what the frame really holds,
+//! and reports a damaged record instead of decompressing it into garbage.
 
 /// Encoding byte of a zstd-compressed text value.
 const ENCODING_ZSTD: u8 = 1;
@@ -47,8 +47,14 @@ pub fn decode(value: &[u8]) -> Result<String, String> {
     if len > MAX_TEXT_BYTES {
         return Err(format!("declared length {len} is over the limit"));
     }
-    let bytes = zstd::bulk::decompress(&rest[4..], len).map_err(|e| format!("zstd: {e}"))?;
-    if bytes.len() != len {
+    // Memory grows with what the frame really holds: allocating the declared length up front
+    // let a few bytes declaring 64 MiB allocate 64 MiB.
+    let bytes =
+        crate::container::decompress_at_most(&rest[4..], len).map_err(|e| format!("zstd: {e}"))?;
+    if bytes.len() > len {
+        return Err(format!("declared length {len}, the frame holds more"));
+    }
+    if bytes.len() < len {
         return Err(format!(
             "declared length {len}, decompressed {} bytes",
             bytes.len()

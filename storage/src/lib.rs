@@ -5,6 +5,7 @@
 //! * [`codec`]: codec files (centroids and residual quantiser).
 //! * [`originals`]: originals files (a segment's ingested vectors at f16, bf16 or f32).
 //! * [`verify`]: full checks of one data file, every problem reported as a value.
+//! * [`records`]: the catalog's keys and values as bytes, and their checked decoders.
 //! * [`catalog`]: the RocksDB catalog (collections, manifests, id map, tombstones, metadata);
 //!   with [`layout`], behind the default feature `catalog` (the formats build without RocksDB).
 //! * [`fsutil`]: durable publication of files and the writer lock.
@@ -36,6 +37,7 @@ mod ids;
 pub mod layout;
 mod mmap;
 pub mod originals;
+pub mod records;
 pub mod segment;
 pub mod verify;
 

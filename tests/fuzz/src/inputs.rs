@@ -4,11 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "../../../cli/src/formats/mod.rs"]
-#[allow(dead_code, missing_docs, clippy::all)]
-mod formats;
-
-use formats::{DocStream, Format, PlanRequest};
+use crate::formats;
+use crate::formats::{DocStream, Format, PlanRequest};
 
 /// The token limit ingest plans with here: the collection default, small enough that a
 /// document's vectors stay small.

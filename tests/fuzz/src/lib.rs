@@ -2,7 +2,9 @@
 //! never panic, whatever the bytes are (RELIABILITY.md, "Fuzzing").
 //!
 //! * [`storage`]: segment, codec and originals files, and a document's stored text.
+//! * [`records`]: the catalog's records (keys and values as RocksDB holds them).
 //! * [`inputs`]: the command line's `.npy`, `.safetensors` and JSON-lines readers.
+//! * [`text`]: the text-corpus reader of `ingest --text`.
 //! * [`tokenizer`]: the encoder's tokenizer input path (`tokenizer.json` and text).
 //!
 //! Two drivers run them: the test suite replays the kept corpus (`tests/fuzz/corpus/TARGET`)
@@ -14,9 +16,16 @@
 // they import it by (the engine re-exports that same type as `tessera::ExternalId`).
 extern crate tessera_storage as tessera;
 
+// Where the command line's readers find each other (`crate::formats`, `crate::text`).
+#[path = "../../../cli/src/formats/mod.rs"]
+#[allow(dead_code, missing_docs, clippy::all)]
+mod formats;
+
 pub mod inputs;
 pub mod mutate;
+pub mod records;
 pub mod storage;
+pub mod text;
 pub mod tokenizer;
 
 /// A fuzz target: decodes `data` and must not panic.
@@ -29,9 +38,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("codec", storage::codec),
     ("originals", storage::originals),
     ("doctext", storage::doctext),
+    ("catalog_records", records::catalog_records),
     ("npy", inputs::npy),
     ("safetensors", inputs::safetensors),
     ("jsonl", inputs::jsonl),
+    ("text_corpus", text::text_corpus),
     ("tokenizer_json", tokenizer::tokenizer_json),
     ("tokenizer_text", tokenizer::tokenizer_text),
 ];

@@ -134,11 +134,25 @@ replay_tests! {
     codec_inputs_and_mutations_never_panic_the_reader => "codec",
     originals_inputs_and_mutations_never_panic_the_reader => "originals",
     doctext_inputs_and_mutations_never_panic_the_decoder => "doctext",
+    catalog_record_inputs_and_mutations_never_panic_the_decoders => "catalog_records",
     npy_inputs_and_mutations_never_panic_ingest => "npy",
     safetensors_inputs_and_mutations_never_panic_ingest => "safetensors",
     jsonl_inputs_and_mutations_never_panic_ingest => "jsonl",
+    text_corpus_inputs_and_mutations_never_panic_the_reader => "text_corpus",
     tokenizer_json_inputs_and_mutations_never_panic_the_encoder => "tokenizer_json",
     tokenizer_text_inputs_and_mutations_never_panic_the_encoder => "tokenizer_text",
+}
+
+/// The kept inputs of target `name` that `fuzz-seeds` wrote.
+fn seeds(name: &str) -> Vec<(String, Vec<u8>)> {
+    kept_inputs(name)
+        .into_iter()
+        .filter(|(p, _)| {
+            std::path::Path::new(p)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("seed-"))
+        })
+        .collect()
 }
 
 /// The seeds are valid files, so mutations start from inputs that reach every check.
@@ -146,16 +160,6 @@ replay_tests! {
 fn the_storage_seeds_open_as_valid_files() {
     use std::path::Path;
     use tessera_storage::FileBytes;
-    let seeds = |name: &str| {
-        kept_inputs(name)
-            .into_iter()
-            .filter(|(p, _)| {
-                Path::new(p)
-                    .file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with("seed-"))
-            })
-            .collect::<Vec<_>>()
-    };
     for (path, bytes) in seeds("segment") {
         let r = tessera_storage::segment::SegmentReader::from_bytes(
             Path::new(&path),
@@ -181,4 +185,28 @@ fn the_storage_seeds_open_as_valid_files() {
     for (path, bytes) in seeds("doctext") {
         tessera_storage::doctext::decode(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
+}
+
+/// The catalog seeds are valid records of every kind, so mutations reach every decoder.
+#[test]
+fn the_catalog_seeds_decode_as_one_valid_record_of_each_kind() {
+    use std::collections::BTreeSet;
+    use tessera_storage::records::{Record, decode};
+    let mut kinds = BTreeSet::new();
+    for (path, bytes) in seeds("catalog_records") {
+        let (key, value) = tessera_fuzz::records::split_record(&bytes).expect("a record");
+        let (_, record) = decode(std::path::Path::new("seeds"), key, value)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        kinds.insert(match record {
+            Record::Format => "format",
+            Record::Db(_) => "db",
+            Record::Collection(_) => "collection",
+            Record::Manifest(_) => "manifest",
+            Record::Location(_) => "location",
+            Record::Tombstones(_) => "tombstones",
+            Record::Metadata(_) => "metadata",
+            Record::Text(_) => "text",
+        });
+    }
+    assert_eq!(kinds.len(), 8, "{kinds:?}");
 }

@@ -8,8 +8,11 @@ use tessera_storage::codec::{CodecData, write_codec};
 use tessera_storage::originals::{OriginalValues, OriginalsInput, Precision, write_originals};
 use tessera_storage::segment::{SegmentInput, residual_bytes_per_token, write_segment};
 
-fn main() -> std::io::Result<()> {
-    let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+/// A seed: its target, its name (after `seed-`) and its bytes.
+type Seed = (&'static str, &'static str, Vec<u8>);
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seeds: Vec<Seed> = vec![
         ("segment", "u16-codes", segment(&[])?),
         (
             "segment",
@@ -27,6 +30,7 @@ fn main() -> std::io::Result<()> {
             "passage",
             tessera_storage::doctext::encode(PASSAGE)?,
         ),
+        ("text_corpus", "documents", TEXT_CORPUS.as_bytes().to_vec()),
         (
             "npy",
             "f32-3x4",
@@ -95,6 +99,7 @@ fn main() -> std::io::Result<()> {
         ),
         ("tokenizer_text", "long-word", "a".repeat(300).into_bytes()),
     ];
+    let seeds = seeds.into_iter().chain(catalog_records()?);
     for (target, name, bytes) in seeds {
         let dir = tessera_fuzz::corpus_dir(target);
         std::fs::create_dir_all(&dir)?;
@@ -115,6 +120,128 @@ const JSONL: &str = r#"{"id": "doc-1", "embeddings": [[0.5, 1, -2, 3e-2], [0, 0,
 
 {"id": "doc-2", "embeddings": [[1.5, -1, 0.25, 8]], "metadata": null}
 "#;
+
+const TEXT_CORPUS: &str = r#"{"id": "doc-1", "text": "Late interaction scores tokens.", "metadata": {"lang": "en", "n": [1, 2.5]}}
+{"id": 42, "text": "Ça été 夏天 \u00e9\ud83d\ude00", "metadata": null, "other": true}
+
+  {"text": "keys in any order", "id": "doc-3"}
+"#;
+
+/// One record of every kind the catalog holds, written by the storage crate's own encoders
+/// (`tessera_storage::records`), each as the `catalog_records` target reads it.
+fn catalog_records() -> Result<Vec<Seed>, Box<dyn std::error::Error>> {
+    use roaring::RoaringBitmap;
+    use tessera_fuzz::records::join_record;
+    use tessera_storage::records::*;
+    let (int_id, str_id) = (ExternalId::from(7u64), ExternalId::from("doc-é"));
+    let manifest = Manifest {
+        codec: Some(CodecRef {
+            id: 1,
+            file: "codec-000001.tcd".into(),
+        }),
+        segments: vec![
+            SegmentRef {
+                id: 2,
+                file: "seg-000002.tsg".into(),
+                n_docs: 30,
+                n_tokens: 412,
+                bytes: 9_216,
+                originals: Some(OriginalsRef {
+                    file: "vec-000002.tov".into(),
+                    bytes: 13_248,
+                }),
+            },
+            SegmentRef {
+                id: 3,
+                file: "seg-000003.tsg".into(),
+                n_docs: 2,
+                n_tokens: 7,
+                bytes: 1_024,
+                originals: None,
+            },
+        ],
+        next_file_id: 4,
+        live_docs: 31,
+        live_tokens: 415,
+        commits: 3,
+        model: Some(serde_json::json!({"name": "m", "hash": "ab12", "path": null})),
+    };
+    let collection = CollectionRecord {
+        id: 0,
+        name: "docs".into(),
+        config: serde_json::json!({
+            "dim": 128, "nbits": 2, "n_centroids": 0, "max_tokens_per_doc": 512,
+            "kmeans_iters": 8, "seed": 42, "originals": "f16"
+        }),
+    };
+    // One array container, one run container and one bitmap container.
+    let mut bitmap: RoaringBitmap = [1u32, 5, 9].into_iter().collect();
+    bitmap.insert_range(70_000..80_000);
+    bitmap.extend((140_000..160_000).step_by(3));
+    bitmap.optimize();
+    let location = DocLocation {
+        segment: 2,
+        local: 17,
+    };
+    let seeds = vec![
+        (
+            "format",
+            join_record(&RecordKey::Format.to_bytes(), CATALOG_FORMAT.as_bytes()),
+        ),
+        (
+            "db",
+            join_record(
+                &RecordKey::Db.to_bytes(),
+                &encode_json(&DbRecord {
+                    next_collection_id: 3,
+                    commit_protocol: PUBLISH_AFTER_COMMIT,
+                })?,
+            ),
+        ),
+        (
+            "collection",
+            join_record(&collection_key("docs"), &encode_json(&collection)?),
+        ),
+        (
+            "manifest",
+            join_record(&manifest_key(0), &encode_json(&manifest)?),
+        ),
+        (
+            "location-int",
+            join_record(&location_key(0, &int_id), &location.encode()),
+        ),
+        (
+            "location-str",
+            join_record(&location_key(5, &str_id), &location.encode()),
+        ),
+        (
+            "tombstones",
+            join_record(&tombstones_key(0, 2), &encode_tombstones(&bitmap)?),
+        ),
+        (
+            "tombstones-small",
+            join_record(
+                &tombstones_key(1, 9),
+                &encode_tombstones(&[0u32, 3].into_iter().collect())?,
+            ),
+        ),
+        (
+            "metadata",
+            join_record(
+                &metadata_key(0, &int_id),
+                br#"{"lang": "en", "tags": ["a", "b"], "score": 0.5, "n": null}"#,
+            ),
+        ),
+        (
+            "text",
+            join_record(&text_key(0, &str_id), &encode_text(&str_id, PASSAGE)?),
+        ),
+    ];
+    Ok(seeds
+        .into_iter()
+        .map(|(name, bytes)| ("catalog_records", name, bytes))
+        .collect())
+}
 
 /// Four tokens in two documents, dim 4, 2 bits, 8 centroids.
 fn segment(token_scales: &[u16]) -> std::io::Result<Vec<u8>> {
