@@ -2,8 +2,10 @@
 //! batches while a share of them is deleted and another upserted along the way, measured
 //! before and after `compact()` against a fresh build of the same live documents.
 //!
-//! Deleted documents are drawn uniformly from everything ingested so far, so old segments
-//! collect tombstones as they would in a knowledge base that is edited for years; upserts
+//! Deleted documents are drawn uniformly from the live documents ingested so far, so the
+//! share deleted is the share asked for (drawn from everything ingested, repeats left 23%
+//! deleted where 30% was asked), and old segments collect tombstones as they would in a
+//! knowledge base that is edited for years; upserts
 //! re-ingest documents of the current and the previous batch with their own vectors (the
 //! live set, and so the ground truth, stays the corpus minus the deletes). Recall is against
 //! the exact top-100 of the whole corpus with the deleted documents removed.
@@ -210,14 +212,13 @@ pub fn run(
         }
         upserted += up.len();
         churned.ingest(&up, &IngestOptions::upsert())?;
-        // Deletes: uniform over everything ingested so far.
+        // Deletes: uniform over the live documents ingested so far (`ingested` holds only
+        // live ones: a deleted document leaves it).
         let mut gone = Vec::new();
-        for _ in 0..deletes_per_batch {
-            let i = ingested[rng.random_range(0..ingested.len())];
-            if live[i] {
-                live[i] = false;
-                gone.push(ExternalId::Int(i as u64));
-            }
+        for _ in 0..deletes_per_batch.min(ingested.len()) {
+            let i = ingested.swap_remove(rng.random_range(0..ingested.len()));
+            live[i] = false;
+            gone.push(ExternalId::Int(i as u64));
         }
         deleted += gone.len();
         churned.delete(&gone)?;
