@@ -56,6 +56,11 @@ pub struct Stages {
 }
 
 impl Stages {
+    /// Time no stage counts: the total less every counted stage.
+    pub fn other_ms(&self) -> f64 {
+        self.total_ms - self.centroid_ms - self.approx_ms - self.rerank_ms - self.refine_ms
+    }
+
     /// The mean of several runs' mean stages (`None` when there are none).
     fn mean_of(runs: &[Stages]) -> Option<Stages> {
         let n = runs.len() as f64;

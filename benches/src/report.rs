@@ -230,7 +230,7 @@ pub fn markdown(r: &Report) -> String {
     }
     for e in &r.engines {
         if let Some(st) = &e.default.stages {
-            let other = st.total_ms - st.centroid_ms - st.approx_ms - st.rerank_ms - st.refine_ms;
+            let other = st.other_ms();
             let pct = |x: f64| 100.0 * x / st.total_ms.max(1e-9);
             let _ = writeln!(
                 s,
@@ -361,9 +361,6 @@ fn paired_markdown(s: &mut String, p: &crate::measure::Paired) {
         "| stage, mean ms | {} | {} |\n| --- | ---: | ---: |",
         p.a, p.b
     );
-    let other = |x: &crate::measure::Stages| {
-        x.total_ms - x.centroid_ms - x.approx_ms - x.rerank_ms - x.refine_ms
-    };
     let rows = [
         (
             "centroid scores + probe choice",
@@ -377,7 +374,7 @@ fn paired_markdown(s: &mut String, p: &crate::measure::Paired) {
             b.rerank_ms,
         ),
         ("refine + final ranking", a.refine_ms, b.refine_ms),
-        ("outside the counted stages", other(a), other(b)),
+        ("outside the counted stages", a.other_ms(), b.other_ms()),
         ("total", a.total_ms, b.total_ms),
     ];
     for (stage, x, y) in rows {

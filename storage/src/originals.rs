@@ -443,8 +443,7 @@ impl OriginalsReader {
             .container
             .block_checked_section(section::VECTORS, "vectors")?;
         let bytes = &all[lo..hi];
-        let (word, bit) = (l / 64, 1u64 << (l % 64));
-        if self.verified[word].load(Ordering::Acquire) & bit == 0 {
+        if !self.is_verified(l) {
             let crcs: &[u32] = self
                 .container
                 .typed_section(section::DOC_CRCS, "document checksums")?;
@@ -457,7 +456,7 @@ impl OriginalsReader {
                     computed,
                 });
             }
-            self.verified[word].fetch_or(bit, Ordering::AcqRel);
+            self.verified[l / 64].fetch_or(1u64 << (l % 64), Ordering::AcqRel);
         }
         Ok(bytes)
     }
