@@ -2,7 +2,7 @@
 //! read one line at a time.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde_json::Value;
 use tessera::ExternalId;
 
+use super::lines::{self, Line, MAX_LINE_BYTES};
 use super::{DocStream, Locator, Place, SourceDoc};
 
 /// One document line, parsed without a `Vec` per token row: embeddings go straight into
@@ -179,12 +180,9 @@ impl JsonlStream {
 impl DocStream for JsonlStream {
     fn next_doc(&mut self) -> Result<Option<SourceDoc>> {
         loop {
-            self.buf.clear();
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.buf)
+            let read = lines::read_line(&mut self.reader, &mut self.buf, MAX_LINE_BYTES)
                 .with_context(|| format!("{}: cannot read line {}", self.file, self.line + 1))?;
-            if n == 0 {
+            if read == Line::End {
                 return Ok(None);
             }
             self.line += 1;
@@ -192,6 +190,9 @@ impl DocStream for JsonlStream {
                 file: self.file.clone(),
                 at: Locator::Line(self.line),
             };
+            if read == Line::TooLong {
+                bail!("{place}: {}", lines::too_long_message());
+            }
             let text = match std::str::from_utf8(&self.buf) {
                 Ok(t) => t,
                 Err(e) => bail!(
@@ -251,14 +252,23 @@ impl DocStream for JsonlStream {
 /// `ingest --create`); reads one line.
 pub fn first_dim(path: &Path) -> Result<u32> {
     let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    for (n, line) in BufReader::new(f).lines().enumerate() {
-        let line =
-            line.with_context(|| format!("{}: cannot read line {}", path.display(), n + 1))?;
+    let mut reader = BufReader::new(f);
+    let mut buf = Vec::new();
+    for n in 1.. {
+        let read = lines::read_line(&mut reader, &mut buf, MAX_LINE_BYTES)
+            .with_context(|| format!("{}: cannot read line {n}", path.display()))?;
+        let place = format!("{}: line {n}", path.display());
+        match read {
+            Line::End => break,
+            Line::TooLong => bail!("{place}: {}", lines::too_long_message()),
+            Line::Read => {}
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|e| anyhow::anyhow!("{place}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let place = format!("{}: line {}", path.display(), n + 1);
-        let v: Value = serde_json::from_str(&line)
+        let v: Value = serde_json::from_str(line)
             .with_context(|| format!("{place}: not a valid JSON document"))?;
         let first = v
             .get("embeddings")

@@ -7,12 +7,15 @@
 
 pub mod elem;
 pub mod jsonl;
+pub mod lines;
 pub mod npy;
 pub mod rows;
 pub mod safetensors;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -617,9 +620,9 @@ pub fn read_doclens(path: &Path) -> Result<Vec<i64>> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
     {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        serde_json::from_str(&text)
+        // Parsed from the stream: memory follows the list, not the file's size.
+        let f = File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_reader(BufReader::new(f))
             .with_context(|| format!("{}: expected a JSON list of integers", path.display()))
     } else {
         npy::read_ints(path)
@@ -627,28 +630,39 @@ pub fn read_doclens(path: &Path) -> Result<Vec<i64>> {
 }
 
 /// Reads ids, one per line (trailing whitespace trimmed); blank lines and repeats are errors.
+/// Lines are read with the JSON-lines readers' bound, so memory follows the ids.
 pub fn read_ids(path: &Path) -> Result<Vec<ExternalId>> {
-    let text = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let text = String::from_utf8(text).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-        anyhow::anyhow!("{}: line {line} is not valid UTF-8", path.display())
-    })?;
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let f = File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut reader = BufReader::new(f);
+    let mut buf = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ids = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for n in 1.. {
+        let read = lines::read_line(&mut reader, &mut buf, lines::MAX_LINE_BYTES)
+            .with_context(|| format!("{}: cannot read line {n}", path.display()))?;
+        match read {
+            lines::Line::End => break,
+            lines::Line::TooLong => bail!(
+                "{}: line {n} is longer than {} MiB",
+                path.display(),
+                lines::MAX_LINE_BYTES >> 20
+            ),
+            lines::Line::Read => {}
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| anyhow::anyhow!("{}: line {n} is not valid UTF-8", path.display()))?;
         let id = line.trim_end();
         if id.is_empty() {
-            bail!("{}: line {} is blank", path.display(), i + 1);
+            bail!("{}: line {n} is blank", path.display());
         }
-        if let Some(first) = seen.insert(id, i + 1) {
+        if let Some(first) = seen.insert(id.to_owned(), n) {
             bail!(
-                "{}: duplicate id {id:?} on lines {first} and {}",
-                path.display(),
-                i + 1
+                "{}: duplicate id {id:?} on lines {first} and {n}",
+                path.display()
             );
         }
-        ids.push(ExternalId::from(id));
+        let id = ExternalId::from(id);
+        ids.push(id);
     }
     Ok(ids)
 }

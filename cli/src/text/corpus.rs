@@ -6,7 +6,7 @@
 //! encoder: the fuzz targets (`tests/fuzz`) compile this same file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use serde_json::Value;
 use tessera::ExternalId;
 
 use crate::formats::jsonl::json_id;
+use crate::formats::lines::{self, Line, MAX_LINE_BYTES};
 use crate::formats::{Locator, Place};
 
 /// One document of a text corpus.
@@ -83,11 +84,9 @@ impl<'a> TextStream<'a> {
             let Some((file, reader, line)) = &mut self.current else {
                 continue;
             };
-            self.buf.clear();
-            let n = reader
-                .read_until(b'\n', &mut self.buf)
+            let read = lines::read_line(reader, &mut self.buf, MAX_LINE_BYTES)
                 .with_context(|| format!("{file}: cannot read line {}", *line + 1))?;
-            if n == 0 {
+            if read == Line::End {
                 self.current = None;
                 continue;
             }
@@ -96,6 +95,9 @@ impl<'a> TextStream<'a> {
                 file: file.clone(),
                 at: Locator::Line(*line),
             };
+            if read == Line::TooLong {
+                bail!("{place}: {}", lines::too_long_message());
+            }
             let text = match std::str::from_utf8(&self.buf) {
                 Ok(t) => t.trim(),
                 Err(e) => bail!(

@@ -798,3 +798,80 @@ fn over_a_hundred_malformed_inputs_are_each_refused_naming_the_file_with_nothing
     assert_eq!(documents(&db, "c"), GOOD, "the collection changed");
     eprintln!("{} malformed inputs refused", cases.len());
 }
+
+/// A file whose first line starts a document and never ends: `head`, then zeros up to
+/// 8 GiB (sparse, so it costs no disk). Read whole, its line could not fit in the address
+/// space each ingest runs under.
+pub(crate) fn endless_line(path: &Path, head: &str) {
+    let mut f = std::fs::File::create(path).expect("create");
+    std::io::Write::write_all(&mut f, head.as_bytes()).expect("write");
+    f.set_len(8 << 30).expect("set_len");
+}
+
+/// Runs `tessera` with `args` under the address-space limit and checks that it refuses
+/// `path`'s first line for its length, in one line, without a panic.
+pub(crate) fn refuses_the_endless_line(args: &[&str], path: &Path) {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let o = run_limited(&args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains(&format!("{}: line 1", s(path))),
+        "not naming the file and line: {err}"
+    );
+    assert!(err.contains("longer than 256 MiB"), "{err}");
+}
+
+#[test]
+fn json_lines_and_side_files_that_never_end_are_refused_within_the_memory_limit() {
+    let t = Tmp::new();
+    let db = t.p("db");
+    create(&db, "c", DIM);
+    let path = t.p("endless.jsonl");
+    endless_line(&path, "{\"id\": \"a\", \"embeddings\": [[0.5, ");
+    refuses_the_endless_line(&["ingest", s(&db), "c", s(&path)], &path);
+    assert_eq!(documents(&db, "c"), 0, "the collection changed");
+    // `--create` reads the first line for the dimension: bounded the same way, and no
+    // collection is created.
+    refuses_the_endless_line(&["ingest", s(&db), "fresh", s(&path), "--create"], &path);
+    let names = ok(&["info", s(&db), "--json"]);
+    assert_eq!(json_lines(&names).len(), 1, "{names}");
+    // The side files of a flat `.npy`: an ids file read line by line with the same bound,
+    // and a JSON doclens list parsed from the stream (its zeros are refused at once).
+    let flat = t.p("flat.npy");
+    std::fs::write(
+        &flat,
+        npy("<f4", false, &format!("(6, {DIM})"), &f32s(&flat_values())),
+    )
+    .expect("write");
+    let lens = t.p("lens.npy");
+    std::fs::write(&lens, npy("<i8", false, "(3,)", &i64s(&[2, 3, 1]))).expect("write");
+    let ids = t.p("endless-ids.txt");
+    endless_line(&ids, "a\nb\nc");
+    let args = [
+        "ingest",
+        s(&db),
+        "c",
+        s(&flat),
+        "--doclens",
+        s(&lens),
+        "--ids",
+        s(&ids),
+    ];
+    let o = run_limited(&args.map(str::to_owned));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("{}: line 3 is longer than 256 MiB", s(&ids))),
+        "{err}"
+    );
+    let lens_json = t.p("endless-lens.json");
+    endless_line(&lens_json, "[2, 3, 1");
+    let args = ["ingest", s(&db), "c", s(&flat), "--doclens", s(&lens_json)];
+    let o = run_limited(&args.map(str::to_owned));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("endless-lens.json"), "{err}");
+    assert_eq!(documents(&db, "c"), 0, "the collection changed");
+}

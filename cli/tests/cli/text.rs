@@ -8,6 +8,7 @@ use serde_json::Value;
 use tessera_encoder::{Encoder, EncoderOptions};
 
 use crate::common::*;
+use crate::malformed_corpus::{endless_line, refuses_the_endless_line};
 
 #[path = "../../../engine/encoder/tests/common/mod.rs"]
 mod model_cache;
@@ -527,6 +528,21 @@ fn malformed_text_corpora_name_file_line_and_id_and_commit_nothing() {
     ]);
     let names = ok(&["info", s(&db), "--json"]);
     assert_eq!(json_lines(&names).len(), 1, "{names}");
+}
+
+#[test]
+fn a_text_line_that_never_ends_is_refused_at_the_line_bound_within_the_memory_limit() {
+    let t = Tmp::new();
+    let db = t.p("db");
+    let path = t.p("endless.jsonl");
+    endless_line(&path, "{\"id\": \"a\", \"text\": \"a passage that goes on ");
+    let m = model();
+    refuses_the_endless_line(&ingest_text(&db, &path, &m), &path);
+    // The database may be created; the collection is not.
+    let names = ok(&["info", s(&db), "--json"]);
+    assert!(json_lines(&names).is_empty(), "{names}");
+    let out = t.p("encoded");
+    refuses_the_endless_line(&encode(&m, &path, &out), &path);
 }
 
 #[test]
