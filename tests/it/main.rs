@@ -9,6 +9,7 @@ mod corruption_sweep;
 mod crash;
 mod failpoints;
 mod filters;
+mod full_disk;
 mod kill_loop;
 mod lifecycle;
 mod merges;
