@@ -1,5 +1,6 @@
 //! A writer SIGKILLed at random points, over and over (issue 15, "Kill loop"): after every
-//! kill the database opens, every acknowledged ingest, upsert and delete is there, the
+//! kill the database opens, every acknowledged ingest, upsert and delete is there (and
+//! compactions and re-trainings, acknowledged or killed, changed no document), the
 //! operation in flight is all there or not at all, no deleted document is back, and every
 //! live document is returned by search with exactly the vectors last written for it.
 //!
@@ -43,6 +44,11 @@ enum Kind {
     Ingest,
     Upsert,
     Delete,
+    /// `compact()`: rewrites every segment; the live documents must not change.
+    Compact,
+    /// `retrain()`: a new codec and every segment re-encoded; the live documents must not
+    /// change.
+    Retrain,
 }
 
 #[derive(Clone, Debug)]
@@ -58,9 +64,20 @@ impl Op {
             Kind::Ingest => "ingest",
             Kind::Upsert => "upsert",
             Kind::Delete => "delete",
+            Kind::Compact => "compact",
+            Kind::Retrain => "retrain",
         };
         let ids: Vec<String> = self.ids.iter().map(u64::to_string).collect();
-        format!("BEGIN {} {kind} {}", self.seq, ids.join(","))
+        let ids = if ids.is_empty() {
+            "-".to_owned()
+        } else {
+            ids.join(",")
+        };
+        format!("BEGIN {} {kind} {ids}", self.seq)
+    }
+
+    fn is_maintenance(&self) -> bool {
+        matches!(self.kind, Kind::Compact | Kind::Retrain)
     }
 
     fn parse(line: &str) -> Option<Self> {
@@ -70,14 +87,18 @@ impl Op {
             "ingest" => Kind::Ingest,
             "upsert" => Kind::Upsert,
             "delete" => Kind::Delete,
+            "compact" => Kind::Compact,
+            "retrain" => Kind::Retrain,
             _ => return None,
         };
-        let ids = parts
-            .next()?
-            .split(',')
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .ok()?;
+        let ids = match parts.next()? {
+            "-" => Vec::new(),
+            ids => ids
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
         Some(Op { seq, kind, ids })
     }
 
@@ -91,6 +112,7 @@ impl Op {
                 Kind::Delete => {
                     model.remove(&id);
                 }
+                Kind::Compact | Kind::Retrain => {}
             }
         }
     }
@@ -126,6 +148,9 @@ struct Counts {
     acknowledged: usize,
     in_flight_applied: usize,
     in_flight_absent: usize,
+    /// Compactions and re-trainings acknowledged, and killed while they ran.
+    maintenance_acknowledged: usize,
+    maintenance_in_flight: usize,
     documents_checked: usize,
 }
 
@@ -216,6 +241,8 @@ fn killed_writers_lose_no_acknowledged_operation_and_half_apply_none() {
             op.apply(&mut model);
         }
         counts.acknowledged += acked;
+        counts.maintenance_acknowledged +=
+            begun[..acked].iter().filter(|o| o.is_maintenance()).count();
         let in_flight = begun.get(acked).cloned();
         if let Some(last) = begun.last() {
             next_seq = last.seq + 1;
@@ -246,7 +273,10 @@ fn killed_writers_lose_no_acknowledged_operation_and_half_apply_none() {
             );
             continue;
         };
-        if let Some(op) = in_flight {
+        if in_flight.as_ref().is_some_and(Op::is_maintenance) {
+            // Nothing to apply: the whole-collection check below proves it changed nothing.
+            counts.maintenance_in_flight += 1;
+        } else if let Some(op) = in_flight {
             let before: BTreeMap<u64, u64> = op
                 .ids
                 .iter()
@@ -308,20 +338,24 @@ fn killed_writers_lose_no_acknowledged_operation_and_half_apply_none() {
         counts.documents_checked += model.len();
     }
     eprintln!(
-        "kill loop: {} kills, {} acknowledged operations, in flight at the kill: {} applied whole \
-         and {} not at all, {} live documents checked, {:.1} s",
+        "kill loop: {} kills, {} acknowledged operations ({} compactions and re-trainings), in \
+         flight at the kill: {} applied whole and {} not at all, {} compactions and \
+         re-trainings, {} live documents checked, {:.1} s",
         counts.kills,
         counts.acknowledged,
+        counts.maintenance_acknowledged,
         counts.in_flight_applied,
         counts.in_flight_absent,
+        counts.maintenance_in_flight,
         counts.documents_checked,
         start.elapsed().as_secs_f64()
     );
     assert!(counts.acknowledged > 0, "the writers never committed");
 }
 
-/// Child half: random ingests (fresh ids), upserts and deletes, each announced before it
-/// starts and acknowledged after it returns, until killed (or 2,000 operations).
+/// Child half: random ingests (fresh ids), upserts, deletes, compactions and re-trainings,
+/// each announced before it starts and acknowledged after it returns, until killed (or
+/// 2,000 operations).
 #[test]
 #[ignore = "helper run as a child process by killed_writers_lose_no_acknowledged_operation_and_half_apply_none"]
 fn kill_loop_writer_child() {
@@ -342,8 +376,10 @@ fn kill_loop_writer_child() {
             .expect("collection"),
     };
     for _ in 0..2000 {
-        let roll = rng.random_range(0..4);
-        let op = if roll < 2 || next_id == 0 {
+        // Half ingests, a quarter upserts, nearly a quarter deletes, and one operation in
+        // 26 each a compaction and a re-training.
+        let roll = rng.random_range(0..26);
+        let op = if roll < 13 || next_id == 0 {
             let n = rng.random_range(1..8);
             let ids: Vec<u64> = (next_id..next_id + n).collect();
             next_id += n;
@@ -357,12 +393,25 @@ fn kill_loop_writer_child() {
             let mut ids: Vec<u64> = (0..n).map(|_| rng.random_range(0..next_id)).collect();
             ids.sort_unstable();
             ids.dedup();
-            let kind = if roll == 2 {
+            let kind = if roll < 19 {
                 Kind::Upsert
             } else {
                 Kind::Delete
             };
             Op { seq, kind, ids }
+        };
+        let op = match roll {
+            24 => Op {
+                seq,
+                kind: Kind::Compact,
+                ids: Vec::new(),
+            },
+            25 => Op {
+                seq,
+                kind: Kind::Retrain,
+                ids: Vec::new(),
+            },
+            _ => op,
         };
         println!("{}", op.line());
         match op.kind {
@@ -382,6 +431,12 @@ fn kill_loop_writer_child() {
             Kind::Delete => {
                 let ids: Vec<ExternalId> = op.ids.iter().map(|&i| ExternalId::Int(i)).collect();
                 coll.delete(&ids).expect("delete");
+            }
+            Kind::Compact => {
+                coll.compact().expect("compact");
+            }
+            Kind::Retrain => {
+                coll.retrain().expect("retrain");
             }
         }
         println!("ACK {}", op.seq);
