@@ -167,11 +167,10 @@ fn is_full_disk_error(e: &str) -> bool {
     e.contains("No space left on device") || e.contains("refuses writes")
 }
 
-/// What the disk may hold beyond the acknowledged documents: the batch in flight at the
-/// first failed ingest (all of it or none), and documents whose delete failed (each there or
-/// not).
+/// What the disk may hold beyond the acknowledged documents: the batches of failed ingests
+/// (each all there or not at all), and documents whose delete failed (each there or not).
 struct Uncertain {
-    batch: Model,
+    batches: Vec<Model>,
     deletes: Model,
 }
 
@@ -186,13 +185,15 @@ fn resolve(db: &Database, model: &Model, uncertain: &Uncertain, what: &str) -> M
             .is_some()
     };
     let mut state = model.clone();
-    let batch_present: Vec<bool> = uncertain.batch.keys().map(|&id| present(id)).collect();
-    assert!(
-        batch_present.iter().all(|&p| p) || batch_present.iter().all(|&p| !p),
-        "{what}: the batch in flight is partly there"
-    );
-    if batch_present.first() == Some(&true) {
-        state.extend(uncertain.batch.clone());
+    for batch in &uncertain.batches {
+        let there: Vec<bool> = batch.keys().map(|&id| present(id)).collect();
+        assert!(
+            there.iter().all(|&p| p) || there.iter().all(|&p| !p),
+            "{what}: a failed ingest is partly there"
+        );
+        if there[0] {
+            state.extend(batch.clone());
+        }
     }
     for (&id, v) in &uncertain.deletes {
         if present(id) {
@@ -245,7 +246,7 @@ fn full_disk_child() {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::new();
     let mut uncertain = Uncertain {
-        batch: Model::new(),
+        batches: Vec::new(),
         deletes: Model::new(),
     };
     let mut next_id = 0u64;
@@ -265,9 +266,7 @@ fn full_disk_child() {
             match coll.ingest(&docs, &IngestOptions::default()) {
                 Ok(_) => model.extend(into_model(docs)),
                 Err(e) => {
-                    if uncertain.batch.is_empty() {
-                        uncertain.batch = into_model(docs);
-                    }
+                    uncertain.batches.push(into_model(docs));
                     ingest_failures.push(e.to_string());
                 }
             }
@@ -355,15 +354,18 @@ fn full_disk_child() {
     } else {
         "data_file"
     };
-    let kept = seen.contains_key(uncertain.batch.keys().next().expect("a batch"));
+    let kept = uncertain
+        .batches
+        .iter()
+        .filter(|b| seen.contains_key(b.keys().next().expect("a document")))
+        .count();
     println!(
         "FULL-DISK-COUNT rounds ingests_acknowledged={} ingests_failed={} \
          first_ingest_failure_in_{first_in} deletes_acknowledged={deleted} deletes_failed={} \
-         batch_in_flight_{} writer_open_while_full_{} documents_checked={}",
+         failed_ingests_kept_whole={kept} writer_open_while_full_{} documents_checked={}",
         ingested as u64 / PER,
         ingest_failures.len(),
         delete_failures.len(),
-        if kept { "kept_whole" } else { "absent" },
         if writer_open_while_full == "opened" {
             "opened"
         } else {
@@ -374,7 +376,7 @@ fn full_disk_child() {
     println!(
         "FULL-DISK {FULL_MIB} MiB tmpfs: {} documents acknowledged, then {} failed ingests \
          (first: {:?}); {filled} bytes of filler, then {deleted} deletes acknowledged and {} \
-         failed (first: {:?}); the batch in flight {}; writer open while full: \
+         failed (first: {:?}); failed ingests kept whole: {kept}; writer open while full: \
          {writer_open_while_full}; remounted at {ROOMY_MIB} MiB: opened with {} documents, \
          verify clean, then an ingest, a delete and a compaction",
         ingested,
@@ -382,7 +384,6 @@ fn full_disk_child() {
         ingest_failures.first().expect("a failure"),
         delete_failures.len(),
         delete_failures.first(),
-        if kept { "kept whole" } else { "absent" },
         seen.len(),
     );
 }

@@ -254,7 +254,7 @@ pub fn first_dim(path: &Path) -> Result<u32> {
     let f = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let mut reader = BufReader::new(f);
     let mut buf = Vec::new();
-    for n in 1.. {
+    for n in 1usize.. {
         let read = lines::read_line(&mut reader, &mut buf, MAX_LINE_BYTES)
             .with_context(|| format!("{}: cannot read line {n}", path.display()))?;
         let place = format!("{}: line {n}", path.display());

@@ -637,7 +637,7 @@ pub fn read_ids(path: &Path) -> Result<Vec<ExternalId>> {
     let mut buf = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut ids = Vec::new();
-    for n in 1.. {
+    for n in 1usize.. {
         let read = lines::read_line(&mut reader, &mut buf, lines::MAX_LINE_BYTES)
             .with_context(|| format!("{}: cannot read line {n}", path.display()))?;
         match read {
