@@ -55,12 +55,19 @@ fn header_error(path: &Path, e: &std::io::Error) -> anyhow::Error {
 /// shape tuple); structured dtypes, refused later anyway, a few more.
 const MAX_HEADER_NESTING: usize = 6;
 
-/// Refuses a header whose brackets nest deeper than [`MAX_HEADER_NESTING`] before npyz parses
-/// it: its parser backtracks exponentially in the depth (16 nested `{` took over 20 seconds;
-/// found by fuzzing, tests/fuzz target `npy`), so a 150-byte file could hang an ingest.
-/// Quotes are not tracked: a bracket inside a quoted name counts too, which only a
-/// structured dtype (refused anyway) can have.
-fn check_header_nesting(path: &Path, file: &mut File) -> Result<()> {
+/// Checks a header's text before npyz parses it, for what would hang or panic npyz rather
+/// than be refused by it; npyz reports everything else.
+///
+/// - Brackets nesting deeper than [`MAX_HEADER_NESTING`]: npyz's parser backtracks
+///   exponentially in the depth (16 nested `{` took over 20 seconds; found by fuzzing,
+///   tests/fuzz target `npy`), so a 150-byte file could hang an ingest. Quotes are not
+///   tracked: a bracket inside a quoted name counts too, which only a structured dtype
+///   (refused anyway) can have.
+/// - A shape whose element count overflows 64 bits: npyz multiplies the dimensions
+///   unchecked, a panic wherever overflow checks are on (found by fuzzing, where they are
+///   on in dependencies too). Zero dimensions are skipped, since npyz's running products
+///   overflow before they reach one.
+fn check_header_text(path: &Path, file: &mut File) -> Result<()> {
     use std::io::Read;
     let cannot_read = || format!("{}: cannot read", path.display());
     let mut prefix = Vec::with_capacity(12);
@@ -101,7 +108,46 @@ fn check_header_nesting(path: &Path, file: &mut File) -> Result<()> {
             path.display()
         );
     }
+    if shape_overflows(&text) {
+        bail!(
+            "{}: the shape describes more than 2^64 elements, so more than 2^64 bytes (corrupt or not an .npy file)",
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// Whether the header text's `shape` tuple holds a dimension beyond 64 bits, or nonzero
+/// dimensions whose product is. A shape written otherwise is left to npyz.
+fn shape_overflows(text: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(text);
+    let Some(at) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
+        return false;
+    };
+    let rest = text[at + 7..].trim_start();
+    let Some(rest) = rest.strip_prefix(':').map(str::trim_start) else {
+        return false;
+    };
+    let Some(tuple) = rest.strip_prefix('(').and_then(|r| r.split(')').next()) else {
+        return false;
+    };
+    let mut product = 1u64;
+    for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let dim = dim.strip_suffix('L').unwrap_or(dim);
+        if !dim.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+        let Ok(dim) = dim.parse::<u64>() else {
+            return true; // digits only, so too large
+        };
+        if dim != 0 {
+            match product.checked_mul(dim) {
+                Some(p) => product = p,
+                None => return true,
+            }
+        }
+    }
+    false
 }
 
 fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
@@ -110,7 +156,7 @@ fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
         .metadata()
         .with_context(|| format!("{}: cannot stat", path.display()))?
         .len();
-    check_header_nesting(path, &mut file)?;
+    check_header_text(path, &mut file)?;
     let header = NpyHeader::from_reader(&mut file).map_err(|e| header_error(path, &e))?;
     let offset = file
         .stream_position()
@@ -233,7 +279,7 @@ impl NpyMeta {
 /// Reads a 1-D integer `.npy` array (any integer width or byte order) as i64.
 pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
     let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    check_header_nesting(path, &mut file)?;
+    check_header_text(path, &mut file)?;
     let npy = NpyFile::new(BufReader::new(file)).map_err(|e| header_error(path, &e))?;
     if npy.shape().len() != 1 {
         bail!(
@@ -329,5 +375,39 @@ mod tests {
             assert!(err.to_string().contains("nests brackets 30 deep"), "{err}");
         }
         assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
+    }
+
+    /// Found by AFL++: npyz multiplies a shape's dimensions unchecked.
+    #[test]
+    fn a_shape_whose_element_count_overflows_is_refused_before_parsing() {
+        assert!(shape_overflows(b"{'shape': (2, 9223372036854775808), }"));
+        assert!(shape_overflows(b"{'shape': (18446744073709551616,), }"));
+        assert!(shape_overflows(b"{'shape': (4294967296, 4294967296, 0), }"));
+        assert!(shape_overflows(
+            b"{\"shape\" : ( 4294967296L , 4294967296L ) }"
+        ));
+        assert!(!shape_overflows(b"{'shape': (2, 4611686018427387904), }"));
+        assert!(!shape_overflows(b"{'shape': (0, 18446744073709551615), }"));
+        assert!(!shape_overflows(b"{'shape': (), }"));
+        assert!(!shape_overflows(b"{'shape': (-1, 3), }"), "left to npyz");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4444475, \
+                          8368832, 4444444444444, 4444444444444444444, 4), }"
+            .to_owned();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let path = dir.path().join("huge.npy");
+        std::fs::write(&path, &bytes).expect("write");
+        for err in [
+            read_meta(&path).expect_err("overflow"),
+            read_ints(&path).expect_err("overflow"),
+        ] {
+            assert!(err.to_string().contains("more than 2^64 bytes"), "{err}");
+        }
     }
 }
