@@ -349,24 +349,31 @@ pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
 mod tests {
     use super::*;
 
-    /// Found by fuzzing: npyz's header parser backtracks exponentially in bracket nesting.
-    #[test]
-    fn a_header_nesting_brackets_deeply_is_refused_before_parsing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut header = format!(
-            "{{'descr': '<f4', 'fortran_order': False,{} 'shape': (1, 1), }}",
-            "[".repeat(28)
-        );
-        while (10 + header.len() + 1) % 64 != 0 {
+    /// Writes a version 1.0 `.npy` file: `header` padded to 64 bytes, then `data`.
+    fn write_v1(dir: &Path, name: &str, header: &str, data: &[u8]) -> std::path::PathBuf {
+        let mut header = header.to_owned();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');
         let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
         bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
         bytes.extend_from_slice(header.as_bytes());
-        bytes.extend_from_slice(&1f32.to_le_bytes());
-        let path = dir.path().join("deep.npy");
+        bytes.extend_from_slice(data);
+        let path = dir.join(name);
         std::fs::write(&path, &bytes).expect("write");
+        path
+    }
+
+    /// Found by fuzzing: npyz's header parser backtracks exponentially in bracket nesting.
+    #[test]
+    fn a_header_nesting_brackets_deeply_is_refused_before_parsing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let header = format!(
+            "{{'descr': '<f4', 'fortran_order': False,{} 'shape': (1, 1), }}",
+            "[".repeat(28)
+        );
+        let path = write_v1(dir.path(), "deep.npy", &header, &1f32.to_le_bytes());
         let start = std::time::Instant::now();
         for err in [
             read_meta(&path).expect_err("too deep"),
@@ -391,18 +398,9 @@ mod tests {
         assert!(!shape_overflows(b"{'shape': (), }"));
         assert!(!shape_overflows(b"{'shape': (-1, 3), }"), "left to npyz");
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4444475, \
-                          8368832, 4444444444444, 4444444444444444444, 4), }"
-            .to_owned();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(header.as_bytes());
-        let path = dir.path().join("huge.npy");
-        std::fs::write(&path, &bytes).expect("write");
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4444475, \
+                      8368832, 4444444444444, 4444444444444444444, 4), }";
+        let path = write_v1(dir.path(), "huge.npy", header, &[]);
         for err in [
             read_meta(&path).expect_err("overflow"),
             read_ints(&path).expect_err("overflow"),
