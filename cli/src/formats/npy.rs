@@ -66,7 +66,9 @@ const MAX_HEADER_NESTING: usize = 6;
 /// - A shape whose element count overflows 64 bits: npyz multiplies the dimensions
 ///   unchecked, a panic wherever overflow checks are on (found by fuzzing, where they are
 ///   on in dependencies too). Zero dimensions are skipped, since npyz's running products
-///   overflow before they reach one.
+///   overflow before they reach one. Entries other than plain integers are refused too:
+///   npyz evaluates sums such as `4444444-4444444`, which hid overflowing products from a
+///   check of the digits.
 fn check_header_text(path: &Path, file: &mut File) -> Result<()> {
     use std::io::Read;
     let cannot_read = || format!("{}: cannot read", path.display());
@@ -108,46 +110,70 @@ fn check_header_text(path: &Path, file: &mut File) -> Result<()> {
             path.display()
         );
     }
-    if shape_overflows(&text) {
-        bail!(
+    match check_shape(&text) {
+        Ok(()) => {}
+        Err(BadShape::NotIntegers) => bail!(
+            "{}: not a valid .npy file: the shape is not a tuple of non-negative integers",
+            path.display()
+        ),
+        Err(BadShape::Overflows) => bail!(
             "{}: the shape describes more than 2^64 elements, so more than 2^64 bytes (corrupt or not an .npy file)",
             path.display()
-        );
+        ),
     }
     Ok(())
 }
 
-/// Whether the header text's `shape` tuple holds a dimension beyond 64 bits, or nonzero
-/// dimensions whose product is. A shape written otherwise is left to npyz.
-fn shape_overflows(text: &[u8]) -> bool {
+/// What [`check_shape`] found wrong with a header's `shape`.
+#[derive(Debug, PartialEq, Eq)]
+enum BadShape {
+    /// An entry that is not a plain non-negative integer (npyz would evaluate `4-2`).
+    NotIntegers,
+    /// Nonzero dimensions whose product is beyond 64 bits, or one that is itself.
+    Overflows,
+}
+
+/// Checks the header text's `shape` tuple, where the text has one: numpy writes plain
+/// integers (Python 2 with an `L`). A shape written otherwise is left to npyz.
+fn check_shape(text: &[u8]) -> Result<(), BadShape> {
     let text = String::from_utf8_lossy(text);
     let Some(at) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
-        return false;
+        return Ok(());
     };
     let rest = text[at + 7..].trim_start();
     let Some(rest) = rest.strip_prefix(':').map(str::trim_start) else {
-        return false;
+        return Ok(());
     };
     let Some(tuple) = rest.strip_prefix('(').and_then(|r| r.split(')').next()) else {
-        return false;
+        return Ok(());
     };
     let mut product = 1u64;
     for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let dim = dim.strip_suffix('L').unwrap_or(dim);
-        if !dim.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
+        if dim.is_empty() || !dim.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadShape::NotIntegers);
         }
-        let Ok(dim) = dim.parse::<u64>() else {
-            return true; // digits only, so too large
-        };
+        // Digits only: a failed parse is a number beyond 64 bits.
+        let dim = dim.parse::<u64>().map_err(|_| BadShape::Overflows)?;
         if dim != 0 {
-            match product.checked_mul(dim) {
-                Some(p) => product = p,
-                None => return true,
-            }
+            product = product.checked_mul(dim).ok_or(BadShape::Overflows)?;
         }
     }
-    false
+    Ok(())
+}
+
+/// npyz's header parse, with a panic inside it turned into the file's error: the text
+/// checks above refuse the inputs known to panic npyz where overflow checks are on, and a
+/// header that slips past them (a decoy `'shape'` inside a string, say) must not panic
+/// either.
+fn parse_guarded<T>(path: &Path, parse: impl FnOnce() -> std::io::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)) {
+        Ok(parsed) => parsed.map_err(|e| header_error(path, &e)),
+        Err(_) => bail!(
+            "{}: not a valid .npy file: the header parser failed on it",
+            path.display()
+        ),
+    }
 }
 
 fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
@@ -157,7 +183,7 @@ fn header(path: &Path) -> Result<(NpyHeader, u64, u64)> {
         .with_context(|| format!("{}: cannot stat", path.display()))?
         .len();
     check_header_text(path, &mut file)?;
-    let header = NpyHeader::from_reader(&mut file).map_err(|e| header_error(path, &e))?;
+    let header = parse_guarded(path, || NpyHeader::from_reader(&mut file))?;
     let offset = file
         .stream_position()
         .with_context(|| format!("{}: cannot read", path.display()))?;
@@ -280,7 +306,7 @@ impl NpyMeta {
 pub fn read_ints(path: &Path) -> Result<Vec<i64>> {
     let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     check_header_text(path, &mut file)?;
-    let npy = NpyFile::new(BufReader::new(file)).map_err(|e| header_error(path, &e))?;
+    let npy = parse_guarded(path, || NpyFile::new(BufReader::new(file)))?;
     if npy.shape().len() != 1 {
         bail!(
             "{}: expected a 1-D array of integers, got shape {:?}",
@@ -387,16 +413,31 @@ mod tests {
     /// Found by AFL++: npyz multiplies a shape's dimensions unchecked.
     #[test]
     fn a_shape_whose_element_count_overflows_is_refused_before_parsing() {
-        assert!(shape_overflows(b"{'shape': (2, 9223372036854775808), }"));
-        assert!(shape_overflows(b"{'shape': (18446744073709551616,), }"));
-        assert!(shape_overflows(b"{'shape': (4294967296, 4294967296, 0), }"));
-        assert!(shape_overflows(
-            b"{\"shape\" : ( 4294967296L , 4294967296L ) }"
-        ));
-        assert!(!shape_overflows(b"{'shape': (2, 4611686018427387904), }"));
-        assert!(!shape_overflows(b"{'shape': (0, 18446744073709551615), }"));
-        assert!(!shape_overflows(b"{'shape': (), }"));
-        assert!(!shape_overflows(b"{'shape': (-1, 3), }"), "left to npyz");
+        let over = Err(BadShape::Overflows);
+        assert_eq!(check_shape(b"{'shape': (2, 9223372036854775808), }"), over);
+        assert_eq!(check_shape(b"{'shape': (18446744073709551616,), }"), over);
+        assert_eq!(
+            check_shape(b"{'shape': (4294967296, 4294967296, 0), }"),
+            over
+        );
+        assert_eq!(
+            check_shape(b"{\"shape\" : ( 4294967296L , 4294967296L ) }"),
+            over
+        );
+        let not = Err(BadShape::NotIntegers);
+        assert_eq!(check_shape(b"{'shape': (2, 4444444-4444444, 9), }"), not);
+        assert_eq!(check_shape(b"{'shape': (-1, 3), }"), not);
+        assert_eq!(check_shape(b"{'shape': (1+2, 3), }"), not);
+        assert_eq!(
+            check_shape(b"{'shape': (2, 4611686018427387904), }"),
+            Ok(())
+        );
+        assert_eq!(
+            check_shape(b"{'shape': (0, 18446744073709551615), }"),
+            Ok(())
+        );
+        assert_eq!(check_shape(b"{'shape': (), }"), Ok(()));
+        assert_eq!(check_shape(b"{'shape': (7,), }"), Ok(()));
         let dir = tempfile::tempdir().expect("tempdir");
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4444475, \
                       8368832, 4444444444444, 4444444444444444444, 4), }";
