@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod ops;
 mod tokenize;
+mod tokenizer_limits;
 mod weights;
 
 use std::path::{Path, PathBuf};

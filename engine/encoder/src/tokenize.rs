@@ -7,6 +7,7 @@ use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{EncoderError, Result};
+use crate::tokenizer_limits;
 
 /// A `tokenizer.json` tokenizer with one fixed truncation length.
 ///
@@ -19,23 +20,30 @@ pub struct TextTokenizer {
     inner: Tokenizer,
 }
 
+// By its file: the vocabulary the tokenizer holds is tens of thousands of entries long.
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 impl TextTokenizer {
     /// Parses `tokenizer.json` bytes read from `path`, with no truncation and no padding.
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
         // The tokenizers crate panics on some malformed files instead of returning an error
-        // (a `decoder` it cannot deserialize hits `.expect("Helper")`; found by fuzzing,
-        // tests/fuzz): a file on disk must not panic the encoder, so a panic is its error.
-        let parsed = std::panic::catch_unwind(|| Tokenizer::from_bytes(bytes)).map_err(|_| {
+        // (a syntax error in `decoder` hit `.expect("Helper")`; found by fuzzing, tests/fuzz;
+        // parse_bounded's first pass now refuses that one): a file on disk must not panic
+        // the encoder, so a panic is its error.
+        let parsed = std::panic::catch_unwind(|| parse_bounded(path, bytes)).map_err(|_| {
             EncoderError::Tokenizer {
                 path: path.to_path_buf(),
                 reason: "malformed tokenizer.json (the tokenizers crate panicked parsing it)"
                     .to_owned(),
             }
         })?;
-        let mut inner = parsed.map_err(|e| EncoderError::Tokenizer {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let mut inner = parsed?;
         inner.with_padding(None);
         inner
             .with_truncation(None)
@@ -114,4 +122,15 @@ impl TextTokenizer {
             })
             .collect()
     }
+}
+
+/// [`Tokenizer::from_bytes`], once the file is within [`tokenizer_limits`]: the crate builds
+/// its added-token matcher while it parses, so the limits are checked on the JSON first.
+fn parse_bounded(path: &Path, bytes: &[u8]) -> Result<Tokenizer> {
+    let invalid = |reason: String| EncoderError::Tokenizer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    tokenizer_limits::check(bytes).map_err(invalid)?;
+    Tokenizer::from_bytes(bytes).map_err(|e| invalid(e.to_string()))
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::json;
-use tessera_encoder::{Encoder, EncoderError, EncoderOptions, InputKind, ModelKind};
+use tessera_encoder::{Encoder, EncoderError, EncoderOptions, InputKind, ModelKind, TextTokenizer};
 
 const HIDDEN: usize = 8;
 const INTER: usize = 16;
@@ -350,9 +350,10 @@ fn missing_tokenizer_json_is_reported_with_its_path() {
 
 /// Found by fuzzing (tests/fuzz, target `tokenizer_json`): a syntax error inside the
 /// `decoder` object made the tokenizers crate panic (`.expect("Helper")`) instead of
-/// returning an error.
+/// returning an error. The file is now parsed as JSON before the crate reads it, so this is
+/// a syntax error with its position (a panic the crate still raises is caught as before).
 #[test]
-fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_an_error_naming_the_file() {
+fn a_tokenizer_json_with_a_syntax_error_in_its_decoder_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = write_bert(tmp.path(), &bert_tensors(), Dtype::F32);
     let text = serde_json::to_string(&tokenizer_json()).expect("json");
@@ -366,7 +367,7 @@ fn a_tokenizer_json_that_panics_the_tokenizers_crate_is_an_error_naming_the_file
     match &err {
         EncoderError::Tokenizer { path, reason } => {
             assert!(path.ends_with("tokenizer.json"), "{err}");
-            assert!(reason.contains("panicked"), "{err}");
+            assert!(reason.contains("at line 1 column"), "{err}");
         }
         other => panic!("wrong error: {other}"),
     }
@@ -392,6 +393,72 @@ fn a_tokenizer_json_whose_template_panics_encoding_fails_the_input_not_the_proce
         Err(err) => err,
     };
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
+}
+
+/// `tokenizer_json()` with one more added token, `content`, and what parsing it gives.
+fn parse_with_added_token(content: &str, normalized: bool) -> Result<TextTokenizer, EncoderError> {
+    let mut tok = tokenizer_json();
+    tok["added_tokens"]
+        .as_array_mut()
+        .expect("added_tokens")
+        .push(
+            json!({"id": 900, "content": content, "single_word": false, "lstrip": false,
+                     "rstrip": false, "normalized": normalized, "special": !normalized}),
+        );
+    let bytes = serde_json::to_vec(&tok).expect("json");
+    TextTokenizer::parse(Path::new("model/tokenizer.json"), &bytes)
+}
+
+/// Found by fuzzing (target `tokenizer_json`, kept as `regression-added-token-*`): an added
+/// token of 28,244 bytes made the tokenizers crate spend about a minute building its
+/// matcher. Past 128 bytes an added token is refused, naming the file and the token.
+#[test]
+fn an_added_token_over_128_bytes_is_refused_naming_the_file_and_the_token() {
+    for len in [129, 1_000, 28_244] {
+        let err = parse_with_added_token(&"g".repeat(len), false).expect_err("too long");
+        match &err {
+            EncoderError::Tokenizer { path, reason } => {
+                assert_eq!(path, Path::new("model/tokenizer.json"), "{err}");
+                assert!(reason.contains("added token 900"), "{err}");
+                assert!(reason.contains(&format!("is {len} bytes")), "{err}");
+            }
+            other => panic!("wrong error: {other}"),
+        }
+    }
+    let tok = parse_with_added_token(&"g".repeat(128), false).expect("128 bytes is allowed");
+    let ids = tok.encode(&[&"g".repeat(128)]).expect("encodes");
+    let added = tok.token_text(ids[0][1]).expect("a token");
+    assert_eq!(added, "g".repeat(128), "the added token is matched whole");
+}
+
+/// The limit is on what the matcher looks for: a normalized token's text after the
+/// normalizer, which can be longer (BERT's puts spaces around each CJK character).
+#[test]
+fn an_added_token_the_normalizer_lengthens_past_128_bytes_is_refused() {
+    let content = "夏".repeat(40);
+    assert_eq!(content.len(), 120);
+    parse_with_added_token(&content, false).expect("120 bytes as written");
+    let err = parse_with_added_token(&content, true).expect_err("200 bytes normalized");
+    assert!(err.to_string().contains("normalizes to 200 bytes"), "{err}");
+    assert!(err.to_string().contains("model/tokenizer.json"), "{err}");
+}
+
+/// Built by hand after the added-token fix: a chain of normalizers that each double the text
+/// grows every text encoded exponentially (twenty took a 60-character text to 228 MB). One
+/// whose bound passes 1,024 is refused, naming the file.
+#[test]
+fn a_normalizer_chain_that_grows_text_exponentially_is_refused_naming_the_file() {
+    let doubling = json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aa"});
+    let mut tok = tokenizer_json();
+    tok["normalizer"] = json!({"type": "Sequence", "normalizers": vec![doubling; 20]});
+    let bytes = serde_json::to_vec(&tok).expect("json");
+    let err = TextTokenizer::parse(Path::new("model/tokenizer.json"), &bytes)
+        .expect_err("a million times longer");
+    assert!(err.to_string().contains("model/tokenizer.json"), "{err}");
+    assert!(
+        err.to_string().contains("up to 1048576 times longer"),
+        "{err}"
+    );
 }
 
 #[test]
