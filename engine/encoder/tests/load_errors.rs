@@ -444,8 +444,8 @@ fn an_added_token_the_normalizer_lengthens_past_128_bytes_is_refused() {
 }
 
 /// Built by hand after the added-token fix: a chain of normalizers that each double the text
-/// grows every text encoded exponentially (twenty took a 60-character text to 228 MB). One
-/// whose bound passes 1,024 is refused, naming the file.
+/// grows every text encoded exponentially (with twenty, encoding a 60-character text took
+/// 2.2 s and 228 MB). One whose bound passes 1,024 is refused, naming the file.
 #[test]
 fn a_normalizer_chain_that_grows_text_exponentially_is_refused_naming_the_file() {
     let doubling = json!({"type": "Replace", "pattern": {"String": "a"}, "content": "aa"});
