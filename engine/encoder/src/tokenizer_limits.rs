@@ -6,21 +6,17 @@
 //! * **Added tokens.** For up to 100 of them the crate (0.22) matches them with an Aho-Corasick
 //!   DFA, built while it parses, whose construction walks failure links: one per byte already
 //!   matched for a token that repeats itself (`gggg…`), so its time grows with the square of
-//!   the token's length. Found by fuzzing (RELIABILITY.md, bug 20). Measured in a release
-//!   build on the 2-core development machine, MiniLM's `tokenizer.json` (0.03 s to parse and
-//!   encode a sample) plus one token of 2,048 / 8,192 bytes: 0.15 / 2.0 s; the fuzzer's 28,244-byte token:
-//!   56 s; 89 periodic tokens over distinct bytes, 128 bytes each: 0.22 s (256: 0.79 s;
-//!   1,024: 12.3 s). Past 100 tokens the crate builds no DFA (1,000 tokens of 1,024 bytes:
-//!   0.12 s), so their number needs no limit. An added token is a marker (`[CLS]`,
-//!   `[unused0]`; MiniLM ColBERT's longest is `[unused1]`, 9 bytes): one over
-//!   [`MAX_ADDED_TOKEN_BYTES`], as written or as the matcher looks for it (after the
-//!   normalizer, for a `normalized` one), is refused.
+//!   the token's length (RELIABILITY.md, bug 20: the fuzzer's 28,244-byte token took 56 s).
+//!   An added token is a marker (`[CLS]`, `[unused0]`); one over [`MAX_ADDED_TOKEN_BYTES`],
+//!   as written or as the matcher looks for it (after the normalizer, for a `normalized` one),
+//!   is refused. At that length the worst file measured, 89 periodic tokens over distinct
+//!   bytes, parses in 0.22 s (12.3 s at 1,024 bytes). Past 100 tokens the crate builds no DFA,
+//!   so their number needs no limit.
 //! * **Text growth.** The normalizer and the pre-tokenizer rewrite every text encoded, and a
-//!   sequence of steps that each grow it grows it exponentially: with 20 `Replace`
-//!   normalizers turning `a` into `aa`, encoding a 60-character text took 2.2 s and 228 MB
-//!   (16 took 0.17 s and 31 MB; 16 `ByteLevel` pre-tokenizers, 0.19 s and 73 MB). Each step has a growth factor
-//!   `g` (an input of `n ≥ 1` bytes gives at most `g·n`), a sequence multiplies them, and a
-//!   file whose total is over [`MAX_TEXT_GROWTH`] is refused.
+//!   sequence of steps that each grow it grows it exponentially (bug 21: 20 `Replace`
+//!   normalizers turning `a` into `aa` took 2.2 s and 228 MB to encode 60 characters). Each
+//!   step has a growth factor `g` (an input of `n ≥ 1` bytes gives at most `g·n`), a sequence
+//!   multiplies them, and a file whose total is over [`MAX_TEXT_GROWTH`] is refused.
 //!
 //! The growth factors, per step kind (lengths in UTF-8 bytes):
 //!
@@ -105,14 +101,7 @@ struct AddedTokenEntry {
 pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
     let head: Head = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     // Growth first: checking an added token runs the normalizer on it.
-    let normalizer = match &head.normalizer {
-        Some(n) => normalizer_growth(&to_json(n)?)?,
-        None => 1.0,
-    };
-    let pre_tokenizer = match &head.pre_tokenizer {
-        Some(p) => pre_tokenizer_growth(&to_json(p)?)?,
-        None => 1.0,
-    };
+    let (normalizer, pre_tokenizer) = text_growth(&head)?;
     let growth = normalizer * pre_tokenizer;
     if growth > MAX_TEXT_GROWTH {
         return Err(format!(
@@ -126,6 +115,19 @@ pub(crate) fn check(bytes: &[u8]) -> Result<(), String> {
         check_added_token(head.normalizer.as_ref(), entry)?;
     }
     Ok(())
+}
+
+/// Growth bounds of the file's normalizer and of its pre-tokenizer (1 where it has none).
+fn text_growth(head: &Head) -> Result<(f64, f64), String> {
+    let normalizer = match &head.normalizer {
+        Some(n) => normalizer_growth(&to_json(n)?)?,
+        None => 1.0,
+    };
+    let pre_tokenizer = match &head.pre_tokenizer {
+        Some(p) => pre_tokenizer_growth(&to_json(p)?)?,
+        None => 1.0,
+    };
+    Ok((normalizer, pre_tokenizer))
 }
 
 /// The crate's own serialization of a step: one canonical form (`type` tagged) whichever
@@ -332,13 +334,7 @@ mod tests {
     fn growth_of(normalizer: Value, pre_tokenizer: Value) -> Result<f64, String> {
         let file = json!({"normalizer": normalizer, "pre_tokenizer": pre_tokenizer});
         check(&serde_json::to_vec(&file).expect("json"))?;
-        let head: Head = serde_json::from_value(file).expect("parses");
-        let n = head
-            .normalizer
-            .map_or(Ok(1.0), |n| normalizer_growth(&to_json(&n)?))?;
-        let p = head
-            .pre_tokenizer
-            .map_or(Ok(1.0), |p| pre_tokenizer_growth(&to_json(&p)?))?;
+        let (n, p) = text_growth(&serde_json::from_value(file).expect("parses"))?;
         Ok(n * p)
     }
 
